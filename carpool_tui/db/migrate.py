@@ -1,0 +1,190 @@
+"""Applies the numbered SQL migrations, each once, each in its own transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+import asyncpg
+
+from carpool_tui.db.errors import NotMigrated, OpsError, translate
+
+Group = Literal["base", "ops"]
+GROUPS: tuple[Group, ...] = ("base", "ops")
+LEGACY_FILE = "legacy/deployed_functions.sql"
+_LOCK_KEY = 0x0CA2_9001  # advisory lock that serialises concurrent migrate runs
+
+_LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS ops_schema_migrations (
+    name        text PRIMARY KEY,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    applied_by  text NOT NULL DEFAULT current_user
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL file of a group, named like ``ops/0003_jobs.sql``."""
+
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def transactional(self) -> bool:
+        """False for files whose first line asks to run outside a transaction."""
+        first = self.sql.lstrip().splitlines()[0] if self.sql.strip() else ""
+        return "migrate: no-transaction" not in first
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """What migrate will do, or did, with one file."""
+
+    migration: Migration
+    state: Literal["applied", "pending", "changed"]
+
+
+def read_sql(relative: str) -> str:
+    """The text of a shipped SQL file, by its path under ``sql/``."""
+    root = resources.files("carpool_tui.sql")
+    return root.joinpath(relative).read_text(encoding="utf-8")
+
+
+def load(groups: tuple[Group, ...]) -> list[Migration]:
+    """The migration files of the given groups, in order."""
+    root = resources.files("carpool_tui.sql")
+    found: list[Migration] = []
+    for group in groups:
+        folder = root.joinpath(group)
+        names = sorted(
+            entry.name for entry in folder.iterdir() if entry.name.endswith(".sql")
+        )
+        for name in names:
+            text = folder.joinpath(name).read_text(encoding="utf-8")
+            found.append(Migration(f"{group}/{name}", text))
+    return found
+
+
+async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
+    exists = await conn.fetchval("SELECT to_regclass('ops_schema_migrations')")
+    if exists is None:
+        return {}
+    rows = await conn.fetch("SELECT name, checksum FROM ops_schema_migrations")
+    return {r["name"]: r["checksum"] for r in rows}
+
+
+async def plan(conn: asyncpg.Connection, groups: tuple[Group, ...]) -> list[PlanItem]:
+    """Each file of the groups with whether it is applied, pending or changed."""
+    applied = await _applied(conn)
+    items = []
+    for migration in load(groups):
+        recorded = applied.get(migration.name)
+        if recorded is None:
+            items.append(PlanItem(migration, "pending"))
+        elif recorded != migration.checksum:
+            items.append(PlanItem(migration, "changed"))
+        else:
+            items.append(PlanItem(migration, "applied"))
+    return items
+
+
+async def migrate(
+    conn: asyncpg.Connection,
+    groups: tuple[Group, ...] = ("ops",),
+    *,
+    dry_run: bool = False,
+) -> list[PlanItem]:
+    """Apply every pending file of the groups; return the plan it followed.
+
+    Refuses to run when an applied file has changed since it was applied, and
+    refuses the ops group on a database without the platform's tables.
+    """
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    except Exception as exc:
+        raise translate(exc, doing="Taking the migration lock") from exc
+    try:
+        items = await plan(conn, groups)
+        changed = [i.migration.name for i in items if i.state == "changed"]
+        if changed:
+            raise OpsError(
+                f"Applied migration {', '.join(changed)} has changed since it was "
+                "applied",
+                "Restore the file as it was and put the change in a new numbered "
+                "file.",
+            )
+        if "base" not in groups and await conn.fetchval(
+            "SELECT to_regclass('rides')"
+        ) is None:
+            raise NotMigrated(
+                "This database has no platform tables (rides, ride_bookings)",
+                "Point --dsn at the platform database, or add --base to create the "
+                "platform schema in a fresh database.",
+            )
+        if dry_run:
+            return items
+        await conn.execute(_LEDGER_DDL)
+        for item in items:
+            if item.state != "pending":
+                continue
+            await _apply_one(conn, item.migration)
+        return items
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
+    record = "INSERT INTO ops_schema_migrations (name, checksum) VALUES ($1, $2)"
+    try:
+        if migration.transactional:
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(record, migration.name, migration.checksum)
+        else:
+            for statement in _split_statements(migration.sql):
+                await conn.execute(statement)
+            await conn.execute(record, migration.name, migration.checksum)
+    except OpsError:
+        raise
+    except Exception as exc:
+        raise translate(exc, doing=f"Applying {migration.name}") from exc
+
+
+def _split_statements(sql: str) -> list[str]:
+    """Split a no-transaction file on lines that hold only ``-- statement``."""
+    parts = [p.strip() for p in sql.split("\n-- statement\n")]
+    return [p for p in parts if p and not _only_comments(p)]
+
+
+def _only_comments(text: str) -> bool:
+    return all(
+        not line.strip() or line.strip().startswith("--") for line in text.splitlines()
+    )
+
+
+async def apply_legacy(conn: asyncpg.Connection) -> None:
+    """Install the deployed (legacy) functions, as production runs them today.
+
+    Used by tests and benchmarks to build a database in the legacy shape; never
+    applied by ``migrate``.
+    """
+    async with conn.transaction():
+        await conn.execute(read_sql(LEGACY_FILE))
+
+
+async def ops_layer_present(conn: asyncpg.Connection) -> bool:
+    """Whether this database runs our ops layer rather than only the deployed SQL."""
+    return bool(
+        await conn.fetchval(
+            "SELECT to_regprocedure('ops_apply_seat_fix(uuid,integer,integer,text,text)')"
+            " IS NOT NULL"
+        )
+    )

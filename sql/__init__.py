@@ -1,0 +1,1 @@
+"""The SQL migrations shipped with carpool-tui, as package data."""

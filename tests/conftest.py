@@ -1,0 +1,192 @@
+"""Fixtures: a real PostgreSQL server and a fresh database for every test.
+
+The server is the embedded one unless ``CARPOOL_TEST_DSN`` names another (a
+role that may create databases). Three template databases are built once per
+session (platform schema only, legacy deployed functions, our ops layer) and
+each test gets its own copy of one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from carpool_tui.db.connect import connect
+from carpool_tui.db.embedded import EmbeddedServer
+from carpool_tui.db.migrate import apply_legacy, migrate
+
+TEMPLATES = {
+    "base": "carpool_tpl_base",
+    "legacy": "carpool_tpl_legacy",
+    "ops": "carpool_tpl_ops",
+    "legacy_ops": "carpool_tpl_legacy_ops",
+}
+
+
+def _with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointed at another database."""
+    if "?" in dsn:
+        head, query = dsn.split("?", 1)
+        query = "?" + query
+    else:
+        head, query = dsn, ""
+    scheme, rest = head.split("://", 1)
+    if "/" in rest:
+        rest = rest.split("/", 1)[0]
+    return f"{scheme}://{rest}/{database}{query}"
+
+
+class PgServer:
+    """A reachable PostgreSQL server and a way to make databases on it."""
+
+    def __init__(self, admin_dsn: str):
+        self.admin_dsn = admin_dsn
+
+    def dsn(self, database: str) -> str:
+        return _with_database(self.admin_dsn, database)
+
+    async def create_database(self, template: str | None = None) -> str:
+        name = f"carpool_t_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            tpl = f" TEMPLATE {template}" if template else ""
+            for attempt in range(20):
+                try:
+                    await conn.execute(f"CREATE DATABASE {name}{tpl}")
+                    break
+                except asyncpg.ObjectInUseError:
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        return name
+
+    async def drop_database(self, name: str) -> None:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
+async def _build_templates(server: PgServer) -> None:
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        for name in TEMPLATES.values():
+            await conn.execute(
+                f"UPDATE pg_database SET datistemplate = false WHERE datname = '{name}'"
+            )
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    for kind, name in TEMPLATES.items():
+        db = await connect(server.dsn(name), purpose="test-setup",
+                           statement_timeout_ms=120_000)
+        try:
+            await migrate(db, ("base",))
+            if kind in ("legacy", "legacy_ops"):
+                await apply_legacy(db)
+            if kind in ("ops", "legacy_ops"):
+                await migrate(db, ("ops",))
+        finally:
+            await db.close()
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        for name in TEMPLATES.values():
+            await conn.execute(
+                f"UPDATE pg_database SET datistemplate = true WHERE datname = '{name}'"
+            )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The PostgreSQL server the whole test session uses, with templates built."""
+    external = os.environ.get("CARPOOL_TEST_DSN")
+    embedded: EmbeddedServer | None = None
+    if external:
+        server = PgServer(external)
+    else:
+        base = Path(tempfile.mkdtemp(prefix="carpool-tui-tests-", dir="/tmp"))
+        embedded = EmbeddedServer(base / "pgdata", delete_on_stop=True)
+        server = PgServer(embedded.start())
+    asyncio.run(_build_templates(server))
+    try:
+        yield server
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _fresh(pg_server: PgServer, kind: str | None) -> AsyncIterator[str]:
+    template = TEMPLATES[kind] if kind else None
+    name = await pg_server.create_database(template)
+    try:
+        yield pg_server.dsn(name)
+    finally:
+        await pg_server.drop_database(name)
+
+
+@pytest.fixture
+async def ops_dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh database with the platform schema and our ops layer."""
+    async for dsn in _fresh(pg_server, "ops"):
+        yield dsn
+
+
+@pytest.fixture
+async def legacy_dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh database in the legacy shape: platform schema + deployed functions."""
+    async for dsn in _fresh(pg_server, "legacy"):
+        yield dsn
+
+
+@pytest.fixture
+async def legacy_ops_dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A legacy database upgraded with our ops layer on top."""
+    async for dsn in _fresh(pg_server, "legacy_ops"):
+        yield dsn
+
+
+@pytest.fixture
+async def base_dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh database with only the platform schema."""
+    async for dsn in _fresh(pg_server, "base"):
+        yield dsn
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh, empty database."""
+    async for dsn in _fresh(pg_server, None):
+        yield dsn
+
+
+@pytest.fixture
+async def ops_conn(ops_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a fresh ops-layer database."""
+    conn = await connect(ops_dsn, purpose="test", statement_timeout_ms=60_000)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def legacy_conn(legacy_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a fresh legacy-shape database."""
+    conn = await connect(legacy_dsn, purpose="test", statement_timeout_ms=60_000)
+    try:
+        yield conn
+    finally:
+        await conn.close()
