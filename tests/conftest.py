@@ -89,8 +89,9 @@ async def _build_templates(server: PgServer) -> None:
     finally:
         await conn.close()
     for kind, name in TEMPLATES.items():
-        db = await connect(server.dsn(name), purpose="test-setup",
-                           statement_timeout_ms=120_000)
+        db = await connect(
+            server.dsn(name), purpose="test-setup", statement_timeout_ms=120_000
+        )
         try:
             await migrate(db, ("base",))
             if kind in ("legacy", "legacy_ops"):

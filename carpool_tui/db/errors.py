@@ -37,8 +37,16 @@ class ReadOnlySession(OpsError):
     """A write was attempted in a read-only session."""
 
 
-_CONNECTION_STATES = {"08000", "08003", "08006", "08001", "08004", "57P01", "57P02",
-                      "57P03"}
+_CONNECTION_STATES = {
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",
+    "57P01",
+    "57P02",
+    "57P03",
+}
 
 
 def translate(exc: BaseException, *, doing: str) -> OpsError:
@@ -59,8 +67,14 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             "Check the database name in --dsn or PGDATABASE.",
             state,
         )
-    if isinstance(exc, (asyncpg.UndefinedFunctionError, asyncpg.UndefinedTableError,
-                        asyncpg.UndefinedColumnError)):
+    if isinstance(
+        exc,
+        (
+            asyncpg.UndefinedFunctionError,
+            asyncpg.UndefinedTableError,
+            asyncpg.UndefinedColumnError,
+        ),
+    ):
         return NotMigrated(
             f"{doing}: {text}",
             "This database lacks the carpool ops functions or tables; run "
@@ -93,6 +107,12 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             "Usually self-resolving; try again in a moment.",
             state,
         )
+    if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):
+        return OpsError(
+            f"{doing}: the connection settings are not valid ({text})",
+            "Use a DSN like postgresql://user:password@host:5432/dbname.",
+            state,
+        )
     if state in _CONNECTION_STATES or isinstance(
         exc,
         (
@@ -108,12 +128,6 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             f"{doing}: cannot reach the database ({text})",
             "Check that the server is running and the host, port or socket in the "
             "DSN is right.",
-            state,
-        )
-    if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):
-        return OpsError(
-            f"{doing}: the connection settings are not valid ({text})",
-            "Use a DSN like postgresql://user:password@host:5432/dbname.",
             state,
         )
     if isinstance(exc, asyncpg.PostgresError):

@@ -118,12 +118,12 @@ async def migrate(
             raise OpsError(
                 f"Applied migration {', '.join(changed)} has changed since it was "
                 "applied",
-                "Restore the file as it was and put the change in a new numbered "
-                "file.",
+                "Restore the file as it was and put the change in a new numbered file.",
             )
-        if "base" not in groups and await conn.fetchval(
-            "SELECT to_regclass('rides')"
-        ) is None:
+        if (
+            "base" not in groups
+            and await conn.fetchval("SELECT to_regclass('rides')") is None
+        ):
             raise NotMigrated(
                 "This database has no platform tables (rides, ride_bookings)",
                 "Point --dsn at the platform database, or add --base to create the "
@@ -183,8 +183,5 @@ async def apply_legacy(conn: asyncpg.Connection) -> None:
 async def ops_layer_present(conn: asyncpg.Connection) -> bool:
     """Whether this database runs our ops layer rather than only the deployed SQL."""
     return bool(
-        await conn.fetchval(
-            "SELECT to_regprocedure('ops_apply_seat_fix(uuid,integer,integer,text,text)')"
-            " IS NOT NULL"
-        )
+        await conn.fetchval("SELECT to_regprocedure('ops_layer_version()') IS NOT NULL")
     )

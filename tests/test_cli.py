@@ -1,0 +1,76 @@
+"""The command line end to end, as a subprocess: exit codes and what it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import asyncpg
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "carpool_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+async def test_migrate_base_then_again_applies_nothing(empty_dsn: str) -> None:
+    dry = run_cli("migrate", "--dsn", empty_dsn, "--base", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would apply base/0001_platform_schema.sql" in dry.stdout
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regclass('rides')") is None
+    finally:
+        await conn.close()
+
+    first = run_cli("migrate", "--dsn", empty_dsn, "--base")
+    assert first.returncode == 0, first.stderr
+    assert "applied base/0001_platform_schema.sql" in first.stdout
+    second = run_cli("migrate", "--dsn", empty_dsn, "--base")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1].startswith("0 applied")
+
+
+async def test_migrate_refuses_when_an_applied_file_changed(ops_dsn: str) -> None:
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        await conn.execute(
+            "UPDATE ops_schema_migrations SET checksum = 'x' "
+            "WHERE name = 'base/0001_platform_schema.sql'"
+        )
+    finally:
+        await conn.close()
+    result = run_cli("migrate", "--dsn", ops_dsn, "--base")
+    assert result.returncode == 1
+    assert "base/0001_platform_schema.sql has changed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_dsn_is_one_readable_line() -> None:
+    result = run_cli("migrate", "--dsn", "not a dsn")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("carpool")]
+    assert len(lines) == 1
+    assert "connection settings are not valid" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_host_says_so() -> None:
+    result = run_cli("migrate", "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    assert result.returncode == 1
+    assert "cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_migrate_ops_on_empty_database_explains_base(empty_dsn: str) -> None:
+    result = run_cli("migrate", "--dsn", empty_dsn)
+    assert result.returncode == 1
+    assert "no platform tables" in result.stderr
+    assert "--base" in result.stderr

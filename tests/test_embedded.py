@@ -1,0 +1,84 @@
+"""The embedded server wrapper: start, stop, and a server left by a killed process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+
+from carpool_tui.db.embedded import EmbeddedServer, prune_dead_handles
+
+_START_AND_HANG = """
+import sys, time
+from pathlib import Path
+from carpool_tui.db.embedded import EmbeddedServer
+server = EmbeddedServer(Path(sys.argv[1]))
+print(server.start(), flush=True)
+time.sleep(600)
+"""
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pid: int, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+async def test_start_connect_stop() -> None:
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-a" / "pgdata"
+    server = EmbeddedServer(data_dir, delete_on_stop=True)
+    dsn = server.start()
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+    pid = _postmaster_pid(data_dir)
+    server.stop()
+    assert _wait_gone(pid)
+
+
+async def test_server_left_by_killed_process_is_adopted_and_stopped() -> None:
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-b" / "pgdata"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _START_AND_HANG, str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().startswith("postgresql://")
+        pid = _postmaster_pid(data_dir)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert _alive(pid), "the server outlives its killed owner"
+    assert prune_dead_handles(data_dir) == [owner.pid]
+
+    server = EmbeddedServer(data_dir, delete_on_stop=True)
+    dsn = server.start()
+    assert _postmaster_pid(data_dir) == pid, "the running server is reused"
+    conn = await asyncpg.connect(dsn)
+    await conn.close()
+    server.stop()
+    assert _wait_gone(pid), "stopping the adopting process stops the server"
