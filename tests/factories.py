@@ -1,0 +1,95 @@
+"""Small async helpers that insert platform rows for tests.
+
+Rows go straight into the tables (the seat-sync trigger still runs), so a test
+can build any state, including the faults the invariant checks look for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from carpool_tui.db.connect import as_dict
+
+
+async def make_profile(
+    conn: asyncpg.Connection, *, name: str | None = None
+) -> uuid.UUID:
+    """A profile with a unique email."""
+    tag = uuid.uuid4().hex[:10]
+    return await conn.fetchval(
+        "INSERT INTO profiles (email, full_name) VALUES ($1, $2) RETURNING id",
+        f"{tag}@example.test",
+        name or f"Person {tag}",
+    )
+
+
+async def make_ride(
+    conn: asyncpg.Connection,
+    driver: uuid.UUID | None = None,
+    *,
+    total_seats: int = 4,
+    departs_in: timedelta = timedelta(days=1),
+    available_for: timedelta | None = None,
+    status: str = "active",
+) -> uuid.UUID:
+    """A ride departing ``departs_in`` from now (negative: in the past).
+
+    ``available_for`` sets ``available_until`` relative to now, as for a
+    flexible ride.
+    """
+    if driver is None:
+        driver = await make_profile(conn)
+    return await conn.fetchval(
+        """
+        INSERT INTO rides (driver_id, origin, destination, departure_time,
+                           available_until, available_seats, total_seats, status)
+        VALUES ($1, 'Origin', 'Destination', now() + $2,
+                now() + $3, $4, $4, $5)
+        RETURNING id
+        """,
+        driver,
+        departs_in,
+        available_for,
+        total_seats,
+        status,
+    )
+
+
+async def make_booking(
+    conn: asyncpg.Connection,
+    ride: uuid.UUID,
+    passenger: uuid.UUID | None = None,
+    *,
+    seats: int = 1,
+    status: str = "pending",
+) -> uuid.UUID:
+    """A booking inserted directly, without any notification."""
+    if passenger is None:
+        passenger = await make_profile(conn)
+    cancelled = "now()" if status == "cancelled" else "NULL"
+    return await conn.fetchval(
+        f"""
+        INSERT INTO ride_bookings (ride_id, passenger_id, seats_requested, status,
+                                   cancelled_at)
+        VALUES ($1, $2, $3, $4, {cancelled})
+        RETURNING id
+        """,
+        ride,
+        passenger,
+        seats,
+        status,
+    )
+
+
+async def call_json(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, Any]:
+    """The jsonb object a function call returns, e.g. ``SELECT expire_rides()``."""
+    return as_dict(await conn.fetchval(sql, *args))
+
+
+async def job(conn: asyncpg.Connection, name: str) -> dict[str, Any]:
+    """Run one of the four jobs (or the health summary) by name."""
+    return await call_json(conn, f"SELECT {name}()")
