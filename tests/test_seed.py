@@ -385,3 +385,27 @@ async def test_expired_active_scales_with_the_platform(
     now = _pinned_now() - timedelta(seconds=1)
     await seed_platform(base_conn, rides=2000, faults=["expired_active_ride"], now=now)
     assert await base_conn.fetchval(CHECKS["expired_active_ride"]) == 20
+
+
+async def test_ops_layer_sees_each_fault_and_gets_its_history_columns(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    await seed_platform(ops_conn, rides=300, faults=FAULT_KINDS, history_days=3)
+    result = await ops_conn.fetchval("SELECT check_system_invariants()")
+    counts = {c["name"]: c["count"] for c in result["checks"]}
+    assert set(counts) == set(FAULT_KINDS)
+    assert all(n >= 2 for n in counts.values()), counts
+    assert (
+        await ops_conn.fetchval(
+            "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
+            " AND sqlstate IS NOT NULL AND triggered_by = 'pg_cron'"
+        )
+        > 0
+    )
+    assert (
+        await ops_conn.fetchval(
+            "SELECT count(*) FROM invariant_violations"
+            " WHERE check_id IS NOT NULL AND resolved_at IS NOT NULL"
+        )
+        > 0
+    )
