@@ -1,0 +1,594 @@
+"""The dashboard's only way into the database: typed reads, jobs and admin writes.
+
+A small pool serves the polling reads; a running job gets its own connection
+so it never stalls the panels and can be cancelled on the server. Every query
+is built here; callers get models from carpool_tui.models and errors from
+carpool_tui.db.errors, never rows or driver exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+
+from carpool_tui.config import Settings
+from carpool_tui.db.connect import as_dict, connect, create_pool
+from carpool_tui.db.errors import (
+    ConnectionLost,
+    NotMigrated,
+    OpsError,
+    ReadOnlySession,
+    translate,
+)
+from carpool_tui.models import (
+    JOBS,
+    JOBS_BY_NAME,
+    Capabilities,
+    ExpireApplied,
+    ExpirePreview,
+    HealthSummary,
+    JobLogEntry,
+    JobLogPage,
+    JobResult,
+    PanelError,
+    Refusal,
+    ResolveApplied,
+    ResolvePreview,
+    SeatFixApplied,
+    SeatFixPreview,
+    Snapshot,
+    Violation,
+)
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+POOL_SIZE = 3
+VIOLATION_LIMIT = 500
+MAX_LOG_PAGE = 500
+
+HEALTH_FUNCTION = "get_system_health_summary()"
+JOB_FUNCTIONS = tuple(f"{job.name}()" for job in JOBS)
+OPS_FUNCTIONS = (
+    "ops_layer_version()",
+    "ops_preview_seat_fix(uuid)",
+    "ops_apply_seat_fix(uuid,integer,integer,text,text)",
+    "ops_preview_expire_ride(uuid)",
+    "ops_expire_ride(uuid,text,text,boolean)",
+    "ops_preview_resolve_violation(uuid)",
+    "ops_resolve_violation(uuid,text,text)",
+)
+ALL_FUNCTIONS = (HEALTH_FUNCTION, *JOB_FUNCTIONS, *OPS_FUNCTIONS)
+
+JOB_LOG_COLUMNS = (
+    "id",
+    "job_name",
+    "started_at",
+    "completed_at",
+    "status",
+    "records_processed",
+    "errors_encountered",
+    "details",
+    "error_message",
+)
+JOB_LOG_OPTIONAL = ("sqlstate", "triggered_by")
+VIOLATION_COLUMNS = (
+    "id",
+    "check_name",
+    "severity",
+    "violation_count",
+    "sample_data",
+    "detected_at",
+    "resolved_at",
+    "auto_resolved",
+    "notes",
+)
+VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
+
+PANELS = ("health", "jobs", "job_log", "violations")
+
+
+def utc_now() -> datetime:
+    """The wall clock in UTC; the default clock of a repository."""
+    return datetime.now(UTC)
+
+
+def function_name(signature: str) -> str:
+    """``expire_rides()`` -> ``expire_rides``."""
+    return signature.split("(", 1)[0]
+
+
+def append_action_log(path: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line to the local action log, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+
+
+class Repository:
+    """Reads, jobs and writes against one database, for one operator."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.capabilities: Capabilities | None = None
+        self.action_log_error: str | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._job_conn: asyncpg.Connection | None = None
+        self._job_pid: int | None = None
+
+    # -- connection ------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None and self.capabilities is not None
+
+    async def open(self) -> Capabilities:
+        """Connect the polling pool and find what this database offers."""
+        if self._pool is None:
+            try:
+                self._pool = await create_pool(
+                    self.settings.dsn,
+                    purpose="dashboard",
+                    statement_timeout_ms=self.settings.statement_timeout_ms,
+                    read_only=self.settings.read_only,
+                    max_size=POOL_SIZE,
+                )
+            except OpsError as err:
+                raise _as_lost(err) from err
+        try:
+            self.capabilities = await self._detect()
+        except OpsError:
+            await self.close()
+            raise
+        return self.capabilities
+
+    async def close(self) -> None:
+        """Close the pool and any job connection."""
+        pool, self._pool = self._pool, None
+        self.capabilities = None
+        if self._job_conn is not None:
+            self._job_conn.terminate()
+            self._job_conn = None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=2)
+            except (TimeoutError, OSError, asyncpg.PostgresError):
+                pool.terminate()
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise ConnectionLost(
+                "Not connected to the database", "Waiting to reconnect."
+            )
+        return self._pool
+
+    async def _with_conn(
+        self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        pool = self._require_pool()
+        try:
+            async with pool.acquire() as conn:
+                try:
+                    return await work(conn)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    raise translate(exc, doing=doing) from exc
+        except (asyncio.CancelledError, OpsError):
+            raise
+        except Exception as exc:
+            # Acquiring (or giving back) a pooled connection failed.
+            raise _as_lost(translate(exc, doing=doing)) from exc
+
+    async def _detect(self) -> Capabilities:
+        async def work(conn: asyncpg.Connection) -> Capabilities:
+            info = await conn.fetchrow(
+                "SELECT current_setting('server_version') AS server_version,"
+                " current_database() AS database, current_user AS usr,"
+                " current_setting('transaction_read_only') = 'on' AS read_only"
+            )
+            funcs = await conn.fetch(
+                "SELECT sig, to_regprocedure(sig) IS NOT NULL AS present,"
+                " CASE WHEN to_regprocedure(sig) IS NOT NULL THEN"
+                " has_function_privilege(to_regprocedure(sig), 'EXECUTE')"
+                " END AS allowed FROM unnest($1::text[]) AS sig",
+                list(ALL_FUNCTIONS),
+            )
+            cols = await conn.fetch(
+                "SELECT c.relname::text AS tbl, a.attname::text AS col"
+                " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                " WHERE a.attrelid IN (to_regclass('system_job_log'),"
+                " to_regclass('invariant_violations'))"
+                " AND a.attnum > 0 AND NOT a.attisdropped"
+            )
+            version = None
+            present = {r["sig"] for r in funcs if r["present"]}
+            allowed = {r["sig"] for r in funcs if r["allowed"]}
+            if "ops_layer_version()" in allowed:
+                version = await conn.fetchval("SELECT ops_layer_version()")
+            return Capabilities(
+                ops_layer_version=None if version is None else str(version),
+                read_only=self.settings.read_only or bool(info["read_only"]),
+                missing_functions=[
+                    function_name(s) for s in ALL_FUNCTIONS if s not in present
+                ],
+                missing_grants=[
+                    function_name(s)
+                    for s in ALL_FUNCTIONS
+                    if s in present and s not in allowed
+                ],
+                job_log_columns=sorted(
+                    r["col"] for r in cols if r["tbl"] == "system_job_log"
+                ),
+                violation_columns=sorted(
+                    r["col"] for r in cols if r["tbl"] == "invariant_violations"
+                ),
+                server_version=str(info["server_version"]),
+                database=str(info["database"]),
+                user=str(info["usr"]),
+            )
+
+        caps = await self._with_conn("Reading what the database offers", work)
+        missing = set(caps.missing_functions)
+        if (
+            function_name(HEALTH_FUNCTION) in missing
+            and not caps.job_log_columns
+            and not caps.violation_columns
+        ):
+            raise NotMigrated(
+                f"Database {caps.database} has no carpool health function, job "
+                "log or violations table",
+                "Apply the ops layer with `carpool-tui migrate --dsn ...`, or "
+                "point --dsn at the platform database.",
+            )
+        return caps
+
+    def _caps(self) -> Capabilities:
+        if self.capabilities is None:
+            raise ConnectionLost(
+                "Not connected to the database", "Waiting to reconnect."
+            )
+        return self.capabilities
+
+    # -- reads -----------------------------------------------------------
+
+    async def snapshot(
+        self, *, log_offset: int = 0, log_limit: int = 100, failed_only: bool = False
+    ) -> Snapshot:
+        """One round of cheap reads; a panel whose query fails gets an error."""
+        caps = self._caps()
+        results = await asyncio.gather(
+            self.health(),
+            self.latest_runs(),
+            self.job_log(offset=log_offset, limit=log_limit, failed_only=failed_only),
+            self.unresolved_violations(),
+            return_exceptions=True,
+        )
+        errors: dict[str, PanelError] = {}
+        for panel, result in zip(PANELS, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                err = translate(result, doing=f"Reading {panel.replace('_', ' ')}")
+                errors[panel] = PanelError(
+                    message=err.message, hint=err.hint, kind=type(err).__name__
+                )
+        if len(errors) == len(PANELS):
+            lost = [e for e in errors.values() if e.kind == "ConnectionLost"]
+            first = lost[0] if lost else next(iter(errors.values()))
+            kind = ConnectionLost if lost else OpsError
+            raise kind(first.message, first.hint)
+        health, latest, log, violations = results
+        return Snapshot(
+            fetched_at=self.clock(),
+            capabilities=caps,
+            health=health if isinstance(health, HealthSummary) else None,
+            latest_runs=latest if isinstance(latest, dict) else {},
+            job_log=log if isinstance(log, JobLogPage) else None,
+            violations=violations if isinstance(violations, list) else [],
+            errors=errors,
+        )
+
+    async def health(self) -> HealthSummary:
+        """get_system_health_summary(), typed."""
+
+        async def work(conn: asyncpg.Connection) -> HealthSummary:
+            value = await conn.fetchval("SELECT get_system_health_summary()")
+            return HealthSummary.model_validate(as_dict(value))
+
+        return await self._with_conn("Reading the health summary", work)
+
+    def _job_log_select(self) -> str:
+        have = set(self._caps().job_log_columns)
+        cols = [*JOB_LOG_COLUMNS, *(c for c in JOB_LOG_OPTIONAL if c in have)]
+        return ", ".join(cols)
+
+    async def latest_runs(self) -> dict[str, JobLogEntry]:
+        """The newest system_job_log row of each of the four jobs."""
+        cols = self._job_log_select()
+        sql = (
+            f"SELECT l.* FROM unnest($1::text[]) AS j(name) CROSS JOIN LATERAL"
+            f" (SELECT {cols} FROM system_job_log WHERE job_name = j.name"
+            f" ORDER BY started_at DESC NULLS LAST LIMIT 1) AS l"
+        )
+
+        async def work(conn: asyncpg.Connection) -> dict[str, JobLogEntry]:
+            rows = await conn.fetch(sql, [job.name for job in JOBS])
+            entries = [JobLogEntry.model_validate(dict(r)) for r in rows]
+            return {e.job_name: e for e in entries}
+
+        return await self._with_conn("Reading the latest job runs", work)
+
+    async def job_log(
+        self, *, offset: int = 0, limit: int = 100, failed_only: bool = False
+    ) -> JobLogPage:
+        """One page of system_job_log, newest first, optionally failed runs only."""
+        offset = max(0, offset)
+        limit = max(1, min(limit, MAX_LOG_PAGE))
+        where = "WHERE status = 'failed' " if failed_only else ""
+        sql = (
+            f"SELECT {self._job_log_select()} FROM system_job_log {where}"
+            "ORDER BY started_at DESC NULLS LAST, id DESC OFFSET $1 LIMIT $2"
+        )
+
+        async def work(conn: asyncpg.Connection) -> JobLogPage:
+            rows = await conn.fetch(sql, offset, limit + 1)
+            entries = [JobLogEntry.model_validate(dict(r)) for r in rows[:limit]]
+            return JobLogPage(
+                entries=entries,
+                offset=offset,
+                limit=limit,
+                failed_only=failed_only,
+                has_more=len(rows) > limit,
+            )
+
+        return await self._with_conn("Reading the job log", work)
+
+    async def unresolved_violations(self) -> list[Violation]:
+        """Unresolved invariant_violations, critical first then newest (manual 3.3)."""
+        have = set(self._caps().violation_columns)
+        cols = [*VIOLATION_COLUMNS, *(c for c in VIOLATION_OPTIONAL if c in have)]
+        sql = (
+            f"SELECT {', '.join(cols)} FROM invariant_violations"
+            " WHERE resolved_at IS NULL ORDER BY"
+            " CASE severity WHEN 'critical' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END,"
+            f" detected_at DESC, id LIMIT {VIOLATION_LIMIT}"
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[Violation]:
+            rows = await conn.fetch(sql)
+            return [Violation.model_validate(dict(r)) for r in rows]
+
+        return await self._with_conn("Reading unresolved violations", work)
+
+    # -- jobs ------------------------------------------------------------
+
+    @property
+    def job_running(self) -> bool:
+        return self._job_conn is not None
+
+    async def run_job(self, name: str) -> JobResult:
+        """Run one job on its own connection; failures come back as a result."""
+        if name not in JOBS_BY_NAME:
+            raise OpsError(f"Unknown job {name!r}", "Pick one of the four jobs.")
+        self._refuse_if_read_only(f"Running {name}")
+        if self._job_conn is not None:
+            raise OpsError("A job is already running", "Wait for it or cancel it.")
+        settings = self.settings
+        try:
+            conn = await connect(
+                settings.dsn,
+                purpose=f"job {name}",
+                statement_timeout_ms=settings.job_timeout_ms,
+                read_only=settings.read_only,
+            )
+        except OpsError as refused:
+            return JobResult(success=False, error=refused.message, hint=refused.hint)
+        self._job_conn = conn
+        self._job_pid = conn.get_server_pid()
+        try:
+            await conn.execute(
+                "SELECT set_config('carpool.operator', $1, false)", settings.operator
+            )
+            value = await conn.fetchval(f"SELECT {name}()")
+            result = JobResult.model_validate(as_dict(value))
+        except asyncio.CancelledError:
+            conn.terminate()
+            raise
+        except Exception as exc:
+            err = translate(exc, doing=f"Running {name}")
+            result = JobResult(
+                success=False, error=err.message, sqlstate=err.sqlstate, hint=err.hint
+            )
+        finally:
+            self._job_conn = None
+            self._job_pid = None
+            if not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), timeout=2)
+                except (TimeoutError, OSError, asyncpg.PostgresError):
+                    conn.terminate()
+        self._log_action(
+            "run_job",
+            target=name,
+            note=None,
+            outcome="ok" if result.success else "failed",
+            detail=result.model_dump(exclude_none=True),
+        )
+        return result
+
+    async def cancel_job(self) -> bool:
+        """Ask the server to cancel the running job's statement."""
+        pid = self._job_pid
+        if pid is None:
+            return False
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            return bool(await conn.fetchval("SELECT pg_cancel_backend($1)", pid))
+
+        return await self._with_conn("Cancelling the job", work)
+
+    # -- admin functions -------------------------------------------------
+
+    def _refuse_if_read_only(self, doing: str) -> None:
+        caps = self.capabilities
+        if self.settings.read_only or (caps is not None and caps.read_only):
+            raise ReadOnlySession(
+                f"{doing}: this session is read-only",
+                "Restart without --read-only to make changes.",
+            )
+
+    async def _call(self, doing: str, sql: str, *args: Any) -> dict[str, Any]:
+        async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+            return as_dict(await conn.fetchval(sql, *args))
+
+        return await self._with_conn(doing, work)
+
+    async def preview_seat_fix(self, ride_id: UUID) -> SeatFixPreview | Refusal:
+        """What a seat fix of this ride would change (ops_preview_seat_fix)."""
+        data = await self._call(
+            "Previewing the seat fix", "SELECT ops_preview_seat_fix($1)", ride_id
+        )
+        return _preview_or_refusal(SeatFixPreview, data)
+
+    async def apply_seat_fix(
+        self, preview: SeatFixPreview, note: str
+    ) -> SeatFixApplied | Refusal:
+        """Apply a previewed seat fix; refused if the ride changed since."""
+        self._refuse_if_read_only("Fixing seats")
+        data = await self._call(
+            "Fixing seats",
+            "SELECT ops_apply_seat_fix($1, $2, $3, $4, $5)",
+            UUID(preview.ride_id),
+            preview.current,
+            preview.computed,
+            self.settings.operator,
+            note,
+        )
+        result = _applied_or_refusal(SeatFixApplied, data)
+        self._log_write("seat_fix", preview.ride_id, note, result)
+        return result
+
+    async def preview_expire_ride(self, ride_id: UUID) -> ExpirePreview | Refusal:
+        """Whether a ride is due to expire and which bookings it would complete."""
+        data = await self._call(
+            "Previewing the ride expiry", "SELECT ops_preview_expire_ride($1)", ride_id
+        )
+        return _preview_or_refusal(ExpirePreview, data)
+
+    async def expire_ride(
+        self, ride_id: UUID, note: str, *, allow_not_due: bool = False
+    ) -> ExpireApplied | Refusal:
+        """Expire one ride by hand (manual 4.3)."""
+        self._refuse_if_read_only("Expiring the ride")
+        data = await self._call(
+            "Expiring the ride",
+            "SELECT ops_expire_ride($1, $2, $3, $4)",
+            ride_id,
+            self.settings.operator,
+            note,
+            allow_not_due,
+        )
+        result = _applied_or_refusal(ExpireApplied, data)
+        self._log_write("expire_ride", str(ride_id), note, result)
+        return result
+
+    async def preview_resolve(self, violation_id: str) -> ResolvePreview | Refusal:
+        """Whether the violation's check still fails right now."""
+        data = await self._call(
+            "Checking the violation",
+            "SELECT ops_preview_resolve_violation($1)",
+            UUID(str(violation_id)),
+        )
+        return _preview_or_refusal(ResolvePreview, data)
+
+    async def resolve_violation(
+        self, violation_id: str, note: str
+    ) -> ResolveApplied | Refusal:
+        """Mark a violation resolved with the operator's note."""
+        self._refuse_if_read_only("Resolving the violation")
+        data = await self._call(
+            "Resolving the violation",
+            "SELECT ops_resolve_violation($1, $2, $3)",
+            UUID(str(violation_id)),
+            self.settings.operator,
+            note,
+        )
+        result = _applied_or_refusal(ResolveApplied, data)
+        self._log_write("resolve_violation", str(violation_id), note, result)
+        return result
+
+    # -- local action log ------------------------------------------------
+
+    def _log_write(self, action: str, target: str, note: str, result: Any) -> None:
+        outcome = result.code if isinstance(result, Refusal) else "ok"
+        self._log_action(
+            action,
+            target=target,
+            note=note,
+            outcome=outcome,
+            detail=result.model_dump(exclude_none=True, exclude={"preview"}),
+        )
+
+    def _log_action(
+        self,
+        action: str,
+        *,
+        target: str,
+        note: str | None,
+        outcome: str,
+        detail: dict[str, Any],
+    ) -> None:
+        entry = {
+            "at": self.clock().isoformat(),
+            "operator": self.settings.operator,
+            "database": self.settings.target,
+            "action": action,
+            "target": target,
+            "note": note,
+            "outcome": outcome,
+            "detail": detail,
+        }
+        try:
+            append_action_log(self.settings.action_log, entry)
+            self.action_log_error = None
+        except OSError as exc:
+            self.action_log_error = (
+                f"Could not append to {self.settings.action_log}: {exc}"
+            )
+
+
+def _as_lost(err: OpsError) -> OpsError:
+    """A failure to get a connection at all, as ConnectionLost unless it says more."""
+    if type(err) is not OpsError:
+        return err
+    hint = err.hint or "Check that the server is up and accepts connections."
+    return ConnectionLost(err.message, hint, err.sqlstate)
+
+
+P = TypeVar(
+    "P",
+    SeatFixPreview,
+    ExpirePreview,
+    ResolvePreview,
+    SeatFixApplied,
+    ExpireApplied,
+    ResolveApplied,
+)
+
+
+def _preview_or_refusal(model: type[P], data: dict[str, Any]) -> P | Refusal:
+    if data.get("success") is False or "code" in data:
+        return Refusal.model_validate({"code": "unknown", "error": "refused", **data})
+    return model.model_validate(data)
+
+
+_applied_or_refusal = _preview_or_refusal

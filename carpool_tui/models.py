@@ -1,0 +1,453 @@
+"""Typed models of what the SQL returns, and the four jobs described as data.
+
+The UI renders only these models; the repository builds them from rows and
+function results. Field names follow the SQL contract (docs/sql-api.md and the
+operations manual); extra keys a deployment adds are kept, never rejected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+JobName = Literal[
+    "expire_rides",
+    "reconcile_seat_counts",
+    "repair_missing_notifications",
+    "check_system_invariants",
+]
+
+LEGACY_CHECK_NAME = "system_invariant_check"
+SEVERITY_ORDER = {"critical": 1, "warning": 2}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One background job of manual section 1: what it is called and does."""
+
+    name: JobName
+    title: str
+    summary: str
+    steps: tuple[str, ...]
+    frequency: timedelta
+    frequency_text: str
+
+
+JOBS: tuple[JobSpec, ...] = (
+    JobSpec(
+        name="expire_rides",
+        title="Ride expiry",
+        summary="Moves rides whose departure or availability has passed, and "
+        "their open bookings, to their final states.",
+        steps=(
+            "Finds rides whose departure_time or available_until has passed",
+            "Marks their pending and confirmed bookings completed",
+            "Notifies the affected passengers",
+            "Marks the rides completed",
+            "Records the run in system_job_log",
+        ),
+        frequency=timedelta(minutes=5),
+        frequency_text="every 5 minutes",
+    ),
+    JobSpec(
+        name="reconcile_seat_counts",
+        title="Seat reconciliation",
+        summary="Sets each ride's available_seats to total seats minus the "
+        "seats of its pending and confirmed bookings.",
+        steps=(
+            "Counts the seats held by pending and confirmed bookings",
+            "Compares that with the stored available_seats",
+            "Records each difference in admin_audit_log",
+            "Fixes the mismatched values",
+        ),
+        frequency=timedelta(days=1),
+        frequency_text="daily (3 AM)",
+    ),
+    JobSpec(
+        name="repair_missing_notifications",
+        title="Notification repair",
+        summary="Creates booking notifications that were never sent, for "
+        "bookings of the last 30 days.",
+        steps=(
+            "Finds bookings without a BOOKING_REQUEST notification",
+            "Finds confirmed bookings without BOOKING_CONFIRMED",
+            "Finds cancelled bookings without BOOKING_CANCELLED",
+            "Creates the missing ones, marked repaired",
+        ),
+        frequency=timedelta(days=1),
+        frequency_text="daily (4 AM)",
+    ),
+    JobSpec(
+        name="check_system_invariants",
+        title="Invariant check",
+        summary="Runs the eight consistency checks and records what fails in "
+        "invariant_violations.",
+        steps=(
+            "Checks seats, ride and booking states, duplicates and expiry",
+            "Keeps up to 10 samples per failing check",
+            "Records the findings in invariant_violations",
+        ),
+        frequency=timedelta(minutes=15),
+        frequency_text="every 15 minutes",
+    ),
+)
+
+JOBS_BY_NAME: dict[str, JobSpec] = {job.name: job for job in JOBS}
+
+
+class _Open(BaseModel):
+    """A model that keeps keys it does not know about."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RecentJob(_Open):
+    """One entry of the health summary's recent_job_status."""
+
+    job_name: str
+    status: str
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    records_processed: int | None = None
+    duration_ms: float | None = None
+    error_message: str | None = None
+
+
+class HealthSummary(_Open):
+    """The result of get_system_health_summary() (manual 3.1)."""
+
+    timestamp: datetime | None = None
+    total_rides: int | None = None
+    active_rides: int | None = None
+    in_progress_rides: int | None = None
+    total_bookings: int | None = None
+    pending_bookings: int | None = None
+    confirmed_bookings: int | None = None
+    expired_active_rides: int | None = None
+    seat_mismatches: int | None = None
+    unresolved_violations: int | None = None
+    recent_job_status: list[RecentJob] = Field(default_factory=list)
+    failed_jobs_24h: int | None = None
+    ops_layer_version: str | None = None
+
+    @field_validator("recent_job_status", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class JobLogEntry(BaseModel):
+    """One row of system_job_log; the ops-layer columns may be absent."""
+
+    id: UUID | int | str
+    job_name: str
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    status: str
+    records_processed: int | None = None
+    errors_encountered: int | None = None
+    details: dict[str, Any] | list[Any] | None = None
+    error_message: str | None = None
+    sqlstate: str | None = None
+    triggered_by: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return self.completed_at - self.started_at
+
+    @property
+    def error_sqlstate(self) -> str | None:
+        """The SQLSTATE from the column, else from details (legacy rows have none)."""
+        if self.sqlstate:
+            return self.sqlstate
+        if isinstance(self.details, dict):
+            value = self.details.get("sqlstate")
+            return str(value) if value else None
+        return None
+
+
+class JobLogPage(BaseModel):
+    """A page of the job log, newest first."""
+
+    entries: list[JobLogEntry]
+    offset: int = 0
+    limit: int = 100
+    failed_only: bool = False
+    has_more: bool = False
+
+
+class ViolationSample(_Open):
+    """One sample of a failing check; the fields present depend on the check."""
+
+    check: str | None = None
+    name: str | None = None
+    severity: str | None = None
+    ride_id: str | None = None
+    booking_id: str | None = None
+    passenger_id: str | None = None
+    current: int | None = None
+    expected: int | None = None
+    status: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Every key of the sample, known or not, in a stable order."""
+        data = self.model_dump(exclude_none=True)
+        return dict(sorted(data.items()))
+
+
+class Violation(BaseModel):
+    """One row of invariant_violations: an ops-layer row or a legacy one."""
+
+    id: UUID | int | str
+    check_name: str
+    severity: str
+    violation_count: int | None = None
+    sample_data: list[ViolationSample] = Field(default_factory=list)
+    detected_at: datetime | None = None
+    resolved_at: datetime | None = None
+    auto_resolved: bool | None = None
+    notes: str | None = None
+    check_id: str | None = None
+    last_seen_at: datetime | None = None
+    resolved_by: str | None = None
+
+    @field_validator("sample_data", mode="before")
+    @classmethod
+    def _samples_as_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            inner = value.get("samples") or value.get("violations")
+            return inner if isinstance(inner, list) else [value]
+        return value
+
+    @property
+    def legacy(self) -> bool:
+        """True for a row the deployed check wrote (all checks in one row)."""
+        return self.check_name == LEGACY_CHECK_NAME
+
+    @property
+    def checks(self) -> list[str]:
+        """The check names this row is about (several for a legacy row)."""
+        if not self.legacy:
+            return [self.check_name]
+        names = {s.name for s in self.sample_data if s.name}
+        return sorted(names)
+
+    @property
+    def seat_ride_ids(self) -> list[str]:
+        """Ride ids of the samples a seat fix can act on, in sample order."""
+        found: list[str] = []
+        for sample in self.sample_data:
+            name = sample.name or self.check_name
+            if sample.ride_id and "seat" in name and sample.ride_id not in found:
+                found.append(sample.ride_id)
+        return found
+
+
+class PanelError(BaseModel):
+    """Why one panel could not be filled on this refresh."""
+
+    message: str
+    hint: str = ""
+    kind: str = "OpsError"
+
+
+class Capabilities(BaseModel):
+    """What this database and role allow, found once per connection."""
+
+    ops_layer_version: str | None = None
+    read_only: bool = False
+    missing_grants: list[str] = Field(default_factory=list)
+    missing_functions: list[str] = Field(default_factory=list)
+    job_log_columns: list[str] = Field(default_factory=list)
+    violation_columns: list[str] = Field(default_factory=list)
+    server_version: str = ""
+    database: str = ""
+    user: str = ""
+
+    @property
+    def ops_layer(self) -> bool:
+        return self.ops_layer_version is not None
+
+    def can_execute(self, function: str) -> bool:
+        return (
+            function not in self.missing_grants
+            and function not in self.missing_functions
+        )
+
+
+class Snapshot(BaseModel):
+    """Everything one refresh fetched, with the errors of panels that failed."""
+
+    fetched_at: datetime
+    capabilities: Capabilities
+    health: HealthSummary | None = None
+    latest_runs: dict[str, JobLogEntry] = Field(default_factory=dict)
+    job_log: JobLogPage | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    errors: dict[str, PanelError] = Field(default_factory=dict)
+
+    def latest_run(self, job: str) -> JobLogEntry | RecentJob | None:
+        """The newest run of a job: from the log, else from the health summary."""
+        if job in self.latest_runs:
+            return self.latest_runs[job]
+        if self.health is not None:
+            for recent in self.health.recent_job_status:
+                if recent.job_name == job:
+                    return recent
+        return None
+
+
+class JobResult(_Open):
+    """What a job function returned; failures carry error and sqlstate."""
+
+    success: bool = False
+    error: str | None = None
+    sqlstate: str | None = None
+    hint: str | None = None
+    job_log_id: str | None = None
+
+    def describe(self, job: str) -> str:
+        """The result in words, for the operator."""
+        if not self.success:
+            state = f" (SQLSTATE {self.sqlstate})" if self.sqlstate else ""
+            return f"Failed: {self.error or 'no error message'}{state}"
+        data = self.model_dump()
+        parts = [
+            words.format(data[key])
+            for key, words in _RESULT_WORDS.get(job, ())
+            if data.get(key) is not None
+        ]
+        if job == "check_system_invariants":
+            healthy = data.get("healthy")
+            head = "Healthy" if healthy else "Violations found"
+            return ", ".join([head, *parts]) + "."
+        if job == "reconcile_seat_counts" and data.get("overbooked_rides"):
+            parts.append(f"{len(data['overbooked_rides'])} overbooked ride(s) reported")
+        if not parts:
+            return "Completed."
+        text = ", ".join(parts)
+        return text[0].upper() + text[1:] + "."
+
+
+_RESULT_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "expire_rides": (
+        ("rides_expired", "expired {} rides"),
+        ("bookings_completed", "completed {} bookings"),
+        ("notifications_created", "created {} notifications"),
+        ("orphan_bookings_closed", "closed {} orphan bookings"),
+        ("rides_skipped_locked", "skipped {} locked rides"),
+    ),
+    "reconcile_seat_counts": (
+        ("mismatches_found", "found {} mismatches"),
+        ("mismatches_fixed", "fixed {} mismatches"),
+    ),
+    "repair_missing_notifications": (
+        ("booking_requests_created", "created {} booking requests"),
+        ("confirmations_created", "{} confirmations"),
+        ("cancellations_created", "{} cancellations"),
+        ("total_notifications_created", "{} notifications in total"),
+    ),
+    "check_system_invariants": (
+        ("total_violations", "{} violations"),
+        ("violations_opened", "{} opened"),
+        ("violations_auto_resolved", "{} auto-resolved"),
+    ),
+}
+
+
+class Booking(_Open):
+    """A booking as the admin previews list it."""
+
+    booking_id: str
+    passenger_id: str | None = None
+    status: str | None = None
+    seats_requested: int | None = None
+    created_at: datetime | None = None
+
+
+class SeatFixPreview(_Open):
+    """ops_preview_seat_fix(): the ride's seats now and what they should be."""
+
+    ride_id: str
+    status: str | None = None
+    total_seats: int
+    current: int
+    computed: int
+    counted_seats: int | None = None
+    needs_fix: bool
+    overbooked: bool = False
+    bookings: list[Booking] = Field(default_factory=list)
+
+
+class SeatFixApplied(_Open):
+    """ops_apply_seat_fix() succeeded."""
+
+    ride_id: str
+    before: Any = None
+    after: Any = None
+    audit_id: str | None = None
+
+
+class ExpirePreview(_Open):
+    """ops_preview_expire_ride(): whether the ride is due and what would change."""
+
+    ride_id: str
+    status: str | None = None
+    departure_time: datetime | None = None
+    available_until: datetime | None = None
+    expires_at: datetime | None = None
+    due: bool = False
+    terminal: bool = False
+    bookings: list[Booking] = Field(default_factory=list)
+
+
+class ExpireApplied(_Open):
+    """ops_expire_ride() succeeded."""
+
+    ride_id: str
+    bookings_completed: int = 0
+    notifications_created: int = 0
+    audit_id: str | None = None
+
+
+class ResolvePreview(_Open):
+    """ops_preview_resolve_violation(): the row and whether its check fails now."""
+
+    violation: dict[str, Any] = Field(default_factory=dict)
+    still_failing: bool
+    current_count: int | None = None
+
+
+class ResolveApplied(_Open):
+    """ops_resolve_violation() succeeded."""
+
+    violation_id: str
+    still_failing: bool | None = None
+    audit_id: str | None = None
+
+
+class Refusal(_Open):
+    """An admin function said no: a code, a readable sentence, maybe a new preview."""
+
+    code: str
+    error: str
+    preview: SeatFixPreview | None = None
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _only_seat_previews(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "computed" in value:
+            return value
+        return None

@@ -1,0 +1,232 @@
+"""The one registry of dashboard actions, and why an action is unavailable now.
+
+Bindings, the footer, the command palette and the help screen are all built
+from ACTIONS, so a key, its title and its read-only rule are written once.
+This module is plain data and has no Textual import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from carpool_tui.models import JOBS, Capabilities
+
+Needs = Literal["violation", "row"] | None
+
+MIGRATE_COMMAND = "carpool-tui migrate --dsn ..."
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One thing the operator can do, by key or from the palette."""
+
+    id: str
+    key: str
+    key_label: str
+    title: str
+    description: str
+    action: str
+    writes: bool = False
+    needs_ops: bool = False
+    needs: Needs = None
+    function: str | None = None
+    footer: bool = False
+    needs_db: bool = False
+
+
+def _job_actions() -> tuple[ActionSpec, ...]:
+    return tuple(
+        ActionSpec(
+            id=f"run-{job.name}",
+            key=str(number),
+            key_label=str(number),
+            title=f"Run {job.name}",
+            description=f"{job.title}: {job.summary} Recommended {job.frequency_text}.",
+            action=f"run_job('{job.name}')",
+            writes=True,
+            function=job.name,
+            needs_db=True,
+        )
+        for number, job in enumerate(JOBS, start=1)
+    )
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec(
+        "help",
+        "question_mark",
+        "?",
+        "Help",
+        "Show every key and what it does.",
+        "show_help",
+        footer=True,
+    ),
+    ActionSpec("quit", "q", "q", "Quit", "Leave the dashboard.", "quit", footer=True),
+    ActionSpec(
+        "refresh",
+        "r",
+        "r",
+        "Refresh",
+        "Poll the database now.",
+        "refresh",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
+        "pause",
+        "p",
+        "p",
+        "Pause",
+        "Pause or resume live polling.",
+        "toggle_pause",
+        footer=True,
+    ),
+    ActionSpec(
+        "faster",
+        "plus",
+        "+",
+        "Faster",
+        "Poll more often.",
+        "faster",
+    ),
+    ActionSpec(
+        "slower",
+        "minus",
+        "-",
+        "Slower",
+        "Poll less often.",
+        "slower",
+    ),
+    *_job_actions(),
+    ActionSpec(
+        "seat-fix",
+        "s",
+        "s",
+        "Fix seats",
+        "Preview and apply a seat fix for one ride (from the selected seat "
+        "violation, or type a ride id): shows total, current and computed "
+        "seats and the bookings that count; needs a note.",
+        "seat_fix",
+        writes=True,
+        needs_ops=True,
+        function="ops_apply_seat_fix",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
+        "resolve",
+        "x",
+        "x",
+        "Resolve",
+        "Mark the selected violation resolved with a note, after showing "
+        "whether its check still fails right now.",
+        "resolve",
+        writes=True,
+        needs_ops=True,
+        needs="violation",
+        function="ops_resolve_violation",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
+        "expire-ride",
+        "e",
+        "e",
+        "Expire ride",
+        "Expire one ride by hand (manual 4.3): preview its due time and the "
+        "bookings it completes, then apply with a note.",
+        "expire_ride",
+        writes=True,
+        needs_ops=True,
+        function="ops_expire_ride",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
+        "details",
+        "enter",
+        "Enter",
+        "Details",
+        "Open the selected job run or violation with its full text and samples.",
+        "details",
+        needs="row",
+    ),
+    ActionSpec(
+        "switch-pane",
+        "t",
+        "t",
+        "Log/Violations",
+        "Switch between the job log and the violations (tabs on small screens).",
+        "switch_pane",
+        footer=True,
+    ),
+    ActionSpec(
+        "failed-only",
+        "f",
+        "f",
+        "Failed only",
+        "Show only failed runs in the job log, or all runs again.",
+        "toggle_failed",
+        needs_db=True,
+    ),
+    ActionSpec(
+        "older",
+        "right_square_bracket",
+        "]",
+        "Older runs",
+        "Next page of the job log (older runs).",
+        "page(1)",
+        needs_db=True,
+    ),
+    ActionSpec(
+        "newer",
+        "left_square_bracket",
+        "[",
+        "Newer runs",
+        "Previous page of the job log (newer runs).",
+        "page(-1)",
+        needs_db=True,
+    ),
+)
+
+ACTIONS_BY_ID: dict[str, ActionSpec] = {spec.id: spec for spec in ACTIONS}
+
+
+def action_name(spec: ActionSpec) -> str:
+    """The bare Textual action name, without parameters."""
+    return spec.action.split("(", 1)[0]
+
+
+def blocked_reason(
+    spec: ActionSpec,
+    caps: Capabilities | None,
+    *,
+    selected: set[str] = frozenset(),  # type: ignore[assignment]
+    job_running: bool = False,
+) -> str | None:
+    """Why the action cannot run now, or None when it can."""
+    if caps is None:
+        if spec.needs_db or spec.writes:
+            return "Not connected to the database yet."
+        return None
+    if spec.writes and caps.read_only:
+        return "Read-only session: restart without --read-only to make changes."
+    if spec.needs_ops and not caps.ops_layer:
+        return (
+            "Needs the ops layer, which this database lacks (legacy functions "
+            f"only). Upgrade it with `{MIGRATE_COMMAND}`."
+        )
+    if spec.function and spec.function in caps.missing_functions:
+        return f"This database has no {spec.function}() function."
+    if spec.function and spec.function in caps.missing_grants:
+        return (
+            f"This role may not execute {spec.function}(); ask for the "
+            "carpool_ops_operator role."
+        )
+    if spec.needs and spec.needs not in selected:
+        what = "a violation" if spec.needs == "violation" else "a row"
+        return f"Select {what} first."
+    if job_running and spec.id.startswith("run-"):
+        return "A job is already running."
+    return None

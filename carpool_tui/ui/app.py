@@ -1,0 +1,64 @@
+"""The Textual application: settings, clock and repository around one live screen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from carpool_tui.config import Settings
+from carpool_tui.db.repo import Repository, utc_now
+from carpool_tui.models import Capabilities
+from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
+from carpool_tui.ui.commands import ActionCommands
+from carpool_tui.ui.dashboard import DashboardScreen
+
+
+class DashboardApp(App[int]):
+    """carpool-tui's dashboard; `clock` is injectable so tests can freeze time."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "carpool-tui"
+    COMMANDS: ClassVar = App.COMMANDS | {ActionCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self, settings: Settings, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock = clock
+        self.interval = settings.refresh_seconds
+        self.repo = Repository(settings, clock=clock)
+        self.dashboard = DashboardScreen()
+
+    def on_mount(self) -> None:
+        self.push_screen(self.dashboard)
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        return self.dashboard.caps
+
+    def blocked(self, action_id: str, selected: set[str] | None = None) -> str | None:
+        """Why a registry action cannot run now, for dialogs acting on a selection."""
+        return blocked_reason(
+            ACTIONS_BY_ID[action_id],
+            self.dashboard.caps,
+            selected=selected or set(),
+            job_running=self.repo.job_running,
+        )
+
+    async def on_unmount(self) -> None:
+        await self.repo.close()
+
+
+def run_dashboard(settings: Settings) -> int:
+    """Run the dashboard until the operator quits; the process exit code."""
+    app = DashboardApp(settings)
+    app.run()
+    return int(app.return_code or 0)

@@ -1,0 +1,584 @@
+"""The one live screen: health strip, jobs, job log and violations, polled in a worker.
+
+A poll round runs in an exclusive worker and posts one typed snapshot (or the
+error) back; the next round is scheduled only after that message has been
+handled, so rounds never overlap. Keys come from the action registry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.events import Key, Resize
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Static, Tab, Tabs
+
+from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
+from carpool_tui.db.errors import ConnectionLost, OpsError
+from carpool_tui.models import JOBS_BY_NAME, Capabilities, JobLogEntry, Snapshot
+from carpool_tui.ui import fmt
+from carpool_tui.ui.actions import (
+    ACTIONS,
+    ACTIONS_BY_ID,
+    ActionSpec,
+    action_name,
+    blocked_reason,
+)
+from carpool_tui.ui.dialogs import (
+    ConfirmJobDialog,
+    ExpireRideDialog,
+    HelpScreen,
+    JobRunDialog,
+    LogEntryDialog,
+    ResolveDialog,
+    SeatFixDialog,
+    ViolationDialog,
+)
+from carpool_tui.ui.text import safe_markup
+from carpool_tui.ui.widgets import (
+    HealthStrip,
+    JobLogTable,
+    JobsTable,
+    ViolationsTable,
+    panel_error_text,
+)
+
+if TYPE_CHECKING:
+    from carpool_tui.ui.app import DashboardApp
+
+INTERVALS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+MAX_BACKOFF_S = 30.0
+LOG_PAGE = 100
+COMPACT_WIDTH = 100
+COMPACT_HEIGHT = 32
+EXPIRE_CHECKS = ("expired_active_ride", "active_booking_on_terminal_ride")
+
+KEY_TO_SPEC: dict[str, ActionSpec] = {spec.key: spec for spec in ACTIONS}
+
+
+def backoff(failures: int) -> float:
+    """Seconds before retry number `failures`: 1, 2, 4, … up to 30."""
+    return min(MAX_BACKOFF_S, 2.0 ** max(0, failures - 1))
+
+
+def next_interval(current: float, step: int) -> float:
+    """The next slower (step 1) or faster (step -1) refresh interval."""
+    if step > 0:
+        bigger = [i for i in INTERVALS if i > current]
+        value = bigger[0] if bigger else INTERVALS[-1]
+    else:
+        smaller = [i for i in INTERVALS if i < current]
+        value = smaller[-1] if smaller else INTERVALS[0]
+    return min(MAX_REFRESH_SECONDS, max(MIN_REFRESH_SECONDS, value))
+
+
+class SnapshotReady(Message):
+    """A poll round finished with a snapshot."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class PollFailed(Message):
+    """A poll round (or the connection) failed as a whole."""
+
+    def __init__(self, error: OpsError) -> None:
+        super().__init__()
+        self.error = error
+
+
+class DashboardScreen(Screen[None]):
+    """Everything an on-call engineer watches, updated live."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            spec.key,
+            spec.action,
+            spec.title,
+            show=spec.footer,
+            key_display=spec.key_label,
+            id=spec.id,
+        )
+        for spec in ACTIONS
+        if spec.id != "details"
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caps: Capabilities | None = None
+        self.snapshot: Snapshot | None = None
+        self.last_ok: datetime | None = None
+        self.error: OpsError | None = None
+        self.failures = 0
+        self.paused = False
+        self.busy = False
+        self.again = False
+        self.retry_at: datetime | None = None
+        self.failed_since: datetime | None = None
+        self.log_offset = 0
+        self.failed_only = False
+        self.active_pane = "log"
+        self._timer: Timer | None = None
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    # -- layout ----------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        with Vertical(id="startup"):
+            yield Static("", id="startup-message")
+        with Vertical(id="main"):
+            yield HealthStrip("", id="health")
+            yield JobsTable(id="jobs")
+            yield Tabs(
+                Tab("Job log", id="tab-log"),
+                Tab("Violations", id="tab-violations"),
+                id="pane-tabs",
+            )
+            with Vertical(id="log-pane", classes="pane"):
+                yield Static("", id="log-info", classes="info")
+                yield JobLogTable(id="log")
+            with Vertical(id="violations-pane", classes="pane"):
+                yield Static("", id="violations-info", classes="info")
+                yield ViolationsTable(id="violations")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#main").display = False
+        jobs = self.query_one("#jobs", JobsTable)
+        jobs.border_title = "Jobs · keys 1-4 run one"
+        self.query_one("#log-pane").border_title = "Job log"
+        self.query_one("#violations-pane").border_title = "Unresolved violations"
+        self._layout(self.size.width, self.size.height)
+        self.render_status()
+        self.set_interval(1.0, self.render_status)
+        self.start_round()
+
+    def on_resize(self, event: Resize) -> None:
+        self._layout(event.size.width, event.size.height)
+
+    def _layout(self, width: int, height: int) -> None:
+        compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+        self.set_class(compact, "-compact")
+        self._show_pane(self.active_pane)
+
+    def _show_pane(self, pane: str) -> None:
+        self.active_pane = pane
+        self.query_one("#log-pane").set_class(pane != "log", "-inactive")
+        self.query_one("#violations-pane").set_class(pane != "violations", "-inactive")
+        tabs = self.query_one("#pane-tabs", Tabs)
+        wanted = f"tab-{pane}"
+        if tabs.active != wanted:
+            tabs.active = wanted
+
+    @on(Tabs.TabActivated, "#pane-tabs")
+    def _tab_changed(self, event: Tabs.TabActivated) -> None:
+        pane = "violations" if event.tab.id == "tab-violations" else "log"
+        if pane != self.active_pane:
+            self._show_pane(pane)
+
+    # -- polling ---------------------------------------------------------
+
+    def start_round(self) -> None:
+        """Start one poll round now unless one is in flight."""
+        if self.busy:
+            self.again = True
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.busy = True
+        self.retry_at = None
+        self._round(self.log_offset, self.failed_only)
+
+    @work(exclusive=True, group="poll")
+    async def _round(self, log_offset: int, failed_only: bool) -> None:
+        repo = self.dash.repo
+        try:
+            if not repo.connected:
+                await repo.open()
+            snapshot = await repo.snapshot(
+                log_offset=log_offset, log_limit=LOG_PAGE, failed_only=failed_only
+            )
+        except OpsError as err:
+            if isinstance(err, ConnectionLost):
+                await repo.close()
+            self.post_message(PollFailed(err))
+            return
+        self.post_message(SnapshotReady(snapshot))
+
+    def _schedule(self, delay: float) -> None:
+        self.busy = False
+        if self.again:
+            self.again = False
+            self.start_round()
+            return
+        if self.paused:
+            return
+        self.retry_at = self.dash.clock() + timedelta(seconds=delay)
+        self._timer = self.set_timer(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        if not self.paused:
+            self.start_round()
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snap = message.snapshot
+        first = self.snapshot is None
+        self.snapshot = snap
+        changed = self.caps != snap.capabilities
+        self.caps = snap.capabilities
+        self.last_ok = snap.fetched_at
+        self.error = None
+        self.failures = 0
+        self.failed_since = None
+        self.render_snapshot(snap)
+        if first:
+            self.query_one("#startup").display = False
+            self.query_one("#main").display = True
+            self.query_one("#jobs", JobsTable).focus()
+        if changed or first:
+            self.refresh_bindings()
+        self.render_status()
+        self._schedule(self.interval)
+
+    def on_poll_failed(self, message: PollFailed) -> None:
+        self.error = message.error
+        self.failures += 1
+        if self.failed_since is None:
+            self.failed_since = self.dash.clock()
+        if isinstance(message.error, ConnectionLost) or self.snapshot is None:
+            self.caps = None
+            self.refresh_bindings()
+        delay = backoff(self.failures)
+        self._schedule(delay)
+        self.render_status()
+        if self.snapshot is None:
+            self.render_startup()
+
+    @property
+    def interval(self) -> float:
+        return self.dash.interval
+
+    # -- rendering -------------------------------------------------------
+
+    def render_snapshot(self, snap: Snapshot) -> None:
+        now = self.dash.clock()
+        self.query_one("#health", HealthStrip).show(snap)
+        jobs = self.query_one("#jobs", JobsTable)
+        jobs.show(snap, now)
+        jobs.border_subtitle = (
+            panel_error_text(snap.errors["jobs"]) if "jobs" in snap.errors else ""
+        )
+        log_info = self.query_one("#log-info", Static)
+        if snap.job_log is not None:
+            page = snap.job_log
+            self.query_one("#log", JobLogTable).show(page)
+            first = page.offset + 1 if page.entries else 0
+            last = page.offset + len(page.entries)
+            parts = [f"newest first · rows {first}-{last}"]
+            if page.has_more:
+                parts.append("] older")
+            if page.offset:
+                parts.append("[ newer")
+            parts.append("f: all runs" if page.failed_only else "f: failed only")
+            if page.failed_only:
+                parts.insert(0, "[b $error]FAILED ONLY[/]")
+            log_info.update(" · ".join(p.replace("[ ", "\\[ ") for p in parts))
+        if "job_log" in snap.errors:
+            log_info.update(panel_error_text(snap.errors["job_log"]))
+        v_info = self.query_one("#violations-info", Static)
+        self.query_one("#violations", ViolationsTable).show(snap.violations)
+        critical = sum(1 for v in snap.violations if v.severity == "critical")
+        if "violations" in snap.errors:
+            v_info.update(panel_error_text(snap.errors["violations"]))
+        elif snap.violations:
+            v_info.update(
+                f"{len(snap.violations)} unresolved ([b $error]{critical} critical[/])"
+                " · critical first, then newest · Enter: samples · x: resolve"
+            )
+        else:
+            v_info.update("[$success]No unresolved violations.[/]")
+        self.query_one(
+            "#tab-violations", Tab
+        ).label = f"Violations ({len(snap.violations)})"
+
+    def render_status(self) -> None:
+        settings = self.dash.settings
+        now = self.dash.clock()
+        parts = ["[b]carpool-tui[/]"]
+        caps = self.caps or (self.snapshot.capabilities if self.snapshot else None)
+        if caps is not None and caps.read_only:
+            parts.append("[b reverse $warning] READ-ONLY [/]")
+        if self.error is not None and self.last_ok is not None:
+            age = fmt.since(self.last_ok, now)
+            retry = self._retry_text(now)
+            if isinstance(self.error, ConnectionLost):
+                down = fmt.since(self.failed_since, now)
+                parts.append(
+                    f"[b reverse $error] DISCONNECTED [/] for {down}, data {age} old"
+                    f"{retry}"
+                )
+            else:
+                parts.append(f"[b reverse $warning] STALE [/] data {age} old{retry}")
+        elif self.error is not None:
+            parts.append(f"[b reverse $error] NOT CONNECTED [/]{self._retry_text(now)}")
+        elif self.last_ok is not None:
+            parts.append(f"[$success]●[/] updated {fmt.since(self.last_ok, now)} ago")
+        else:
+            parts.append("connecting…")
+        if self.paused:
+            parts.append("[b reverse $warning] PAUSED [/] p resumes")
+        else:
+            parts.append(f"every {fmt.duration(self.interval)}")
+        if self.snapshot is not None and self.snapshot.errors and self.error is None:
+            parts.append(f"[$error]{len(self.snapshot.errors)} panel(s) failed[/]")
+        if caps is not None:
+            if caps.ops_layer:
+                parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
+            else:
+                parts.append("[b $warning]LEGACY[/]")
+        target = settings.target.split("://", 1)[-1]
+        parts.append(safe_markup(target, 48))
+        self.query_one("#status", Static).update(" · ".join(parts))
+        if self.error is not None and self.snapshot is not None:
+            self.query_one("#status", Static).tooltip = self.error.message
+        if self.snapshot is None:
+            self.render_startup()
+
+    def _retry_text(self, now: datetime) -> str:
+        if self.retry_at is None:
+            return ""
+        wait = max(0.0, (self.retry_at - now).total_seconds())
+        return f", retry in {int(wait + 0.999)} s"
+
+    def render_startup(self) -> None:
+        target = safe_markup(self.dash.settings.target, 120)
+        if self.error is None:
+            text = f"Connecting to {target}…"
+        else:
+            retry = self._retry_text(self.dash.clock()).lstrip(", ")
+            hint = f"\n\n{safe_markup(self.error.hint, 500)}" if self.error.hint else ""
+            text = (
+                f"[b]Cannot open the dashboard on {target}[/]\n\n"
+                f"[b $error]{safe_markup(self.error.message, 500)}[/]{hint}\n\n"
+                f"Attempt {self.failures}; {retry or 'retrying'}. Press q to quit."
+            )
+        self.query_one("#startup-message", Static).update(text)
+
+    # -- the registry and check_action ----------------------------------
+
+    def selected(self) -> set[str]:
+        """What is selected now, for actions that need a selection."""
+        found: set[str] = set()
+        if self.selected_violation() is not None:
+            found.add("violation")
+        if self._focused_row() is not None:
+            found.add("row")
+        return found
+
+    def reason(self, spec: ActionSpec) -> str | None:
+        """Why the action cannot run now (None when it can)."""
+        return blocked_reason(
+            spec,
+            self.caps,
+            selected=self.selected(),
+            job_running=self.dash.repo.job_running,
+        )
+
+    def spec_for(
+        self, action: str, parameters: tuple[object, ...]
+    ) -> ActionSpec | None:
+        if action == "run_job" and parameters:
+            return ACTIONS_BY_ID.get(f"run-{parameters[0]}")
+        for spec in ACTIONS:
+            if action_name(spec) == action:
+                return spec
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        spec = self.spec_for(action, parameters)
+        if spec is None:
+            return True
+        return self.reason(spec) is None
+
+    def on_key(self, event: Key) -> None:
+        """A key of an unavailable action says why instead of doing nothing."""
+        spec = KEY_TO_SPEC.get(event.key)
+        if spec is None or spec.id == "details":
+            return
+        reason = self.reason(spec)
+        if reason is not None:
+            event.stop()
+            event.prevent_default()
+            self.notify(
+                reason, title=f"{spec.title}: not available", severity="warning"
+            )
+
+    def _refuse(self, spec: ActionSpec, reason: str) -> None:
+        self.notify(reason, title=f"{spec.title}: not available", severity="warning")
+
+    def run_spec(self, spec_id: str) -> None:
+        """Run a registry action by id (the command palette's entry point)."""
+        spec = ACTIONS_BY_ID[spec_id]
+        reason = self.reason(spec)
+        if reason is not None:
+            self.notify(
+                reason, title=f"{spec.title}: not available", severity="warning"
+            )
+            return
+        self.call_later(self.app.run_action, spec.action, self)
+
+    @on(DataTable.RowHighlighted)
+    def _row_moved(self) -> None:
+        self.refresh_bindings()
+
+    # -- actions ---------------------------------------------------------
+
+    def action_quit(self) -> None:
+        self.app.exit(0)
+
+    def action_show_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_refresh(self) -> None:
+        self.start_round()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.paused:
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
+            self.retry_at = None
+        else:
+            self.start_round()
+        self.render_status()
+
+    def _set_interval(self, step: int) -> None:
+        self.dash.interval = next_interval(self.interval, step)
+        self.notify(f"Refreshing every {fmt.duration(self.interval)}.")
+        if self._timer is not None and self.error is None:
+            self._timer.stop()
+            self._timer = None
+            self._schedule(self.interval)
+        self.render_status()
+
+    def action_faster(self) -> None:
+        self._set_interval(-1)
+
+    def action_slower(self) -> None:
+        self._set_interval(1)
+
+    def action_toggle_failed(self) -> None:
+        self.failed_only = not self.failed_only
+        self.log_offset = 0
+        self._show_pane("log")
+        self.start_round()
+
+    def action_page(self, delta: int) -> None:
+        page = self.snapshot.job_log if self.snapshot else None
+        if delta > 0 and (page is None or not page.has_more):
+            self.notify("No older runs.")
+            return
+        if delta < 0 and self.log_offset == 0:
+            self.notify("Already at the newest runs.")
+            return
+        self.log_offset = max(0, self.log_offset + delta * LOG_PAGE)
+        self._show_pane("log")
+        self.start_round()
+
+    def action_switch_pane(self) -> None:
+        pane = "violations" if self.active_pane == "log" else "log"
+        self._show_pane(pane)
+        table_id = "#violations" if pane == "violations" else "#log"
+        self.query_one(table_id, DataTable).focus()
+
+    def action_run_job(self, name: str) -> None:
+        job = JOBS_BY_NAME[name]
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.app.push_screen(JobRunDialog(job), self._after_write)
+
+        self.app.push_screen(
+            ConfirmJobDialog(job, self.dash.settings.operator), confirmed
+        )
+
+    def _after_write(self, _result: Any = None) -> None:
+        self.refresh_bindings()
+        self.start_round()
+
+    def selected_violation(self) -> Any:
+        table = self.query_one("#violations", ViolationsTable)
+        key = table.selected_key
+        return table.violations.get(key) if key else None
+
+    def _focused_row(self) -> Any:
+        focused = self.focused
+        if isinstance(focused, ViolationsTable):
+            return self.selected_violation()
+        if isinstance(focused, JobLogTable):
+            key = focused.selected_key
+            return focused.entries.get(key) if key else None
+        if isinstance(focused, JobsTable) and self.snapshot is not None:
+            key = focused.selected_key
+            return self.snapshot.latest_runs.get(key) if key else None
+        return None
+
+    def action_seat_fix(self) -> None:
+        violation = self.selected_violation()
+        ride = None
+        if violation is not None and self.active_pane == "violations":
+            rides = violation.seat_ride_ids
+            ride = rides[0] if rides else None
+        self.app.push_screen(SeatFixDialog(ride), self._after_write)
+
+    def action_expire_ride(self) -> None:
+        violation = self.selected_violation()
+        ride = None
+        if violation is not None and self.active_pane == "violations":
+            for sample in violation.sample_data:
+                name = sample.name or violation.check_name
+                if sample.ride_id and name in EXPIRE_CHECKS:
+                    ride = sample.ride_id
+                    break
+        self.app.push_screen(ExpireRideDialog(ride), self._after_write)
+
+    def action_resolve(self) -> None:
+        violation = self.selected_violation()
+        if violation is not None:
+            self.app.push_screen(ResolveDialog(violation), self._after_write)
+
+    def action_details(self) -> None:
+        row = self._focused_row()
+        self._open_details(row)
+
+    def _open_details(self, row: Any) -> None:
+        if isinstance(row, JobLogEntry):
+            self.app.push_screen(LogEntryDialog(row))
+        elif row is not None:
+            self.app.push_screen(ViolationDialog(row))
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        table = event.data_table
+        key = event.row_key.value
+        if isinstance(table, ViolationsTable):
+            self._open_details(table.violations.get(key or ""))
+        elif isinstance(table, JobLogTable):
+            self._open_details(table.entries.get(key or ""))
+        elif isinstance(table, JobsTable) and self.snapshot is not None:
+            self._open_details(self.snapshot.latest_runs.get(key or ""))

@@ -1,0 +1,800 @@
+"""Modal dialogs: job confirm and run, detail views, and the three admin writes.
+
+Each dialog fetches through the app's repository in its own worker and posts
+the typed result back to itself; nothing here awaits the database on the UI
+thread. Every dialog writes its confirm and cancel keys on itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from uuid import UUID
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Checkbox, DataTable, Input, Static
+
+from carpool_tui.db.errors import OpsError
+from carpool_tui.models import (
+    Booking,
+    ExpireApplied,
+    ExpirePreview,
+    JobLogEntry,
+    JobResult,
+    JobSpec,
+    Refusal,
+    ResolveApplied,
+    ResolvePreview,
+    SeatFixApplied,
+    SeatFixPreview,
+    Violation,
+)
+from carpool_tui.ui import fmt
+from carpool_tui.ui.actions import ACTIONS, blocked_reason
+from carpool_tui.ui.text import (
+    parse_uuid,
+    printable,
+    safe_block,
+    safe_markup,
+    safe_text,
+)
+
+if TYPE_CHECKING:
+    from carpool_tui.ui.app import DashboardApp
+
+R = TypeVar("R")
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+NOTE_REQUIRED = "A note is required: say why you are making this change."
+
+
+def keys_line(*pairs: tuple[str, str]) -> str:
+    """The dialog's keys, written on it: '[Enter] run · [Esc] cancel'."""
+    return "   ".join(f"[b reverse] {key} [/] {what}" for key, what in pairs)
+
+
+class Outcome(Message):
+    """A worker's result (a model, a refusal or an OpsError) for its dialog."""
+
+    def __init__(self, tag: str, value: Any) -> None:
+        super().__init__()
+        self.tag = tag
+        self.value = value
+
+
+class Dialog(ModalScreen[R]):
+    """A centred modal box that closes with Escape."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", show=False)
+    ]
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def error_markup(self, err: OpsError) -> str:
+        hint = f"\n{safe_markup(err.hint, 400)}" if err.hint else ""
+        return f"[b $error]{safe_markup(err.message, 400)}[/]{hint}"
+
+
+class ConfirmJobDialog(Dialog[bool]):
+    """Names the job and what it does before it runs."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter,y", "confirm", "Run", show=False),
+        Binding("escape,n", "close", "Cancel", show=False),
+    ]
+
+    def __init__(self, job: JobSpec, operator: str) -> None:
+        super().__init__()
+        self.job = job
+        self.operator = operator
+
+    def compose(self) -> ComposeResult:
+        job = self.job
+        steps = "\n".join(f"  {n}. {s}" for n, s in enumerate(job.steps, start=1))
+        with Vertical(classes="dialog", id="confirm-job"):
+            yield Static(f"Run {job.title}: {job.name}()", classes="title")
+            yield Static(job.summary)
+            yield Static(steps)
+            yield Static(
+                f"Recommended {job.frequency_text}. It runs on its own connection "
+                f"as [b]{safe_markup(self.operator, 60)}[/]; the panels keep "
+                "updating and you can cancel it.",
+                classes="muted",
+            )
+            yield Static(
+                keys_line(("Enter", "run the job"), ("Esc", "cancel")),
+                classes="keys",
+            )
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_close(self) -> None:
+        self.dismiss(False)
+
+
+class JobRunDialog(Dialog[JobResult | None]):
+    """Runs one job with a spinner and elapsed time; c cancels it on the server."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "cancel_job", "Cancel job", show=False),
+        Binding("escape,enter", "close", "Close", show=False),
+    ]
+
+    def __init__(self, job: JobSpec) -> None:
+        super().__init__()
+        self.job = job
+        self.result: JobResult | None = None
+        self.cancelling = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="job-run"):
+            yield Static(f"{self.job.title}: {self.job.name}()", classes="title")
+            yield Static("", id="progress")
+            yield Static("", id="outcome")
+            yield Static("", id="job-keys", classes="keys")
+
+    def on_mount(self) -> None:
+        self.started = self.dash.clock()
+        self._tick()
+        self.set_interval(0.1, self._tick)
+        self._run()
+
+    @property
+    def running(self) -> bool:
+        return self.result is None
+
+    def _tick(self) -> None:
+        if not self.running:
+            return
+        elapsed = (self.dash.clock() - self.started).total_seconds()
+        frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+        state = "Cancelling" if self.cancelling else "Running"
+        self.query_one("#progress", Static).update(
+            f"[b $accent]{frame}[/] {state}… {fmt.duration(elapsed)} elapsed"
+        )
+        self.query_one("#job-keys", Static).update(
+            keys_line(("c", "cancel the job on the server"))
+        )
+
+    @work(exclusive=True, group="job")
+    async def _run(self) -> None:
+        result = await self.dash.repo.run_job(self.job.name)
+        self.post_message(Outcome("result", result))
+
+    @work(group="cancel")
+    async def _cancel(self) -> None:
+        try:
+            sent = await self.dash.repo.cancel_job()
+        except OpsError as err:
+            self.post_message(Outcome("cancel", err))
+            return
+        self.post_message(Outcome("cancel", sent))
+
+    def on_outcome(self, message: Outcome) -> None:
+        if message.tag == "cancel":
+            if isinstance(message.value, OpsError):
+                self.notify(str(message.value), severity="error")
+            return
+        result: JobResult = message.value
+        self.result = result
+        elapsed = (self.dash.clock() - self.started).total_seconds()
+        if result.success:
+            self.query_one("#progress", Static).update(
+                f"[b $success]Done[/] in {fmt.duration(elapsed)}."
+            )
+            text = safe_markup(result.describe(self.job.name), 400)
+        else:
+            self.query_one("#progress", Static).update(
+                f"[b $error]Failed[/] after {fmt.duration(elapsed)}."
+            )
+            text = f"[b $error]{safe_markup(result.describe(self.job.name), 600)}[/]"
+            if result.hint:
+                text += f"\n{safe_markup(result.hint, 300)}"
+        self.query_one("#outcome", Static).update(text)
+        self.query_one("#job-keys", Static).update(
+            keys_line(("Enter", "close"), ("Esc", "close"))
+        )
+
+    def action_cancel_job(self) -> None:
+        if self.running and not self.cancelling:
+            self.cancelling = True
+            self._tick()
+            self._cancel()
+
+    def action_close(self) -> None:
+        if self.running:
+            self.notify("The job is still running; press c to cancel it.")
+            return
+        self.dismiss(self.result)
+
+
+def _field_lines(rows: list[tuple[str, Any]]) -> str:
+    return "\n".join(
+        f"[b]{label:<14}[/] {safe_markup(value, 300)}" for label, value in rows
+    )
+
+
+class LogEntryDialog(Dialog[None]):
+    """One job run in full: timings, error message, SQLSTATE and details."""
+
+    def __init__(self, entry: JobLogEntry) -> None:
+        super().__init__()
+        self.entry = entry
+
+    def compose(self) -> ComposeResult:
+        e = self.entry
+        status = e.status.upper() if e.failed else e.status
+        with VerticalScroll(classes="dialog", id="log-entry"):
+            yield Static(f"Job run: {safe_markup(e.job_name, 60)}", classes="title")
+            yield Static(
+                _field_lines(
+                    [
+                        ("Status", status),
+                        ("Started", fmt.full_stamp(e.started_at)),
+                        ("Completed", fmt.full_stamp(e.completed_at)),
+                        ("Took", fmt.duration(e.duration)),
+                        ("Records", fmt.count(e.records_processed)),
+                        ("Errors", fmt.count(e.errors_encountered)),
+                        ("Triggered by", e.triggered_by or "—"),
+                        ("SQLSTATE", e.error_sqlstate or "—"),
+                    ]
+                )
+            )
+            if e.error_message:
+                yield Static("Error message", classes="subtitle")
+                yield Static(
+                    f"[$error]{safe_markup(e.error_message, 2000)}[/]",
+                    classes="wrap",
+                )
+            yield Static("Details", classes="subtitle")
+            details = json.dumps(e.details, indent=2, sort_keys=True, default=str)
+            yield Static(Text(safe_block(details, 100, 60)), classes="code")
+            yield Static(keys_line(("Esc", "close")), classes="keys")
+
+
+class ViolationDialog(Dialog[None]):
+    """One violation row with its samples; acts on the selected sample."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", show=False),
+        Binding("s", "seat_fix", "Fix seats", show=False),
+        Binding("e", "expire_ride", "Expire ride", show=False),
+        Binding("x", "resolve", "Resolve", show=False),
+    ]
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__()
+        self.violation = violation
+
+    def compose(self) -> ComposeResult:
+        v = self.violation
+        kind = "legacy row (all checks in one)" if v.legacy else "one check"
+        with Vertical(classes="dialog", id="violation"):
+            yield Static(
+                f"Violation: {safe_markup(v.check_name, 60)} ({v.severity})",
+                classes="title",
+            )
+            yield Static(
+                _field_lines(
+                    [
+                        ("Checks", ", ".join(v.checks) or "—"),
+                        ("Row", kind),
+                        ("Count", fmt.count(v.violation_count)),
+                        ("Detected", fmt.full_stamp(v.detected_at)),
+                        ("Last seen", fmt.full_stamp(v.last_seen_at)),
+                        ("Notes", v.notes or "—"),
+                    ]
+                )
+            )
+            yield Static(f"Samples ({len(v.sample_data)})", classes="subtitle")
+            table: DataTable[Text] = DataTable(cursor_type="row", id="samples")
+            yield table
+            yield Static(
+                keys_line(
+                    ("s", "fix seats of sample's ride"),
+                    ("e", "expire sample's ride"),
+                    ("x", "resolve"),
+                    ("Esc", "close"),
+                ),
+                classes="keys",
+            )
+
+    def on_mount(self) -> None:
+        table = self.query_one("#samples", DataTable)
+        table.add_columns("#", "Check", "Ride", "Other fields")
+        for n, sample in enumerate(self.violation.sample_data, start=1):
+            fields = sample.fields()
+            rest = " ".join(
+                f"{k}={v}"
+                for k, v in fields.items()
+                if k not in ("check", "name", "severity", "ride_id")
+            )
+            table.add_row(
+                Text(str(n)),
+                safe_text(sample.name or sample.check or "", 30),
+                safe_text(sample.ride_id or "—", 36),
+                safe_text(rest, 80),
+                key=str(n - 1),
+            )
+        table.focus()
+
+    def _sample_ride(self) -> str | None:
+        table = self.query_one("#samples", DataTable)
+        samples = self.violation.sample_data
+        if not samples or table.cursor_row < 0 or table.cursor_row >= len(samples):
+            return None
+        return samples[table.cursor_row].ride_id
+
+    def _allowed(self, action_id: str) -> bool:
+        reason = self.dash.blocked(action_id, {"violation", "row"})
+        if reason:
+            self.notify(reason, severity="warning", title="Not available")
+        return reason is None
+
+    def action_seat_fix(self) -> None:
+        if self._allowed("seat-fix"):
+            self.app.push_screen(SeatFixDialog(self._sample_ride()))
+
+    def action_expire_ride(self) -> None:
+        if self._allowed("expire-ride"):
+            self.app.push_screen(ExpireRideDialog(self._sample_ride()))
+
+    def action_resolve(self) -> None:
+        if self._allowed("resolve"):
+            self.app.push_screen(ResolveDialog(self.violation))
+
+
+def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
+    table.clear(columns=True)
+    table.add_columns("Booking", "Passenger", "Status", "Seats", "Created (UTC)")
+    for b in bookings:
+        table.add_row(
+            safe_text(b.booking_id, 36),
+            safe_text(b.passenger_id or "—", 36),
+            safe_text(b.status or "—", 12),
+            Text(fmt.count(b.seats_requested)),
+            Text(fmt.stamp(b.created_at)),
+        )
+    table.display = bool(bookings)
+
+
+class WriteDialog(Dialog[bool]):
+    """Shared shape of the admin writes: target input, preview, note, apply."""
+
+    done = False
+
+    def set_message(self, markup: str) -> None:
+        message = self.query_one("#message", Static)
+        message.update(markup)
+        if markup:
+            self.call_after_refresh(message.scroll_visible, animate=False)
+
+    def note_text(self) -> str | None:
+        """The note, or None after telling the operator one is required."""
+        note = self.query_one("#note", Input).value.strip()
+        if not note:
+            self.set_message(f"[b $error]{NOTE_REQUIRED}[/]")
+            self.query_one("#note", Input).focus()
+            return None
+        return note
+
+    def finish(self, markup: str) -> None:
+        self.done = True
+        self.set_message(markup)
+        self.query_one("#note", Input).disabled = True
+        self.query_one(".keys", Static).update(keys_line(("Esc", "close")))
+        self.focus_next()
+
+    def action_close(self) -> None:
+        self.dismiss(self.done)
+
+    def call_db(self, tag: str, call: Callable[[], Awaitable[Any]]) -> None:
+        """Run one repository call in a worker; its result comes back as Outcome."""
+        self._call_db(tag, call)
+
+    @work(group="db")
+    async def _call_db(self, tag: str, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            value: Any = await call()
+        except OpsError as err:
+            value = err
+        self.post_message(Outcome(tag, value))
+
+    def on_outcome(self, message: Outcome) -> None:
+        value = message.value
+        if isinstance(value, OpsError):
+            self.set_message(self.error_markup(value))
+        elif isinstance(value, Refusal) and not self.refused(value):
+            self.set_message(
+                f"[b $error]Refused ({safe_markup(value.code, 30)}):[/] "
+                f"{safe_markup(value.error, 300)}"
+            )
+        elif not isinstance(value, Refusal):
+            self.arrived(value)
+
+    def refused(self, refusal: Refusal) -> bool:
+        """Handle a refusal specially; False shows its sentence."""
+        return False
+
+    def arrived(self, value: Any) -> None:
+        """A preview or an applied result came back."""
+
+
+class RideDialog(WriteDialog):
+    """A write on one ride: type or receive its id, preview, then apply."""
+
+    def __init__(self, ride_id: str | None = None) -> None:
+        super().__init__()
+        self.initial = ride_id or ""
+
+    def on_mount(self) -> None:
+        if self.initial:
+            self._start_preview(self.initial)
+        else:
+            self.query_one("#ride", Input).focus()
+
+    def _start_preview(self, text: str) -> None:
+        try:
+            ride = parse_uuid(text)
+        except ValueError as exc:
+            self.set_message(f"[b $error]{safe_markup(str(exc), 300)}[/]")
+            self.query_one("#ride", Input).focus()
+            return
+        self.set_message("Reading the ride…")
+        self.call_db("preview", partial(self.preview_call, ride))
+
+    async def preview_call(self, ride: UUID) -> Any:
+        """The repository preview for this dialog's write."""
+        raise NotImplementedError
+
+    @on(Input.Submitted, "#ride")
+    def _ride_submitted(self, event: Input.Submitted) -> None:
+        self._start_preview(event.value)
+
+
+class SeatFixDialog(RideDialog):
+    """Manual 4.4: preview a ride's computed seats, then apply with a note."""
+
+    preview: SeatFixPreview | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog", id="seat-fix"):
+            yield Static("Fix a ride's available seats (manual 4.4)", classes="title")
+            yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
+            yield Static("", id="preview")
+            bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
+            bookings.display = False
+            yield bookings
+            yield Input(placeholder="note: why (required)", id="note", disabled=True)
+            yield Static("", id="message")
+            yield Static(
+                keys_line(
+                    ("Enter", "on ride id: preview · on note: apply"), ("Esc", "cancel")
+                ),
+                classes="keys",
+            )
+
+    async def preview_call(self, ride: UUID) -> Any:
+        return await self.dash.repo.preview_seat_fix(ride)
+
+    @on(Input.Submitted, "#note")
+    def _note_submitted(self) -> None:
+        if self.done:
+            return
+        if self.preview is None:
+            self.set_message("[b $error]Preview a ride first.[/]")
+            return
+        note = self.note_text()
+        if note is None:
+            return
+        if self.preview.overbooked:
+            self.set_message(
+                "[b $error]This ride is overbooked; a seat fix cannot help.[/]"
+            )
+            return
+        if not self.preview.needs_fix:
+            self.set_message("Nothing to fix: the stored value is already right.")
+            return
+        self.set_message("Applying…")
+        self.call_db(
+            "apply", partial(self.dash.repo.apply_seat_fix, self.preview, note)
+        )
+
+    def show_preview(self, preview: SeatFixPreview) -> None:
+        self.preview = preview
+        held = preview.total_seats - preview.computed
+        lines = [
+            f"[b]Ride[/]           {safe_markup(preview.ride_id, 40)} "
+            f"({safe_markup(preview.status or '?', 20)})",
+            f"[b]Total seats[/]    {preview.total_seats}",
+            f"[b]Available now[/]  {preview.current}",
+            f"[b]Computed[/]       {preview.computed}  = {preview.total_seats} total "
+            f"- {held} seats held by {len(preview.bookings)} pending/confirmed "
+            "booking(s)",
+        ]
+        if preview.overbooked:
+            lines.append(
+                "[b $error]Overbooked: bookings hold more seats than exist.[/]"
+            )
+        elif preview.needs_fix:
+            lines.append(
+                f"[b $warning]Apply sets available_seats {preview.current} → "
+                f"{preview.computed}.[/]"
+            )
+        else:
+            lines.append("[b $success]Nothing to fix: the stored value is right.[/]")
+        self.query_one("#preview", Static).update("\n".join(lines))
+        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        note = self.query_one("#note", Input)
+        note.disabled = False
+        note.focus()
+
+    def arrived(self, value: Any) -> None:
+        if isinstance(value, SeatFixPreview):
+            self.show_preview(value)
+            self.set_message("")
+        elif isinstance(value, SeatFixApplied):
+            self.finish(
+                f"[b $success]Fixed.[/] Ride {safe_markup(value.ride_id, 40)}: "
+                f"available seats {_seats(value.before)} → {_seats(value.after)}. "
+                "Recorded in admin_audit_log with your note."
+            )
+
+    def refused(self, refusal: Refusal) -> bool:
+        if refusal.code != "stale_preview":
+            return False
+        if refusal.preview is not None:
+            self.show_preview(refusal.preview)
+        self.set_message(
+            "[b $warning]The ride changed since the preview.[/] The values "
+            "above are fresh; check them and press Enter on the note to apply."
+        )
+        return True
+
+
+def _seats(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("available_seats", "available", "current"):
+            if key in value:
+                return printable(value[key], 10)
+    return printable(value, 20)
+
+
+class ExpireRideDialog(RideDialog):
+    """Manual 4.3: expire one ride by hand after a preview of what changes."""
+
+    preview: ExpirePreview | None = None
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog", id="expire-ride"):
+            yield Static("Expire one ride (manual 4.3)", classes="title")
+            yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
+            yield Static("", id="preview")
+            bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
+            bookings.display = False
+            yield bookings
+            allow = Checkbox("Expire although it is not due yet", id="allow")
+            allow.display = False
+            yield allow
+            yield Input(placeholder="note: why (required)", id="note", disabled=True)
+            yield Static("", id="message")
+            yield Static(
+                keys_line(
+                    ("Enter", "on ride id: preview · on note: expire"),
+                    ("Esc", "cancel"),
+                ),
+                classes="keys",
+            )
+
+    async def preview_call(self, ride: UUID) -> Any:
+        return await self.dash.repo.preview_expire_ride(ride)
+
+    @on(Input.Submitted, "#note")
+    def _note_submitted(self) -> None:
+        if self.done:
+            return
+        preview = self.preview
+        if preview is None:
+            self.set_message("[b $error]Preview a ride first.[/]")
+            return
+        note = self.note_text()
+        if note is None:
+            return
+        if preview.terminal:
+            self.set_message("Nothing to do: the ride is already finished.")
+            return
+        allow = self.query_one("#allow", Checkbox).value
+        if not preview.due and not allow:
+            self.set_message(
+                "[b $warning]This ride is not due yet.[/] Tick the box above "
+                "(Tab to it, Space) to expire it anyway."
+            )
+            return
+        self.set_message("Expiring…")
+        self.call_db(
+            "apply",
+            partial(
+                self.dash.repo.expire_ride,
+                UUID(preview.ride_id),
+                note,
+                allow_not_due=allow,
+            ),
+        )
+
+    def show_preview(self, preview: ExpirePreview) -> None:
+        self.preview = preview
+        due = "[b $warning]yes[/]" if preview.due else "no"
+        lines = [
+            f"[b]Ride[/]             {safe_markup(preview.ride_id, 40)} "
+            f"({safe_markup(preview.status or '?', 20)})",
+            f"[b]Departure[/]        {fmt.full_stamp(preview.departure_time)}",
+            f"[b]Available until[/]  {fmt.full_stamp(preview.available_until)}",
+            f"[b]Expires at[/]       {fmt.full_stamp(preview.expires_at)}",
+            f"[b]Due[/]              {due}",
+        ]
+        if preview.terminal:
+            lines.append("[b $success]Already finished: nothing to expire.[/]")
+        else:
+            lines.append(
+                f"Expiring completes the ride and {len(preview.bookings)} "
+                "pending/confirmed booking(s) below, and notifies their passengers."
+            )
+        self.query_one("#preview", Static).update("\n".join(lines))
+        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        self.query_one("#allow", Checkbox).display = not (
+            preview.due or preview.terminal
+        )
+        note = self.query_one("#note", Input)
+        note.disabled = preview.terminal
+        if not preview.terminal:
+            note.focus()
+
+    def arrived(self, value: Any) -> None:
+        if isinstance(value, ExpirePreview):
+            self.show_preview(value)
+            self.set_message("")
+        elif isinstance(value, ExpireApplied):
+            self.finish(
+                f"[b $success]Expired.[/] Completed {value.bookings_completed} "
+                f"booking(s), created {value.notifications_created} "
+                "notification(s). Recorded in admin_audit_log with your note."
+            )
+
+
+class ResolveDialog(WriteDialog):
+    """Resolve a violation with a note, showing whether its check fails now."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__()
+        self.violation = violation
+        self.preview: ResolvePreview | None = None
+
+    def compose(self) -> ComposeResult:
+        v = self.violation
+        with VerticalScroll(classes="dialog", id="resolve"):
+            yield Static("Resolve a violation", classes="title")
+            yield Static(
+                _field_lines(
+                    [
+                        ("Check", ", ".join(v.checks) or v.check_name),
+                        ("Severity", v.severity),
+                        ("Count", fmt.count(v.violation_count)),
+                        ("Detected", fmt.full_stamp(v.detected_at)),
+                    ]
+                )
+            )
+            yield Static("Checking whether it still fails…", id="preview")
+            yield Input(placeholder="note: what was done (required)", id="note")
+            yield Static("", id="message")
+            yield Static(
+                keys_line(("Enter", "on note: resolve"), ("Esc", "cancel")),
+                classes="keys",
+            )
+
+    def on_mount(self) -> None:
+        self.query_one("#note", Input).focus()
+        self.call_db(
+            "preview", partial(self.dash.repo.preview_resolve, str(self.violation.id))
+        )
+
+    @on(Input.Submitted, "#note")
+    def _note_submitted(self) -> None:
+        if self.done:
+            return
+        note = self.note_text()
+        if note is None:
+            return
+        self.set_message("Resolving…")
+        self.call_db(
+            "apply",
+            partial(self.dash.repo.resolve_violation, str(self.violation.id), note),
+        )
+
+    def arrived(self, value: Any) -> None:
+        if isinstance(value, ResolvePreview):
+            self.preview = value
+            self.query_one("#preview", Static).update(_still_failing(value))
+        elif isinstance(value, ResolveApplied):
+            after = (
+                " Its check still fails, so the next check run will report it again."
+                if value.still_failing
+                else ""
+            )
+            self.finish(
+                "[b $success]Resolved.[/] Recorded in admin_audit_log with your "
+                f"note.{after}"
+            )
+
+
+def _still_failing(preview: ResolvePreview) -> str:
+    if preview.still_failing:
+        count = (
+            f" ({preview.current_count} now)"
+            if preview.current_count is not None
+            else ""
+        )
+        return (
+            f"[b $error]Its check still fails right now{count}.[/] Resolving only "
+            "closes this row; fix the cause first if you can."
+        )
+    return "[b $success]Its check passes right now:[/] safe to resolve."
+
+
+class HelpScreen(Dialog[None]):
+    """Every action from the registry, its key, and why it is unavailable now."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "close", "Close", show=False)
+    ]
+
+    def compose(self) -> ComposeResult:
+        dash = self.dash
+        caps = dash.capabilities
+        if caps is None:
+            state = "Not connected yet."
+        elif caps.ops_layer:
+            state = f"Ops layer {safe_markup(caps.ops_layer_version, 20)}."
+        else:
+            state = (
+                "Legacy database: the ops actions need `carpool-tui migrate "
+                "--dsn ...` first."
+            )
+        if dash.settings.read_only:
+            state += " Read-only session: writes are disabled."
+        lines = []
+        for spec in ACTIONS:
+            reason = blocked_reason(spec, caps, selected={"violation", "row"})
+            extra = (
+                f"\n{'':9}[$warning]unavailable: {safe_markup(reason)}[/]"
+                if (reason)
+                else ""
+            )
+            lines.append(
+                f"[b]{spec.key_label:>7}[/]  [b]{spec.title}[/] — "
+                f"{safe_markup(spec.description, 300)}{extra}"
+            )
+        with VerticalScroll(classes="dialog", id="help"):
+            yield Static("Keys", classes="title")
+            yield Static(state, classes="muted")
+            yield Static("\n".join(lines))
+            yield Static(
+                "Ctrl+P opens the command palette with the same actions. "
+                "Times are UTC.",
+                classes="muted",
+            )
+            yield Static(keys_line(("Esc", "close")), classes="keys")

@@ -1,0 +1,89 @@
+"""Database text made safe for the screen: cut, control characters escaped, no markup.
+
+Anything read from the database (error messages, notes, sample values) may
+hold newlines, terminal escape sequences, bidirectional overrides or text that
+looks like markup. These helpers turn it into one visible line of bounded
+length before it reaches a widget.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+from uuid import UUID
+
+from rich.text import Text
+
+ELLIPSIS = "…"
+DEFAULT_LIMIT = 200
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _escape_char(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _is_unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def as_string(value: Any) -> str:
+    """Any database value as text: None is empty, containers as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def printable(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
+    """One visible line: control and format characters escaped, cut to `limit`."""
+    text = "".join(_escape_char(c) if _is_unsafe(c) else c for c in as_string(value))
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 1)] + ELLIPSIS
+    return text
+
+
+def safe_markup(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
+    """Printable text that can be placed inside Textual markup without effect."""
+    return printable(value, limit).replace("[", "\\[")
+
+
+def safe_text(value: Any, limit: int | None = DEFAULT_LIMIT, style: str = "") -> Text:
+    """Printable text as a Rich Text, which is never parsed as markup."""
+    return Text(printable(value, limit), style=style, no_wrap=True, end="")
+
+
+def safe_block(value: Any, width: int = 100, max_lines: int = 40) -> str:
+    """Multi-line text (e.g. pretty JSON) with each line made printable and cut."""
+    lines = as_string(value).splitlines() or [""]
+    shown = [printable(line, width) for line in lines[:max_lines]]
+    if len(lines) > max_lines:
+        shown.append(f"{ELLIPSIS} {len(lines) - max_lines} more lines")
+    return "\n".join(shown)
+
+
+def parse_uuid(text: str, what: str = "ride id") -> UUID:
+    """A UUID from operator input, or ValueError with a sentence that says why not."""
+    value = text.strip()
+    if not value:
+        raise ValueError(f"Type a {what} first (a UUID).")
+    try:
+        return UUID(value)
+    except ValueError:
+        shown = printable(value, 40)
+        raise ValueError(
+            f"'{shown}' is not a valid {what}: expected a UUID like "
+            "0f8fad5b-d9cb-469f-a165-70867728950e."
+        ) from None

@@ -1,0 +1,291 @@
+"""The dashboard's panels: each renders its part of a Snapshot, in place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from carpool_tui.models import (
+    JOBS,
+    HealthSummary,
+    JobLogEntry,
+    JobLogPage,
+    PanelError,
+    RecentJob,
+    Snapshot,
+    Violation,
+)
+from carpool_tui.ui import fmt
+from carpool_tui.ui.text import safe_markup, safe_text
+
+Cells = tuple[Text, ...]
+
+# (key, label, warn when above, alert when above); None never colours.
+HEALTH_FIELDS: tuple[tuple[str, str, int | None, int | None], ...] = (
+    ("seat_mismatches", "seat mismatches", None, 0),
+    ("unresolved_violations", "unresolved violations", 0, 5),
+    ("expired_active_rides", "expired still active", 0, 20),
+    ("failed_jobs_24h", "failed jobs 24h", None, 0),
+    ("active_rides", "active rides", None, None),
+    ("in_progress_rides", "in progress", None, None),
+    ("pending_bookings", "pending", None, None),
+    ("confirmed_bookings", "confirmed", None, None),
+    ("total_rides", "rides", None, None),
+    ("total_bookings", "bookings", None, None),
+)
+
+
+def level(value: int | None, warn: int | None, alert: int | None) -> str:
+    """'ok', 'warn' or 'alert' for a count against its thresholds."""
+    if value is None:
+        return "ok"
+    if alert is not None and value > alert:
+        return "alert"
+    if warn is not None and value > warn:
+        return "warn"
+    return "ok"
+
+
+def health_markup(health: HealthSummary | None, error: PanelError | None) -> str:
+    """The health strip as markup: counts coloured by threshold."""
+    if health is None:
+        if error is not None:
+            return f"[b $error]Health unavailable:[/] {safe_markup(error.message)}" + (
+                f"\n[dim]{safe_markup(error.hint)}[/]" if error.hint else ""
+            )
+        return "[dim]Waiting for the first health summary…[/]"
+    parts: list[str] = []
+    data = health.model_dump()
+    for key, label, warn, alert in HEALTH_FIELDS:
+        if key not in data or data[key] is None:
+            continue
+        value = data[key]
+        shade = level(value, warn, alert)
+        style = {"ok": "b", "warn": "b $warning", "alert": "b reverse $error"}[shade]
+        parts.append(f"[{style}] {fmt.count(value)} [/] {label}")
+    return "  ".join(parts)
+
+
+class HealthStrip(Static):
+    """The counts of get_system_health_summary(), coloured by threshold."""
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.update(health_markup(snapshot.health, snapshot.errors.get("health")))
+
+
+def status_style(status: str) -> str:
+    return {
+        "failed": "bold red",
+        "running": "bold yellow",
+        "completed": "green",
+    }.get(status, "")
+
+
+def severity_style(severity: str) -> str:
+    return {"critical": "bold red", "warning": "yellow"}.get(severity, "")
+
+
+class LiveTable(DataTable[Text]):
+    """A DataTable updated in place by row key, so the cursor stays on its row."""
+
+    def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        self._column_spec = list(columns)
+        self._shown: dict[str, Cells] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in self._column_spec:
+            self.add_column(label, key=key)
+
+    @property
+    def selected_key(self) -> str | None:
+        """The row key under the cursor, if any row is shown."""
+        if not self._order or self.cursor_row < 0:
+            return None
+        if self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def sync(self, rows: Sequence[tuple[str, Cells]]) -> None:
+        """Show exactly these rows; unchanged rows and the cursor's row stay put."""
+        keys = [key for key, _ in rows]
+        if keys == self._order:
+            columns = [key for key, _ in self._column_spec]
+            for key, cells in rows:
+                old = self._shown.get(key)
+                if old == cells:
+                    continue
+                for column, (before, after) in enumerate(
+                    zip(old or (), cells, strict=False)
+                ):
+                    if before != after:
+                        self.update_cell(key, columns[column], after)
+                self._shown[key] = cells
+            return
+        selected = self.selected_key
+        row_before = self.cursor_row
+        self.clear()
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        self._order = keys
+        self._shown = dict(rows)
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected), animate=False)
+        elif keys:
+            self.move_cursor(row=min(max(row_before, 0), len(keys) - 1), animate=False)
+
+
+class JobsTable(LiveTable):
+    """The four jobs: last run, status, age, duration, records, overdue mark."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            [
+                ("job", "Job"),
+                ("status", "Status"),
+                ("due", "Due"),
+                ("age", "Age"),
+                ("duration", "Took"),
+                ("records", "Records"),
+                ("last", "Last run (UTC)"),
+            ],
+            **kwargs,
+        )
+
+    def show(self, snapshot: Snapshot, now: datetime) -> None:
+        rows: list[tuple[str, Cells]] = []
+        for number, job in enumerate(JOBS, start=1):
+            run = snapshot.latest_run(job.name)
+            rows.append(
+                (job.name, job_cells(number, job.name, run, now, job.frequency))
+            )
+        self.sync(rows)
+
+
+def job_cells(
+    number: int,
+    name: str,
+    run: JobLogEntry | RecentJob | None,
+    now: datetime,
+    frequency: timedelta,
+) -> Cells:
+    """One jobs-table row; OVERDUE when the last start is older than the frequency."""
+    if run is None:
+        return (
+            Text(f"{number} {name}"),
+            Text("never run", style="bold red"),
+            Text("OVERDUE", style="bold reverse red"),
+            Text("—"),
+            Text("—"),
+            Text("—"),
+            Text("—"),
+        )
+    started = run.started_at or run.completed_at
+    if isinstance(run, JobLogEntry):
+        took = fmt.duration(run.duration)
+    else:
+        took = fmt.duration(None if run.duration_ms is None else run.duration_ms / 1000)
+    overdue = started is None or (now - started) > frequency
+    if overdue:
+        due = Text("OVERDUE", style="bold reverse red")
+    else:
+        due = Text("ok", style="green")
+    return (
+        Text(f"{number} {name}"),
+        safe_text(run.status, 12, status_style(run.status)),
+        due,
+        Text(fmt.since(started, now)),
+        Text(took),
+        Text(fmt.count(run.records_processed)),
+        Text(fmt.stamp(started)),
+    )
+
+
+class JobLogTable(LiveTable):
+    """system_job_log, newest first; failed runs in red with their error."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            [
+                ("started", "Started (UTC)"),
+                ("job", "Job"),
+                ("status", "Status"),
+                ("duration", "Took"),
+                ("records", "Records"),
+                ("error", "Error"),
+            ],
+            **kwargs,
+        )
+        self.entries: dict[str, JobLogEntry] = {}
+
+    def show(self, page: JobLogPage) -> None:
+        self.entries = {str(e.id): e for e in page.entries}
+        self.sync([(str(e.id), log_cells(e)) for e in page.entries])
+
+
+def log_cells(entry: JobLogEntry) -> Cells:
+    style = "red" if entry.failed else ""
+    return (
+        Text(fmt.stamp(entry.started_at), style=style),
+        safe_text(entry.job_name, 30, style),
+        safe_text(
+            entry.status.upper() if entry.failed else entry.status,
+            12,
+            status_style(entry.status),
+        ),
+        Text(fmt.duration(entry.duration), style=style),
+        Text(fmt.count(entry.records_processed), style=style),
+        safe_text(entry.error_message or "", 60, style),
+    )
+
+
+class ViolationsTable(LiveTable):
+    """Unresolved invariant violations, critical first then newest."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            [
+                ("severity", "Severity"),
+                ("check", "Check"),
+                ("count", "Count"),
+                ("detected", "Detected (UTC)"),
+                ("seen", "Last seen"),
+                ("sample", "First sample"),
+            ],
+            **kwargs,
+        )
+        self.violations: dict[str, Violation] = {}
+
+    def show(self, violations: list[Violation]) -> None:
+        self.violations = {str(v.id): v for v in violations}
+        self.sync([(str(v.id), violation_cells(v)) for v in violations])
+
+
+def violation_cells(violation: Violation) -> Cells:
+    check = violation.check_name
+    if violation.legacy:
+        check = f"legacy: {', '.join(violation.checks) or check}"
+    elif violation.check_id:
+        check = f"{violation.check_id} {check}"
+    sample = violation.sample_data[0].fields() if violation.sample_data else {}
+    sample_text = " ".join(
+        f"{k}={v}" for k, v in sample.items() if k not in ("check", "name", "severity")
+    )
+    return (
+        safe_text(violation.severity, 10, severity_style(violation.severity)),
+        safe_text(check, 34),
+        Text(fmt.count(violation.violation_count)),
+        Text(fmt.stamp(violation.detected_at)),
+        Text(fmt.stamp(violation.last_seen_at)),
+        safe_text(sample_text, 60),
+    )
+
+
+def panel_error_text(error: PanelError) -> str:
+    """A failed panel's message and hint as one safe line of markup."""
+    hint = f" — {safe_markup(error.hint)}" if error.hint else ""
+    return f"[b $error]{safe_markup(error.message)}[/]{hint}"

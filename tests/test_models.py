@@ -1,0 +1,212 @@
+"""The models read what both a legacy and an ops-layer database return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from carpool_tui.models import (
+    JOBS,
+    Capabilities,
+    HealthSummary,
+    JobLogEntry,
+    JobResult,
+    Refusal,
+    SeatFixPreview,
+    Snapshot,
+    Violation,
+)
+
+LEGACY_HEALTH = {
+    "timestamp": "2026-12-04T16:14:17.185942+00:00",
+    "total_rides": 200,
+    "active_rides": 100,
+    "total_bookings": 400,
+    "seat_mismatches": 2,
+    "pending_bookings": 0,
+    "in_progress_rides": 0,
+    "recent_job_status": None,
+    "confirmed_bookings": 200,
+    "expired_active_rides": 0,
+    "unresolved_violations": 0,
+    "environment": "production",
+}
+
+LEGACY_VIOLATION = {
+    "id": "e3efd9aa-7769-4a9f-b14c-858276ee0c01",
+    "check_name": "system_invariant_check",
+    "severity": "critical",
+    "violation_count": 2,
+    "sample_data": [
+        {
+            "name": "seat_mismatch",
+            "check": "INV-SEAT-001",
+            "current": 1,
+            "ride_id": "0030c029-2d68-4c6a-a385-18a376eb5daa",
+            "expected": 2,
+            "severity": "critical",
+        },
+        {
+            "name": "expired_active_ride",
+            "check": "INV-TIME-001",
+            "ride_id": "05feb4b2-a493-4172-9091-f815fe5b7ab6",
+            "severity": "warning",
+        },
+    ],
+    "detected_at": "2026-12-04T16:14:17.190662+00:00",
+    "resolved_at": None,
+    "auto_resolved": False,
+    "notes": None,
+}
+
+
+def test_legacy_health_null_recent_jobs_is_an_empty_list() -> None:
+    health = HealthSummary.model_validate(LEGACY_HEALTH)
+    assert health.recent_job_status == []
+    assert health.seat_mismatches == 2
+    assert health.failed_jobs_24h is None
+    assert health.model_extra == {"environment": "production"}
+
+
+def test_ops_health_with_recent_jobs() -> None:
+    data = {
+        **LEGACY_HEALTH,
+        "recent_job_status": [
+            {
+                "job_name": "expire_rides",
+                "status": "failed",
+                "started_at": "2026-12-04T16:14:17+00:00",
+                "completed_at": None,
+                "records_processed": 0,
+                "duration_ms": 12,
+                "error_message": "lock timeout",
+            }
+        ],
+        "failed_jobs_24h": 1,
+        "ops_layer_version": "1.0.0",
+    }
+    health = HealthSummary.model_validate(data)
+    assert health.recent_job_status[0].status == "failed"
+    assert health.ops_layer_version == "1.0.0"
+
+
+def test_legacy_violation_row_lists_its_checks_and_seat_rides() -> None:
+    violation = Violation.model_validate(LEGACY_VIOLATION)
+    assert violation.legacy
+    assert violation.checks == ["expired_active_ride", "seat_mismatch"]
+    assert violation.seat_ride_ids == ["0030c029-2d68-4c6a-a385-18a376eb5daa"]
+    assert violation.sample_data[0].expected == 2
+
+
+def test_ops_violation_row_is_one_check() -> None:
+    violation = Violation.model_validate(
+        {
+            **LEGACY_VIOLATION,
+            "check_name": "seat_overflow",
+            "check_id": "INV-SEAT-003",
+            "sample_data": {"ride_id": "x", "current": 7, "total_seats": 4},
+        }
+    )
+    assert not violation.legacy
+    assert violation.checks == ["seat_overflow"]
+    assert violation.seat_ride_ids == ["x"]
+    assert violation.sample_data[0].fields()["total_seats"] == 4
+
+
+def test_job_log_rows_with_and_without_ops_columns() -> None:
+    started = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
+    legacy = JobLogEntry.model_validate(
+        {
+            "id": "c2e75ff4-1320-4dc2-806d-f558810f4858",
+            "job_name": "repair_missing_notifications",
+            "started_at": started,
+            "completed_at": started + timedelta(seconds=2),
+            "status": "completed",
+            "records_processed": 5,
+            "errors_encountered": 0,
+            "details": {"total_notifications_created": 5},
+            "error_message": None,
+        }
+    )
+    assert legacy.duration == timedelta(seconds=2)
+    assert legacy.error_sqlstate is None
+    failed = legacy.model_copy(
+        update={"status": "failed", "details": {"sqlstate": "55P03"}}
+    )
+    assert failed.failed
+    assert failed.error_sqlstate == "55P03"
+
+
+def test_job_results_in_words() -> None:
+    result = JobResult.model_validate(
+        {
+            "success": True,
+            "rides_expired": 5,
+            "bookings_completed": 12,
+            "notifications_created": 12,
+        }
+    )
+    assert result.describe("expire_rides") == (
+        "Expired 5 rides, completed 12 bookings, created 12 notifications."
+    )
+    failed = JobResult.model_validate(
+        {"success": False, "error": "lock timeout", "sqlstate": "55P03"}
+    )
+    assert failed.describe("expire_rides") == "Failed: lock timeout (SQLSTATE 55P03)"
+    check = JobResult.model_validate(
+        {"success": True, "healthy": False, "total_violations": 3, "violations": []}
+    )
+    assert (
+        check.describe("check_system_invariants") == "Violations found, 3 violations."
+    )
+
+
+def test_a_stale_preview_refusal_carries_the_fresh_preview() -> None:
+    refusal = Refusal.model_validate(
+        {
+            "success": False,
+            "code": "stale_preview",
+            "error": "changed",
+            "preview": {
+                "ride_id": "r",
+                "total_seats": 4,
+                "current": 1,
+                "computed": 3,
+                "needs_fix": True,
+                "bookings": [],
+            },
+        }
+    )
+    assert isinstance(refusal.preview, SeatFixPreview)
+    assert refusal.preview.computed == 3
+    plain = Refusal.model_validate({"code": "not_found", "error": "no ride"})
+    assert plain.preview is None
+
+
+def test_jobs_as_data_match_the_manual() -> None:
+    assert [j.name for j in JOBS] == [
+        "expire_rides",
+        "reconcile_seat_counts",
+        "repair_missing_notifications",
+        "check_system_invariants",
+    ]
+    assert [j.frequency for j in JOBS] == [
+        timedelta(minutes=5),
+        timedelta(days=1),
+        timedelta(days=1),
+        timedelta(minutes=15),
+    ]
+
+
+def test_snapshot_falls_back_to_the_health_summary_for_latest_runs() -> None:
+    health = HealthSummary.model_validate(
+        {"recent_job_status": [{"job_name": "expire_rides", "status": "completed"}]}
+    )
+    snap = Snapshot(
+        fetched_at=datetime(2026, 1, 1, tzinfo=UTC),
+        capabilities=Capabilities(),
+        health=health,
+    )
+    run = snap.latest_run("expire_rides")
+    assert run is not None and run.status == "completed"
+    assert snap.latest_run("reconcile_seat_counts") is None
+    assert not snap.capabilities.ops_layer

@@ -1,0 +1,368 @@
+"""The live screen against real databases: panels, states, keys, selection."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from factories import job, make_booking, make_ride
+from test_ui_support import (
+    FIXED_NOW,
+    frozen,
+    make_settings,
+    screen_text,
+    static_text,
+    table_text,
+    until,
+)
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from carpool_tui.db.connect import connect
+from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
+from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
+
+
+async def seat_mismatch(conn: asyncpg.Connection) -> uuid.UUID:
+    """An active ride whose stored seats drifted: 4 total, 2 booked, 1 stored."""
+    ride = await make_ride(conn, total_seats=4)
+    await make_booking(conn, ride, seats=2, status="confirmed")
+    await conn.execute("UPDATE rides SET available_seats = 1 WHERE id = $1", ride)
+    return ride
+
+
+async def failed_run(conn: asyncpg.Connection, *, ops: bool = True) -> None:
+    """A failed run in the job log, as the ops layer records one."""
+    extra_cols, extra_vals = (", sqlstate", ", '55P03'") if ops else ("", "")
+    await conn.execute(
+        f"INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+        f" records_processed, details, error_message{extra_cols})"
+        f" VALUES ('reconcile_seat_counts', now() - interval '1 hour',"
+        f" now() - interval '1 hour' + interval '2 seconds', 'failed', 0,"
+        f' \'{{"sqlstate": "55P03"}}\','
+        f" 'canceling statement due to lock timeout'{extra_vals})"
+    )
+
+
+async def db(dsn: str) -> asyncpg.Connection:
+    return await connect(dsn, purpose="test", statement_timeout_ms=60_000)
+
+
+async def loaded(pilot: Pilot[Any]) -> DashboardApp:
+    app: DashboardApp = pilot.app  # type: ignore[assignment]
+    await until(pilot, lambda: app.dashboard.snapshot is not None, "first snapshot")
+    await pilot.pause()
+    return app
+
+
+def notices(app: DashboardApp) -> list[str]:
+    """The messages of the notifications shown so far, oldest first."""
+    return [n.message for n in app._notifications]
+
+
+def status(app: DashboardApp) -> str:
+    return static_text(app.dashboard.query_one("#status", Static))
+
+
+async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        await job(conn, "expire_rides")
+        await failed_run(conn)
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        health = static_text(screen.query_one("#health", Static))
+        assert "1  seat mismatches" in health
+        assert "1  unresolved violations" in health
+        jobs = table_text(screen.query_one("#jobs", JobsTable)).splitlines()
+        assert jobs[0].startswith("1 expire_rides  completed  ok")
+        assert jobs[1].startswith("2 reconcile_seat_counts  failed  ok  60 min")
+        assert "never run  OVERDUE" in jobs[2]
+        log = table_text(screen.query_one("#log", JobLogTable))
+        assert "FAILED" in log and "lock timeout" in log
+        violations = table_text(screen.query_one("#violations", ViolationsTable))
+        assert "INV-SEAT-001 seat_mismatch" in violations
+        assert "ops 1." in status(app) and "updated" in status(app)
+
+        log_table = screen.query_one("#log", JobLogTable)
+        log_table.focus()
+        failed_row = next(
+            i for i, e in enumerate(log_table.entries.values()) if e.failed
+        )
+        log_table.move_cursor(row=failed_row)
+        await pilot.press("enter")
+        detail = await until(
+            pilot,
+            lambda: isinstance(app.screen, LogEntryDialog) and app.screen,
+            "job run detail",
+        )
+        text = screen_text(detail)
+        assert "canceling statement due to lock timeout" in text
+        assert "55P03" in text
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "back on the dashboard")
+
+
+async def test_legacy_database_fills_panels_and_ops_actions_say_why(
+    legacy_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(legacy_dsn)
+    try:
+        await seat_mismatch(conn)
+        assert (await job(conn, "get_system_health_summary"))[
+            "recent_job_status"
+        ] is None
+        await job(conn, "check_system_invariants")
+        await job(conn, "expire_rides")
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(legacy_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert "LEGACY" in status(app)
+        violations = table_text(screen.query_one("#violations", ViolationsTable))
+        assert "legacy: seat_mismatch" in violations
+        jobs = table_text(screen.query_one("#jobs", JobsTable))
+        assert "1 expire_rides  completed" in jobs
+        assert screen.check_action("seat_fix", ()) is False
+        assert screen.check_action("run_job", ("expire_rides",)) is True
+
+        await pilot.press("s")
+        await until(pilot, lambda: notices(app), "a notification")
+        said = " ".join(notices(app))
+        assert "ops layer" in said and "carpool-tui migrate" in said
+        assert app.screen is screen  # nothing opened
+
+        screen.query_one("#violations", ViolationsTable).focus()
+        await pilot.press("enter")
+        detail = await until(
+            pilot,
+            lambda: isinstance(app.screen, ViolationDialog) and app.screen,
+            "violation detail",
+        )
+        assert "seat_mismatch" in screen_text(detail)
+        await pilot.press("escape")
+
+        await pilot.press("question_mark")
+        help_screen = await until(
+            pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+        )
+        text = screen_text(help_screen)
+        assert "Legacy database" in text and "carpool-tui migrate" in text
+        assert "unavailable: Needs the ops layer" in text
+
+
+async def test_read_only_session_greys_out_writes_and_the_database_refuses(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await seat_mismatch(conn)
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert "READ-ONLY" in status(app)
+        for action, params in (
+            ("run_job", ("expire_rides",)),
+            ("seat_fix", ()),
+            ("expire_ride", ()),
+        ):
+            assert screen.check_action(action, params) is False, action
+        assert screen.check_action("refresh", ()) is True
+        await pilot.press("1")
+        await until(pilot, lambda: notices(app), "a notification")
+        assert "Read-only session" in notices(app)[-1]
+        assert app.screen is screen
+
+    ro = await connect(ops_dsn, purpose="test", read_only=True)
+    try:
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await ro.fetchval(
+                "SELECT ops_apply_seat_fix($1, 1, 2, 'alice', 'note')", ride
+            )
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await ro.execute("UPDATE rides SET available_seats = 2 WHERE id = $1", ride)
+    finally:
+        await ro.close()
+    assert not app.settings.action_log.exists()
+
+
+async def test_unreachable_server_shows_why_and_keeps_retrying(tmp_path: Path) -> None:
+    missing = tmp_path / "no-server-here"
+    dsn = f"postgresql://postgres@/carpool?host={missing}"
+    app = DashboardApp(make_settings(dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.dashboard
+        await until(pilot, lambda: screen.failures >= 2, "a second attempt", 15)
+        text = static_text(screen.query_one("#startup-message", Static))
+        assert "Cannot open the dashboard" in text
+        assert "cannot reach the database" in text
+        assert "Check that the server is running" in text
+        assert "Attempt 2" in text and "q to quit" in text
+        assert not screen.query_one("#main").display
+        await pilot.press("q")
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")
+    assert app.return_code == 0
+
+
+async def test_database_without_the_functions_says_to_migrate(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(empty_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.dashboard
+        await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+        text = static_text(screen.query_one("#startup-message", Static))
+        assert "no carpool health function" in text
+        assert "carpool-tui migrate" in text
+
+
+async def test_selected_row_survives_refreshes_and_new_rows(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        for _ in range(3):
+            await job(conn, "expire_rides")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            table = app.dashboard.query_one("#log", JobLogTable)
+            table.focus()
+            table.move_cursor(row=1)
+            chosen = table.selected_key
+            rounds = app.dashboard.snapshot
+
+            await pilot.press("r")
+            await until(
+                pilot, lambda: app.dashboard.snapshot is not rounds, "a refresh"
+            )
+            assert table.selected_key == chosen
+            assert table.row_count == 3
+
+            await job(conn, "reconcile_seat_counts")
+            await pilot.press("r")
+            await until(pilot, lambda: table.row_count == 4, "the new run")
+            assert table.selected_key == chosen
+            assert table.cursor_row == 2
+    finally:
+        await conn.close()
+
+
+async def test_pause_resume_and_interval_keys(ops_dsn: str, tmp_path: Path) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=5.0), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("p")
+        assert "PAUSED" in status(app)
+        await pilot.press("p")
+        assert "PAUSED" not in status(app)
+        await pilot.press("plus")
+        assert app.interval == 2.0
+        await pilot.press("minus", "minus")
+        assert app.interval == 10.0
+        await until(pilot, lambda: "every 10.0 s" in status(app), "the new interval")
+
+
+async def test_failed_only_filter_and_paging(ops_dsn: str, tmp_path: Path) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " error_message) SELECT 'expire_rides',"
+            " $1::timestamptz - n * interval '5 minutes',"
+            " $1::timestamptz - n * interval '5 minutes' + interval '1 second',"
+            " CASE WHEN n % 50 = 0 THEN 'failed' ELSE 'completed' END,"
+            " CASE WHEN n % 50 = 0 THEN 'boom ' || n END"
+            " FROM generate_series(1, 230) AS n",
+            FIXED_NOW,
+        )
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        table = screen.query_one("#log", JobLogTable)
+        assert table.row_count == 100
+        info = screen.query_one("#log-info", Static)
+        assert "rows 1-100" in static_text(info)
+
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: "rows 101-200" in static_text(info), "page 2")
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: "rows 201-230" in static_text(info), "page 3")
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: notices(app), "a notification")
+        assert notices(app)[-1] == "No older runs."
+
+        await pilot.press("f")
+        await until(pilot, lambda: table.row_count == 4, "failed runs only")
+        assert "FAILED ONLY" in static_text(info)
+        assert all(e.failed for e in table.entries.values())
+        assert "boom 50" in table_text(table)
+
+
+async def test_lost_connection_shows_disconnected_then_recovers(
+    ops_dsn: str, pg_server: Any, tmp_path: Path
+) -> None:
+    probe = await db(ops_dsn)
+    name = await probe.fetchval("SELECT current_database()")
+    await probe.close()
+    conn = await db(pg_server.admin_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND application_name LIKE 'carpool-tui%'",
+                name,
+            )
+            await until(
+                pilot, lambda: "DISCONNECTED" in status(app), "the lost connection"
+            )
+            assert "retry in" in status(app)
+            assert app.dashboard.query_one("#main").display  # stale data stays
+            assert app.dashboard.check_action("seat_fix", ()) is False
+            await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await until(pilot, lambda: "updated" in status(app), "the reconnection", 40)
+    finally:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await conn.close()
+
+
+async def test_one_failing_panel_does_not_blank_the_others(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await job(conn, "expire_rides")
+        await conn.execute(
+            "ALTER FUNCTION get_system_health_summary() RENAME TO health_gone"
+        )
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert "Health unavailable" in static_text(screen.query_one("#health", Static))
+        assert "migrate" in static_text(screen.query_one("#health", Static))
+        assert screen.query_one("#log", JobLogTable).row_count == 1
+        assert "1 panel(s) failed" in status(app)
