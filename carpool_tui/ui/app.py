@@ -28,10 +28,16 @@ class DashboardApp(App[int]):
     ]
 
     def __init__(
-        self, settings: Settings, *, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
+        self.label = label or settings.target.split("://", 1)[-1]
+        """How the database is named on screen (the DSN without its password)."""
         self.clock = clock
         self.interval = settings.refresh_seconds
         self.repo = Repository(settings, clock=clock)

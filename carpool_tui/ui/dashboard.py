@@ -316,7 +316,6 @@ class DashboardScreen(Screen[None]):
         ).label = f"Violations ({len(snap.violations)})"
 
     def render_status(self) -> None:
-        settings = self.dash.settings
         now = self.dash.clock()
         parts = ["[b]carpool-tui[/]"]
         caps = self.caps or (self.snapshot.capabilities if self.snapshot else None)
@@ -350,8 +349,7 @@ class DashboardScreen(Screen[None]):
                 parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
             else:
                 parts.append("[b $warning]LEGACY[/]")
-        target = settings.target.split("://", 1)[-1]
-        parts.append(safe_markup(target, 48))
+        parts.append(safe_markup(self.dash.label, 48))
         self.query_one("#status", Static).update(" · ".join(parts))
         if self.error is not None and self.snapshot is not None:
             self.query_one("#status", Static).tooltip = self.error.message
@@ -365,7 +363,7 @@ class DashboardScreen(Screen[None]):
         return f", retry in {int(wait + 0.999)} s"
 
     def render_startup(self) -> None:
-        target = safe_markup(self.dash.settings.target, 120)
+        target = safe_markup(self.dash.label, 120)
         if self.error is None:
             text = f"Connecting to {target}…"
         else:

@@ -1,0 +1,333 @@
+"""Every write the dashboard makes, by keys, checked on screen and in the database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from factories import job, make_booking, make_ride
+from test_ui_dashboard import db, loaded, seat_mismatch
+from test_ui_support import OPERATOR, make_settings, screen_text, until
+from textual.pilot import Pilot
+from textual.screen import Screen
+
+from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import (
+    NOTE_REQUIRED,
+    ConfirmJobDialog,
+    ExpireRideDialog,
+    JobRunDialog,
+    ResolveDialog,
+    SeatFixDialog,
+)
+from carpool_tui.ui.widgets import ViolationsTable
+
+
+async def dialog_of(pilot: Pilot[Any], kind: type[Screen[Any]]) -> Screen[Any]:
+    app = pilot.app
+    return await until(
+        pilot, lambda: isinstance(app.screen, kind) and app.screen, kind.__name__
+    )
+
+
+async def shows(pilot: Pilot[Any], screen: Screen[Any], text: str) -> str:
+    """Wait until the dialog shows `text`; return everything it shows."""
+    return await until(
+        pilot,
+        lambda: text in (shown := screen_text(screen)) and shown,
+        f"{text!r} on {type(screen).__name__}",
+    )
+
+
+async def type_text(pilot: Pilot[Any], text: str) -> None:
+    await pilot.press(*[("space" if c == " " else c) for c in text])
+
+
+def action_log(app: DashboardApp) -> list[dict[str, Any]]:
+    path = app.settings.action_log
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+async def select_violation(pilot: Pilot[Any], app: DashboardApp, check: str) -> None:
+    await pilot.press("t")
+    table = app.dashboard.query_one("#violations", ViolationsTable)
+    await until(pilot, lambda: table.has_focus, "the violations table")
+    row = next(
+        i for i, v in enumerate(table.violations.values()) if v.check_name == check
+    )
+    table.move_cursor(row=row)
+    await pilot.pause()
+
+
+async def test_run_a_job_shows_what_it_does_then_the_result(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+        await make_booking(conn, ride, status="confirmed")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("1")
+            confirm = await dialog_of(pilot, ConfirmJobDialog)
+            text = screen_text(confirm)
+            assert "Run Ride expiry: expire_rides()" in text
+            assert "departure_time or available_until has passed" in text
+            assert "every 5 minutes" in text
+            assert "Enter  run the job" in text and "Esc  cancel" in text
+            await pilot.press("enter")
+            running = await dialog_of(pilot, JobRunDialog)
+            shown = await shows(pilot, running, "Done")
+            assert (
+                "Expired 1 rides, completed 1 bookings, created 1 notifications"
+                in shown
+            )
+            await pilot.press("enter")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+
+        row = await conn.fetchrow(
+            "SELECT status, triggered_by, records_processed FROM system_job_log"
+            " WHERE job_name = 'expire_rides'"
+        )
+        assert row["status"] == "completed"
+        assert row["triggered_by"] == OPERATOR
+        assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+            "completed"
+        )
+        logged = action_log(app)
+        assert [(e["action"], e["target"], e["outcome"]) for e in logged] == [
+            ("run_job", "expire_rides", "ok")
+        ]
+        assert logged[0]["operator"] == OPERATOR
+    finally:
+        await conn.close()
+
+
+async def test_cancel_reaches_the_server_and_the_failure_is_shown(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
+    blocker = await db(ops_dsn)
+    try:
+        await blocker.execute("BEGIN; LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("1", "enter")
+            running = await dialog_of(pilot, JobRunDialog)
+            await shows(pilot, running, "Running")
+            await shows(pilot, running, "c  cancel the job on the server")
+            await until(
+                pilot,
+                lambda: app.repo.job_running,
+                "the job connection",
+            )
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name = 'carpool-tui job expire_rides'"
+            )
+            assert waiting == 1
+            await pilot.press("escape")  # refuses to close while running
+            assert app.screen is running
+            await pilot.press("c")
+            shown = await shows(pilot, running, "Failed")
+            assert "57014" in shown
+        row = await conn.fetchrow(
+            "SELECT status, sqlstate FROM system_job_log"
+            " WHERE job_name = 'expire_rides'"
+        )
+        assert (row["status"], row["sqlstate"]) == ("failed", "57014")
+        assert action_log(app)[-1]["outcome"] == "failed"
+    finally:
+        await blocker.close()
+        await conn.close()
+
+
+async def seat_fix_audit(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT operator, note, target_id FROM admin_audit_log"
+        " WHERE operator IS NOT NULL ORDER BY created_at"
+    )
+
+
+async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            shown = await shows(pilot, dialog, "Computed")
+            assert str(ride) in shown
+            assert "Total seats    4" in shown
+            assert "Available now  1" in shown
+            assert "Computed       2  = 4 total - 2 seats held by 1" in shown
+            assert "available_seats 1 → 2" in shown
+
+            await pilot.press("enter")  # empty note
+            await shows(pilot, dialog, NOTE_REQUIRED)
+            assert await seat_fix_audit(conn) == []
+
+            await type_text(pilot, "drift after double decrement")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Fixed.")
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+
+        seats = await conn.fetchval(
+            "SELECT available_seats FROM rides WHERE id = $1", ride
+        )
+        assert seats == 2
+        audit = await seat_fix_audit(conn)
+        assert [(a["operator"], a["note"], a["target_id"]) for a in audit] == [
+            (OPERATOR, "drift after double decrement", ride)
+        ]
+        logged = action_log(app)
+        assert [(e["action"], e["target"], e["note"]) for e in logged] == [
+            ("seat_fix", str(ride), "drift after double decrement")
+        ]
+    finally:
+        await conn.close()
+
+
+async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await seat_mismatch(conn)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await type_text(pilot, "ride-42")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "'ride-42' is not a valid ride id")
+
+            await pilot.press(*["backspace"] * 7)
+            await type_text(pilot, str(uuid.UUID(int=7)))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Refused (not_found)")
+
+            await pilot.press(*["backspace"] * 36)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Available now  1")
+
+            # Someone edits the ride between preview and apply.
+            await conn.execute(
+                "UPDATE rides SET available_seats = 3 WHERE id = $1", ride
+            )
+            await type_text(pilot, "fix after edit")
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "The ride changed since the preview")
+            assert "Available now  3" in shown
+            assert "available_seats 3 → 2" in shown
+            assert await seat_fix_audit(conn) == []
+
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Fixed.")
+        seats = await conn.fetchval(
+            "SELECT available_seats FROM rides WHERE id = $1", ride
+        )
+        assert seats == 2
+        assert [a["note"] for a in await seat_fix_audit(conn)] == ["fix after edit"]
+        assert [e["outcome"] for e in action_log(app)] == ["stale_preview", "ok"]
+    finally:
+        await conn.close()
+
+
+async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        violation = await conn.fetchval(
+            "SELECT id FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("x")
+            dialog = await dialog_of(pilot, ResolveDialog)
+            await shows(pilot, dialog, "Its check still fails right now (1 now)")
+            await pilot.press("enter")
+            await shows(pilot, dialog, NOTE_REQUIRED)
+            await type_text(pilot, "known drift, ticket 42")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Resolved.")
+            await pilot.press("escape")
+            table = app.dashboard.query_one("#violations", ViolationsTable)
+            await until(pilot, lambda: table.row_count == 0, "the row to go")
+        row = await conn.fetchrow(
+            "SELECT resolved_at, notes, resolved_by FROM invariant_violations"
+            " WHERE id = $1",
+            violation,
+        )
+        assert row["resolved_at"] is not None
+        assert (row["notes"], row["resolved_by"]) == (
+            "known drift, ticket 42",
+            OPERATOR,
+        )
+        audit = await seat_fix_audit(conn)
+        assert [(a["operator"], a["note"]) for a in audit] == [
+            (OPERATOR, "known drift, ticket 42")
+        ]
+        assert action_log(app)[0]["action"] == "resolve_violation"
+    finally:
+        await conn.close()
+
+
+async def test_expire_one_ride_previews_then_expires(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+        booking = await make_booking(conn, ride, status="confirmed")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("e")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "Due              yes")
+            assert "1 pending/confirmed booking(s)" in shown
+            assert str(booking) in shown
+            await pilot.press("enter")
+            await shows(pilot, dialog, NOTE_REQUIRED)
+            await type_text(pilot, "expiry job down")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Expired.")
+        assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+            "completed"
+        )
+        status = await conn.fetchval(
+            "SELECT status FROM ride_bookings WHERE id = $1", booking
+        )
+        assert status == "completed"
+        audit = await seat_fix_audit(conn)
+        assert [(a["operator"], a["note"]) for a in audit] == [
+            (OPERATOR, "expiry job down")
+        ]
+    finally:
+        await conn.close()
