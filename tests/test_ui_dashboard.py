@@ -366,3 +366,22 @@ async def test_one_failing_panel_does_not_blank_the_others(
         assert "migrate" in static_text(screen.query_one("#health", Static))
         assert screen.query_one("#log", JobLogTable).row_count == 1
         assert "1 panel(s) failed" in status(app)
+
+
+async def test_command_palette_runs_registry_actions_and_says_why_not(
+    legacy_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(legacy_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: app.screen is not app.dashboard, "the palette")
+        await pilot.press(*"Fix", "space", *"seats", "enter")
+        await until(pilot, lambda: notices(app), "a notification")
+        assert "carpool-tui migrate" in notices(app)[-1]
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: app.screen is not app.dashboard, "the palette")
+        await pilot.press(*"Help", "enter")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
