@@ -96,11 +96,12 @@ BEGIN
              ORDER BY id
                FOR UPDATE SKIP LOCKED) open_bookings;
 
-    SELECT COALESCE(array_agg(DISTINCT ride_id), '{}') INTO v_blocked
-      FROM ride_bookings
-     WHERE ride_id = ANY (v_rides)
-       AND status IN ('pending', 'confirmed')
-       AND id <> ALL (v_bookings);
+    SELECT COALESCE(array_agg(DISTINCT b.ride_id), '{}') INTO v_blocked
+      FROM ride_bookings b
+      LEFT JOIN unnest(v_bookings) AS held(id) ON held.id = b.id
+     WHERE b.ride_id = ANY (v_rides)
+       AND b.status IN ('pending', 'confirmed')
+       AND held.id IS NULL;
 
     IF cardinality(v_blocked) > 0 THEN
         v_rides := ARRAY(SELECT unnest(v_rides) EXCEPT SELECT unnest(v_blocked));
