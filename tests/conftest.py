@@ -22,11 +22,11 @@ from carpool_tui.db.connect import connect
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import apply_legacy, migrate
 
+# Unique per test session, so that two sessions can share one external server.
+_SESSION = uuid.uuid4().hex[:8]
 TEMPLATES = {
-    "base": "carpool_tpl_base",
-    "legacy": "carpool_tpl_legacy",
-    "ops": "carpool_tpl_ops",
-    "legacy_ops": "carpool_tpl_legacy_ops",
+    kind: f"carpool_tpl_{kind}_{_SESSION}"
+    for kind in ("base", "legacy", "ops", "legacy_ops")
 }
 
 
@@ -77,7 +77,7 @@ class PgServer:
             await conn.close()
 
 
-async def _build_templates(server: PgServer) -> None:
+async def _drop_templates(server: PgServer) -> None:
     conn = await asyncpg.connect(server.admin_dsn)
     try:
         for name in TEMPLATES.values():
@@ -85,6 +85,15 @@ async def _build_templates(server: PgServer) -> None:
                 f"UPDATE pg_database SET datistemplate = false WHERE datname = '{name}'"
             )
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+async def _build_templates(server: PgServer) -> None:
+    await _drop_templates(server)
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        for name in TEMPLATES.values():
             await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
@@ -127,6 +136,8 @@ def pg_server() -> Iterator[PgServer]:
     finally:
         if embedded is not None:
             embedded.stop()
+        else:
+            asyncio.run(_drop_templates(server))
 
 
 async def _fresh(pg_server: PgServer, kind: str | None) -> AsyncIterator[str]:
