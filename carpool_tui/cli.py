@@ -289,7 +289,14 @@ def _settings(args: argparse.Namespace, dsn: str | None) -> Settings:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from carpool_tui.ui.app import run_dashboard
 
-    return run_dashboard(_settings(args, resolve_dsn(args.dsn)))
+    restore = _install_stop_handlers()
+    try:
+        return run_dashboard(_settings(args, resolve_dsn(args.dsn)))
+    except _Stop as stop:
+        _say(f"Stopping on {stop}.")
+        return 0
+    finally:
+        restore()
 
 
 async def _prepare_demo(admin_dsn: str, demo_dsn: str, rides: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar
@@ -42,9 +45,29 @@ class DashboardApp(App[int]):
         self.interval = settings.refresh_seconds
         self.repo = Repository(settings, clock=clock)
         self.dashboard = DashboardScreen()
+        self.stop_signal: str | None = None
+        """The name of the signal that ended the session, if one did."""
 
     def on_mount(self) -> None:
+        self._handle_stop_signals()
         self.push_screen(self.dashboard)
+
+    def _handle_stop_signals(self) -> None:
+        """Quit cleanly on SIGTERM and SIGHUP (a closed SSH session).
+
+        The loop runs the handler between callbacks, so the app exits through
+        its normal path: workers cancelled, connections closed, terminal reset.
+        """
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(signum, self._stop_on, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                return  # not the main thread (tests) or no signal support
+
+    def _stop_on(self, signum: int) -> None:
+        self.stop_signal = signal.Signals(signum).name
+        self.exit(0)
 
     @property
     def capabilities(self) -> Capabilities | None:
@@ -67,4 +90,6 @@ def run_dashboard(settings: Settings) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
     app = DashboardApp(settings)
     app.run()
+    if app.stop_signal:
+        print(f"Stopping on {app.stop_signal}.", file=sys.stderr, flush=True)
     return int(app.return_code or 0)

@@ -1,0 +1,77 @@
+"""SIGTERM and SIGHUP end a running demo cleanly and stop its embedded server."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _read_until(fd: int, needle: bytes, seconds: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if needle in seen:
+                return seen
+    raise AssertionError(f"{needle!r} did not appear; last output: {seen[-500:]!r}")
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_stops_demo_and_its_server(signum: int, tmp_path: Path) -> None:
+    data_dir = Path("/tmp") / f"carpool-tui-signal-{os.getpid()}-{signum}" / "pgdata"
+    argv = [
+        sys.executable,
+        "-m",
+        "carpool_tui",
+        "demo",
+        "--data-dir",
+        str(data_dir),
+        "--rides",
+        "40",
+    ]
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the demo, with the pty as its terminal
+        os.execvpe(argv[0], argv, env)
+    try:
+        _read_until(fd, b"updated", 120)
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signum)
+        output = _read_until(fd, b"Stopping on", 30)
+        assert signal.Signals(signum).name.encode() in output
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert _gone(postmaster, 15), "the embedded server was left running"
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
