@@ -451,3 +451,12 @@ class Refusal(_Open):
         if isinstance(value, dict) and "computed" in value:
             return value
         return None
+
+
+class RowSet(BaseModel):
+    """Live rows a procedure step shows, with the query that read them."""
+
+    view: str
+    query: str
+    columns: list[str] = Field(default_factory=list)
+    rows: list[dict[str, Any]] = Field(default_factory=list)

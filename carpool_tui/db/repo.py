@@ -41,6 +41,7 @@ from carpool_tui.models import (
     Refusal,
     ResolveApplied,
     ResolvePreview,
+    RowSet,
     SeatFixApplied,
     SeatFixPreview,
     Snapshot,
@@ -93,6 +94,67 @@ VIOLATION_COLUMNS = (
 VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
 
 PANELS = ("health", "jobs", "job_log", "violations")
+
+PROCEDURE_ROWS = 50
+_OPEN = "('pending', 'confirmed')"
+# The read-only queries procedure steps show and run, by view name. The
+# findings queries use the same predicates as check_system_invariants().
+FINDINGS: dict[str, str] = {
+    "seat_mismatch": "SELECT id AS ride_id, status, total_seats,"
+    " available_seats AS current, expected_seats AS should_be"
+    " FROM ops_open_ride_seats WHERE available_seats <> expected_seats ORDER BY id",
+    "negative_seats": "SELECT id AS ride_id, status, total_seats,"
+    " available_seats AS current FROM rides WHERE available_seats < 0 ORDER BY id",
+    "seat_overflow": "SELECT id AS ride_id, status, total_seats,"
+    " available_seats AS current FROM rides"
+    " WHERE available_seats > total_seats ORDER BY id",
+    "active_booking_on_terminal_ride": "SELECT b.id AS booking_id, b.ride_id,"
+    " b.status, r.status AS ride_status FROM ride_bookings b"
+    f" JOIN rides r ON r.id = b.ride_id WHERE b.status IN {_OPEN}"
+    " AND r.status IN ('completed', 'cancelled') ORDER BY b.id",
+    "invalid_ride_status": "SELECT id AS ride_id, status, updated_at FROM rides"
+    " WHERE status NOT IN ('active', 'in-progress', 'completed', 'cancelled')"
+    " ORDER BY id",
+    "invalid_booking_status": "SELECT id AS booking_id, ride_id, status,"
+    " updated_at FROM ride_bookings"
+    " WHERE status NOT IN ('pending', 'confirmed', 'completed', 'cancelled')"
+    " ORDER BY id",
+    "duplicate_active_bookings": "SELECT ride_id, passenger_id,"
+    " count(*) AS active_bookings FROM ride_bookings"
+    f" WHERE status IN {_OPEN} GROUP BY ride_id, passenger_id"
+    " HAVING count(*) > 1 ORDER BY ride_id, passenger_id",
+    "expired_active_ride": "SELECT id AS ride_id, status,"
+    " COALESCE(available_until, departure_time) AS expires_at FROM rides"
+    " WHERE status IN ('active', 'in-progress')"
+    " AND COALESCE(available_until, departure_time) < now() - interval '10 minutes'"
+    " ORDER BY expires_at, id",
+}
+VIEWS: dict[str, str] = {
+    **{f"findings:{kind}": sql for kind, sql in FINDINGS.items()},
+    "failed_runs": "SELECT id, job_name, started_at,"
+    " COALESCE(to_jsonb(l) ->> 'sqlstate', l.details ->> 'sqlstate') AS sqlstate,"
+    " error_message FROM system_job_log l WHERE status = 'failed'"
+    " ORDER BY started_at DESC",
+    "latest_runs": "SELECT DISTINCT ON (job_name) job_name, status, started_at,"
+    " error_message FROM system_job_log ORDER BY job_name, started_at DESC",
+    "open_checks": "SELECT check_name AS check, severity,"
+    " violation_count AS open_count FROM invariant_violations"
+    " WHERE resolved_at IS NULL ORDER BY severity, check_name",
+    "health": "SELECT key, value FROM jsonb_each_text(get_system_health_summary())"
+    " WHERE key <> 'recent_job_status' ORDER BY key",
+    "overbooked": "SELECT id AS ride_id, status, total_seats,"
+    " available_seats AS current, expected_seats AS should_be"
+    " FROM ops_open_ride_seats WHERE expected_seats < 0 ORDER BY id",
+    "ride": "SELECT r.id AS ride_id, r.status, r.departure_time, r.available_until,"
+    " (SELECT count(*) FROM ride_bookings b WHERE b.ride_id = r.id"
+    f" AND b.status IN {_OPEN}) AS open_bookings FROM rides r WHERE r.id = $1",
+    "ride_seats": "SELECT r.id AS ride_id, r.total_seats,"
+    " r.available_seats AS current, r.total_seats - COALESCE(SUM(CASE WHEN"
+    f" rb.status IN {_OPEN} THEN rb.seats_requested ELSE 0 END), 0) AS should_be"
+    " FROM rides r LEFT JOIN ride_bookings rb ON rb.ride_id = r.id"
+    " WHERE r.id = $1 GROUP BY r.id",
+}
+TARGETED_VIEWS = ("ride", "ride_seats")
 
 
 def utc_now() -> datetime:
@@ -369,6 +431,32 @@ class Repository:
 
         return await self._with_conn("Reading unresolved violations", work)
 
+    async def procedure_rows(self, view: str, target: str | None = None) -> RowSet:
+        """The live rows of a procedure step (read-only), with the query shown."""
+        if view not in VIEWS:
+            raise OpsError(f"Unknown procedure view {view!r}", "")
+        sql = VIEWS[view]
+        args: list[Any] = []
+        if view in TARGETED_VIEWS:
+            if not target:
+                return RowSet(view=view, query=sql)
+            args.append(UUID(str(target)))
+
+        async def work(conn: asyncpg.Connection) -> RowSet:
+            stmt = await conn.prepare(
+                f"SELECT * FROM ({sql}) AS q LIMIT {PROCEDURE_ROWS}"
+            )
+            rows = await stmt.fetch(*args)
+            columns = [a.name for a in stmt.get_attributes()]
+            return RowSet(
+                view=view,
+                query=sql,
+                columns=columns,
+                rows=[{c: _plain(r[c]) for c in columns} for r in rows],
+            )
+
+        return await self._with_conn("Reading the procedure's rows", work)
+
     # -- jobs ------------------------------------------------------------
 
     @property
@@ -564,6 +652,13 @@ class Repository:
             self.action_log_error = (
                 f"Could not append to {self.settings.action_log}: {exc}"
             )
+
+
+def _plain(value: Any) -> Any:
+    """A column value as something a model and the screen can hold."""
+    if isinstance(value, UUID):
+        return str(value)
+    return value
 
 
 def _as_lost(err: OpsError) -> OpsError:

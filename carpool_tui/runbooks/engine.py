@@ -1,0 +1,417 @@
+"""The engine that walks an operator through a procedure, step by step.
+
+A procedure is data (see carpool_tui.runbooks.procedures): steps that name the
+live rows to show, an optional action and the outcome check. The engine keeps
+where the operator is, what each step ended as and the session's incident
+timeline; it knows nothing of any one procedure and never touches a database
+or a screen, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+ActionKind = Literal["job", "seat_fix", "expire_ride"]
+StepState = Literal["pending", "done", "skipped", "failed"]
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Action:
+    """A write a step offers; it runs through an existing admin function or job."""
+
+    kind: ActionKind
+    title: str
+    job: str | None = None
+    """For a job action: which job; None means the job of the chosen failed run."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a step's outcome is verified: a named rule, read against live rows."""
+
+    rule: str
+    expect: str
+    """The expected outcome in words, shown before the check runs."""
+    arg: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: why it is there, the rows it concerns, what it does, the check."""
+
+    title: str
+    purpose: str
+    view: str
+    """The name of the live rows to show (a repository view)."""
+    action: Action | None = None
+    check: Check | None = None
+    advice: str = ""
+    fixes_automatically: bool = True
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """A procedure of the operations manual, as a list of steps."""
+
+    id: str
+    section: str
+    title: str
+    summary: str
+    steps: tuple[Step, ...]
+    target: Literal["job_run", "violation", "ride"] | None = None
+    can_end_healthy: bool = True
+    """False where the manual offers no automatic fix (data corruption)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a check reads: the step's fresh rows, the last action's result."""
+
+    rows: Rows
+    result: dict[str, Any] | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's answer and the sentence that explains it."""
+
+    ok: bool
+    text: str
+
+
+def _no_rows(ev: Evidence, arg: str | None) -> Verdict:
+    if not ev.rows:
+        return Verdict(True, "No affected rows remain.")
+    return Verdict(False, f"{len(ev.rows)} affected row(s) remain.")
+
+
+def _job_ok(ev: Evidence, arg: str | None) -> Verdict:
+    if ev.result is None:
+        return Verdict(False, "The job has not run in this step yet.")
+    if ev.result.get("success"):
+        return Verdict(True, "The job completed.")
+    return Verdict(False, f"The job failed: {ev.result.get('error') or 'no message'}.")
+
+
+def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
+    if ev.result is None or not ev.result.get("success"):
+        return Verdict(False, "The invariant check has not completed in this step.")
+    counts = {c.get("name"): c.get("count") for c in ev.result.get("checks") or []}
+    if arg is None:
+        if ev.result.get("healthy"):
+            return Verdict(True, "Every invariant check passes: healthy.")
+        total = ev.result.get("total_violations")
+        return Verdict(False, f"Not healthy: {total} violation(s) remain.")
+    count = counts.get(arg)
+    if count == 0:
+        return Verdict(True, f"{arg} passes now.")
+    return Verdict(False, f"{arg} still fails: {count} finding(s).")
+
+
+def _ride_finished(ev: Evidence, arg: str | None) -> Verdict:
+    if not ev.rows:
+        return Verdict(False, "The ride was not found.")
+    row = ev.rows[0]
+    if row.get("status") in ("completed", "cancelled") and not row.get("open_bookings"):
+        return Verdict(True, f"The ride is {row.get('status')} with no open bookings.")
+    return Verdict(
+        False,
+        f"The ride is {row.get('status')} with {row.get('open_bookings')} open "
+        "booking(s).",
+    )
+
+
+def _seats_right(ev: Evidence, arg: str | None) -> Verdict:
+    if not ev.rows:
+        return Verdict(False, "The ride was not found.")
+    row = ev.rows[0]
+    current, should_be = row.get("current"), row.get("should_be")
+    if current == should_be:
+        return Verdict(True, f"available_seats is {current}, as it should be.")
+    return Verdict(False, f"available_seats is {current}; it should be {should_be}.")
+
+
+def _no_failed_latest(ev: Evidence, arg: str | None) -> Verdict:
+    failed = [r.get("job_name") for r in ev.rows if r.get("status") == "failed"]
+    if not ev.rows:
+        return Verdict(False, "No job has run yet.")
+    if failed:
+        return Verdict(False, f"Latest run failed: {', '.join(map(str, failed))}.")
+    return Verdict(True, "The latest run of every job succeeded.")
+
+
+def _chosen(ev: Evidence, arg: str | None) -> Verdict:
+    if ev.target:
+        return Verdict(True, f"Chosen: {ev.target}.")
+    return Verdict(False, "Choose a row first (Enter on it).")
+
+
+RULES: dict[str, Callable[[Evidence, str | None], Verdict]] = {
+    "no_rows": _no_rows,
+    "job_ok": _job_ok,
+    "check_passes": _check_passes,
+    "ride_finished": _ride_finished,
+    "seats_right": _seats_right,
+    "no_failed_latest": _no_failed_latest,
+    "chosen": _chosen,
+}
+
+
+def evaluate(check: Check, evidence: Evidence) -> Verdict:
+    """Apply a step's check to what was read after its action."""
+    return RULES[check.rule](evidence, check.arg)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the incident timeline."""
+
+    at: datetime
+    operator: str
+    procedure: str
+    step: str
+    action: str
+    result: str
+
+
+@dataclass
+class Timeline:
+    """Everything done in procedures this session, in order."""
+
+    entries: list[Entry] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def to_markdown(
+        self, *, title: str = "Incident timeline", database: str = ""
+    ) -> str:
+        """The timeline as a Markdown table for the incident review."""
+        lines = [f"# {title}", ""]
+        if database:
+            lines += [f"Database: {_cell(database)}", ""]
+        if not self.entries:
+            return "\n".join([*lines, "Nothing was done in this session.", ""])
+        lines += [
+            "| Time (UTC) | Operator | Procedure | Step | Action | Result |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in self.entries:
+            cells = (
+                e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.operator,
+                e.procedure,
+                e.step,
+                e.action,
+                e.result,
+            )
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        return "\n".join([*lines, ""])
+
+    def export(self, folder: Path, now: datetime, *, database: str = "") -> Path:
+        """Write the Markdown to a new file in `folder`; the file's path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"incident-{now.strftime('%Y%m%d-%H%M%S')}.md"
+        path.write_text(self.to_markdown(database=database), encoding="utf-8")
+        return path
+
+
+def _cell(value: Any) -> str:
+    """One table cell: single line, pipes escaped."""
+    text = " ".join(str(value).split())
+    return text.replace("|", "\\|")
+
+
+class Run:
+    """One operator's way through one procedure: position, step states, timeline."""
+
+    def __init__(
+        self,
+        procedure: Procedure,
+        *,
+        operator: str,
+        clock: Callable[[], datetime],
+        timeline: Timeline | None = None,
+        target: str | None = None,
+    ) -> None:
+        self.procedure = procedure
+        self.operator = operator
+        self.clock = clock
+        self.timeline = timeline if timeline is not None else Timeline()
+        self.target = target
+        self.chosen: dict[str, Any] = {}
+        """The row the operator chose (a failed run, a ride), as read."""
+        self.index = 0
+        self.states: list[StepState] = ["pending"] * len(procedure.steps)
+        self.verdicts: list[Verdict | None] = [None] * len(procedure.steps)
+        self.reasons: list[str] = [""] * len(procedure.steps)
+        self.results: list[dict[str, Any] | None] = [None] * len(procedure.steps)
+        self.stopped = False
+        self.finished = False
+        self.log("start", f"target {target}" if target else "started")
+
+    @property
+    def step(self) -> Step:
+        return self.procedure.steps[self.index]
+
+    @property
+    def position(self) -> str:
+        return f"Step {self.index + 1} of {len(self.procedure.steps)}"
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.verdicts[self.index]
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        return self.results[self.index]
+
+    @property
+    def over(self) -> bool:
+        return self.stopped or self.finished
+
+    def log(self, action: str, result: str) -> None:
+        """Add a timeline entry for the current step."""
+        step = f"{self.index + 1}. {self.step.title}" if self.procedure.steps else ""
+        self.timeline.add(
+            Entry(
+                at=self.clock(),
+                operator=self.operator,
+                procedure=f"{self.procedure.section} {self.procedure.title}",
+                step=step,
+                action=action,
+                result=result,
+            )
+        )
+
+    def choose(self, target: str, row: dict[str, Any] | None = None) -> None:
+        """The operator picked the row the rest of the procedure acts on."""
+        self.target = target
+        self.chosen = dict(row or {})
+        self.verdicts[self.index] = None
+        self.log("choose", target)
+
+    def acted(self, action: str, result: dict[str, Any] | None, summary: str) -> None:
+        """The step's action ran (or was refused or cancelled); keep its result."""
+        self.results[self.index] = result
+        self.verdicts[self.index] = None
+        self.log(action, summary)
+
+    def verify(self, rows: Rows) -> Verdict | None:
+        """Run the step's check on fresh rows; None for a step without a check."""
+        check = self.step.check
+        if check is None:
+            return None
+        verdict = evaluate(check, Evidence(rows, self.result, self.target))
+        self.verdicts[self.index] = verdict
+        self.log(
+            f"check: {check.expect}",
+            ("passed: " if verdict.ok else "failed: ") + verdict.text,
+        )
+        return verdict
+
+    def can_advance(self) -> str | None:
+        """Why the operator cannot move on yet, or None."""
+        if self.over:
+            return "The procedure is over."
+        if self.step.check is None:
+            return None
+        verdict = self.verdict
+        if verdict is None:
+            return "Check the outcome first."
+        if not verdict.ok:
+            return f"The check failed: {verdict.text} Fix it, or skip with a reason."
+        return None
+
+    def advance(self) -> str | None:
+        """Move to the next step (or finish); the refusal reason when not allowed."""
+        reason = self.can_advance()
+        if reason is not None:
+            return reason
+        self.states[self.index] = "done"
+        self.log("next", "step done")
+        self._forward()
+        return None
+
+    def skip(self, reason: str) -> str | None:
+        """Skip this step; a reason is required and goes into the timeline."""
+        if self.over:
+            return "The procedure is over."
+        reason = reason.strip()
+        if not reason:
+            return "Say why you skip this step."
+        self.states[self.index] = "skipped"
+        self.reasons[self.index] = reason
+        self.log("skip", reason)
+        self._forward()
+        return None
+
+    def back(self) -> str | None:
+        """Go back one step, to look again or redo it."""
+        if self.stopped:
+            return "The procedure was stopped."
+        if self.finished:
+            self.finished = False
+            self.log("back", "reopened the last step")
+            return None
+        if self.index == 0:
+            return "Already at the first step."
+        self.index -= 1
+        self.states[self.index] = "pending"
+        self.log("back", "returned to this step")
+        return None
+
+    def stop(self, reason: str = "") -> None:
+        """End the procedure here; the timeline says so."""
+        if self.over:
+            return
+        self.stopped = True
+        self.log("stop", reason.strip() or "stopped by the operator")
+
+    def _forward(self) -> None:
+        if self.index + 1 < len(self.procedure.steps):
+            self.index += 1
+            self.verdicts[self.index] = None
+            self.results[self.index] = None
+            return
+        self.finished = True
+        self.log("finish", self.ending())
+
+    @property
+    def healthy(self) -> bool:
+        """True only when every step passed its check and none was skipped."""
+        return (
+            self.finished
+            and self.procedure.can_end_healthy
+            and all(s == "done" for s in self.states)
+            and all(
+                v is not None and v.ok
+                for step, v in zip(self.procedure.steps, self.verdicts, strict=True)
+                if step.check is not None
+            )
+        )
+
+    def ending(self) -> str:
+        """How the procedure ended, in one sentence."""
+        if self.stopped:
+            return "Stopped before the end."
+        if not self.finished:
+            return "In progress."
+        skipped = [i + 1 for i, s in enumerate(self.states) if s == "skipped"]
+        if self.healthy:
+            return "Finished: verified healthy."
+        if not self.procedure.can_end_healthy:
+            return (
+                "Finished, NOT healthy: no automatic fix exists; the rows above "
+                "need a manual fix."
+            )
+        if skipped:
+            steps = ", ".join(map(str, skipped))
+            return f"Finished, NOT verified healthy: step(s) {steps} skipped."
+        return "Finished, NOT verified healthy: a check failed."

@@ -1,0 +1,162 @@
+"""The procedure engine on its own: moving through steps, checks, the timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from carpool_tui.runbooks.engine import Action, Check, Procedure, Run, Step, Timeline
+from carpool_tui.runbooks.procedures import (
+    CHECK_KINDS,
+    PROCEDURES_BY_ID,
+    diagnose,
+    for_violation,
+)
+
+AT = datetime(2025, 3, 4, 3, 0, tzinfo=UTC)
+
+THREE = Procedure(
+    id="t",
+    section="9.9",
+    title="Test",
+    summary="",
+    steps=(
+        Step("Look", "why look", "v1"),
+        Step(
+            "Fix",
+            "why fix",
+            "v2",
+            action=Action("job", "Run it", "expire_rides"),
+            check=Check("no_rows", "nothing left"),
+        ),
+        Step("Confirm", "why", "v3", check=Check("job_ok", "job completes")),
+    ),
+)
+
+
+def run(procedure: Procedure = THREE) -> Run:
+    return Run(procedure, operator="alice", clock=lambda: AT)
+
+
+def test_step_n_of_m_and_free_steps_advance() -> None:
+    r = run()
+    assert r.position == "Step 1 of 3"
+    assert r.advance() is None
+    assert r.position == "Step 2 of 3"
+
+
+def test_a_check_must_pass_before_moving_on() -> None:
+    r = run()
+    r.advance()
+    assert r.advance() == "Check the outcome first."
+    verdict = r.verify([{"ride_id": "a"}])
+    assert verdict is not None and not verdict.ok
+    refused = r.advance()
+    assert refused is not None and "1 affected row(s) remain" in refused
+    assert r.verify([]) == r.verdict and r.verdict is not None and r.verdict.ok
+    assert r.advance() is None and r.position == "Step 3 of 3"
+
+
+def test_job_check_reads_the_action_result() -> None:
+    r = run()
+    r.advance()
+    r.verify([])
+    r.advance()
+    assert not r.verify([]).ok  # type: ignore[union-attr]
+    r.acted("Run it", {"success": False, "error": "lock"}, "failed")
+    assert "failed: lock" in r.verify([]).text  # type: ignore[union-attr]
+    r.acted("Run it", {"success": True}, "ok")
+    assert r.verify([]).ok  # type: ignore[union-attr]
+    assert r.advance() is None
+    assert r.finished and r.healthy
+    assert r.ending() == "Finished: verified healthy."
+
+
+def test_skip_needs_a_reason_and_blocks_a_health_claim() -> None:
+    r = run()
+    r.advance()
+    assert r.skip("  ") == "Say why you skip this step."
+    assert r.skip("rows are locked by a migration") is None
+    r.acted("Run it", {"success": True}, "ok")
+    r.verify([])
+    r.advance()
+    assert r.finished and not r.healthy
+    assert r.ending() == "Finished, NOT verified healthy: step(s) 2 skipped."
+    assert ("skip", "rows are locked by a migration") in [
+        (e.action, e.result) for e in r.timeline.entries
+    ]
+
+
+def test_back_and_stop() -> None:
+    r = run()
+    assert r.back() == "Already at the first step."
+    r.advance()
+    assert r.back() is None and r.position == "Step 1 of 3"
+    r.stop("handing over")
+    assert r.over and r.ending() == "Stopped before the end."
+    assert r.advance() == "The procedure is over."
+    assert r.timeline.entries[-1].action == "stop"
+    assert r.timeline.entries[-1].result == "handing over"
+
+
+def test_a_procedure_without_automatic_fix_never_claims_health() -> None:
+    r = run(PROCEDURES_BY_ID["violation:invalid_ride_status"])
+    r.advance()
+    r.verify([])
+    r.advance()
+    checks = [{"name": "invalid_ride_status", "count": 0}]
+    r.acted("Run", {"success": True, "healthy": True, "checks": checks}, "ok")
+    r.verify([])
+    r.advance()
+    assert r.finished and not r.healthy
+    assert "NOT healthy" in r.ending()
+
+
+def test_timeline_markdown_escapes_cells(tmp_path: Path) -> None:
+    t = Timeline()
+    r = Run(THREE, operator="bob|ops", clock=lambda: AT, timeline=t)
+    r.skip("line one\nline | two")
+    text = t.to_markdown(database="db1")
+    assert "| Time (UTC) | Operator | Procedure | Step | Action | Result |" in text
+    assert "| 2025-03-04 03:00:00 | bob\\|ops | 9.9 Test | 1. Look | skip |" in text
+    assert "line one line \\| two" in text
+    path = t.export(tmp_path / "out", AT, database="db1")
+    assert path.name == "incident-20250304-030000.md"
+    assert path.read_text(encoding="utf-8") == text
+
+
+@pytest.mark.parametrize(
+    ("state", "message", "cause"),
+    [
+        ("55P03", "canceling statement due to lock timeout", "Lock timeout"),
+        (None, "could not obtain lock on row", "Lock timeout"),
+        ("42501", "permission denied for table ride_bookings", "Permission denied"),
+        ("08006", "connection to client lost", "Connection trouble"),
+        (
+            "57P01",
+            "terminating connection due to administrator command",
+            "Connection trouble",
+        ),
+        ("57014", "canceling statement due to statement timeout", "Not a common cause"),
+    ],
+)
+def test_diagnose_common_causes(state: str | None, message: str, cause: str) -> None:
+    assert diagnose(state, message).name == cause
+
+
+def test_every_violation_kind_has_a_path_ending_in_the_check() -> None:
+    for kind in CHECK_KINDS:
+        proc = for_violation(["unknown", kind])
+        assert proc is not None and proc.id == f"violation:{kind}"
+        last = proc.steps[-1]
+        assert last.check is not None and last.check.arg == kind
+        assert proc.can_end_healthy == (
+            kind
+            not in (
+                "invalid_ride_status",
+                "invalid_booking_status",
+                "duplicate_active_bookings",
+            )
+        )
