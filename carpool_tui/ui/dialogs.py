@@ -224,9 +224,12 @@ class JobRunDialog(Dialog[JobResult | None]):
 
 
 def _field_lines(rows: list[tuple[str, Any]]) -> str:
-    return "\n".join(
-        f"[b]{label:<14}[/] {safe_markup(value, 300)}" for label, value in rows
-    )
+    """Label/value lines with the labels in one column; values are escaped."""
+    width = max(len(label) for label, _ in rows)
+    lines = [
+        f"[b]{label:<{width}}  [/]{safe_markup(value, 300)}" for label, value in rows
+    ]
+    return "\n".join(lines)
 
 
 class LogEntryDialog(Dialog[None]):
@@ -519,13 +522,19 @@ class SeatFixDialog(RideDialog):
         self.preview = preview
         held = preview.total_seats - preview.computed
         lines = [
-            f"[b]Ride[/]           {safe_markup(preview.ride_id, 40)} "
-            f"({safe_markup(preview.status or '?', 20)})",
-            f"[b]Total seats[/]    {preview.total_seats}",
-            f"[b]Available now[/]  {preview.current}",
-            f"[b]Computed[/]       {preview.computed}  = {preview.total_seats} total "
-            f"- {held} seats held by {len(preview.bookings)} pending/confirmed "
-            "booking(s)",
+            _field_lines(
+                [
+                    ("Ride", f"{preview.ride_id} ({preview.status or '?'})"),
+                    ("Total seats", preview.total_seats),
+                    ("Available now", preview.current),
+                    (
+                        "Computed",
+                        f"{preview.computed} = {preview.total_seats} total - "
+                        f"{held} seats held by {len(preview.bookings)} "
+                        "pending/confirmed booking(s)",
+                    ),
+                ]
+            )
         ]
         if preview.overbooked:
             lines.append(
@@ -639,14 +648,15 @@ class ExpireRideDialog(RideDialog):
     def show_preview(self, preview: ExpirePreview) -> None:
         self.preview = preview
         due = "[b $warning]yes[/]" if preview.due else "no"
-        lines = [
-            f"[b]Ride[/]             {safe_markup(preview.ride_id, 40)} "
-            f"({safe_markup(preview.status or '?', 20)})",
-            f"[b]Departure[/]        {fmt.full_stamp(preview.departure_time)}",
-            f"[b]Available until[/]  {fmt.full_stamp(preview.available_until)}",
-            f"[b]Expires at[/]       {fmt.full_stamp(preview.expires_at)}",
-            f"[b]Due[/]              {due}",
-        ]
+        fields = _field_lines(
+            [
+                ("Ride", f"{preview.ride_id} ({preview.status or '?'})"),
+                ("Departure", fmt.full_stamp(preview.departure_time)),
+                ("Available until", fmt.full_stamp(preview.available_until)),
+                ("Expires at", fmt.full_stamp(preview.expires_at)),
+            ]
+        )
+        lines = [fields, f"[b]{'Due':<15}  [/]{due}"]
         if preview.terminal:
             lines.append("[b $success]Already finished: nothing to expire.[/]")
         else:
