@@ -9,22 +9,14 @@ rides) and show the soak catches each.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
 
+from benchmarks.soak import JOBS, SoakReport, soak
 from carpool_tui.db.connect import connect
 from carpool_tui.db.seed import seed_platform
-
-# `pytest` puts tests/ on the path, not the project root that holds benchmarks/.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from benchmarks.soak import JOBS, SoakReport, soak  # noqa: E402
 
 CLIENTS = 4
 SECONDS = 4.0
