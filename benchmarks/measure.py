@@ -61,13 +61,19 @@ async def time_statement(
     runs: int,
     *,
     rollback: bool,
+    setup: str = "",
     between: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> Sample:
-    """Server time of ``sql``, ``runs`` times, each in a rolled-back transaction."""
+    """Server time of ``sql``, ``runs`` times, each in a rolled-back transaction.
+
+    ``setup`` runs once on the connection first (session settings).
+    """
     conn = await db_conn(dsn, database)
     sample = Sample()
     try:
         await conn.execute(_TIMER)
+        if setup:
+            await conn.execute(setup)
         for _ in range(runs):
             tx = conn.transaction()
             await tx.start()
