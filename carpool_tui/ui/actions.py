@@ -144,6 +144,18 @@ ACTIONS: tuple[ActionSpec, ...] = (
         needs_db=True,
     ),
     ActionSpec(
+        "procedures",
+        "g",
+        "g",
+        "Procedures",
+        "Guided emergency procedures (manual section 4), checked against the "
+        "live database. On a failed run or a violation it opens the matching "
+        "procedure with that item chosen.",
+        "procedures",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
         "details",
         "enter",
         "Enter",

@@ -15,6 +15,7 @@ from textual.binding import Binding, BindingType
 from carpool_tui.config import Settings
 from carpool_tui.db.repo import Repository, utc_now
 from carpool_tui.models import Capabilities
+from carpool_tui.runbooks.engine import Timeline
 from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
@@ -45,6 +46,8 @@ class DashboardApp(App[int]):
         self.interval = settings.refresh_seconds
         self.repo = Repository(settings, clock=clock)
         self.dashboard = DashboardScreen()
+        self.timeline = Timeline()
+        """What was done in procedures this session, for the incident review."""
         self.stop_signal: str | None = None
         """The name of the signal that ended the session, if one did."""
 

@@ -41,6 +41,7 @@ from carpool_tui.ui.dialogs import (
     SeatFixDialog,
     ViolationDialog,
 )
+from carpool_tui.ui.procedures import ProcedureScreen, ProceduresScreen, opening_for
 from carpool_tui.ui.text import safe_markup
 from carpool_tui.ui.widgets import (
     HealthStrip,
@@ -559,6 +560,15 @@ class DashboardScreen(Screen[None]):
         violation = self.selected_violation()
         if violation is not None:
             self.app.push_screen(ResolveDialog(violation), self._after_write)
+
+    def action_procedures(self) -> None:
+        """The procedures list; on a failed run or violation, its procedure too."""
+        self.app.push_screen(ProceduresScreen())
+        opening = opening_for(self._focused_row())
+        if opening is not None:
+            self.app.push_screen(
+                ProcedureScreen(opening.procedure, opening.target, opening.row)
+            )
 
     def action_details(self) -> None:
         row = self._focused_row()

@@ -1,0 +1,483 @@
+"""The guided emergency procedures: a list of them, and one procedure step by step.
+
+The screens only render what the runbooks engine says and read live rows
+through the repository in workers; every write opens one of the existing
+admin dialogs (preview, note, confirm), so nothing here writes on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, Static
+
+from carpool_tui.db.errors import OpsError
+from carpool_tui.models import JOBS_BY_NAME, JobLogEntry, JobResult, RowSet, Violation
+from carpool_tui.runbooks.engine import Procedure, Run
+from carpool_tui.runbooks.procedures import (
+    JOBS_FAILING,
+    PROCEDURES,
+    diagnose,
+    for_violation,
+)
+from carpool_tui.ui.dialogs import (
+    ConfirmJobDialog,
+    ExpireRideDialog,
+    JobRunDialog,
+    SeatFixDialog,
+    keys_line,
+)
+from carpool_tui.ui.text import safe_markup, safe_text
+
+if TYPE_CHECKING:
+    from carpool_tui.ui.app import DashboardApp
+
+
+def export_timeline(app: DashboardApp) -> str:
+    """Write the session's timeline as Markdown; the sentence saying where."""
+    folder = app.settings.action_log.parent
+    try:
+        path = app.timeline.export(folder, app.clock(), database=app.label)
+    except OSError as exc:
+        return f"Could not write the timeline to {folder}: {exc}"
+    return f"Timeline written to {path}"
+
+
+class ProceduresScreen(Screen[None]):
+    """Every procedure of manual section 4; Enter opens one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Back", show=False),
+        Binding("m", "export", "Export timeline", show=False),
+    ]
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="procedures"):
+            yield Static("Emergency procedures (manual section 4)", classes="title")
+            table: DataTable[Text] = DataTable(cursor_type="row", id="procedure-list")
+            yield table
+            yield Static("", id="proc-message")
+            yield Static(
+                keys_line(("Enter", "open"), ("m", "export timeline"), ("Esc", "back")),
+                classes="keys",
+            )
+
+    def on_mount(self) -> None:
+        table = self.query_one("#procedure-list", DataTable)
+        table.add_columns("§", "Procedure", "What it does")
+        for proc in PROCEDURES:
+            table.add_row(
+                Text(proc.section),
+                Text(proc.title),
+                Text(proc.summary),
+                key=proc.id,
+            )
+        table.focus()
+
+    @on(DataTable.RowSelected, "#procedure-list")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        proc = next(p for p in PROCEDURES if p.id == event.row_key.value)
+        self.app.push_screen(ProcedureScreen(proc))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_export(self) -> None:
+        text = export_timeline(self.dash)
+        self.query_one("#proc-message", Static).update(safe_markup(text, 300))
+        self.notify(text, title="Incident timeline")
+
+
+class RowsLoaded(Message):
+    """A step's live rows (or the error reading them)."""
+
+    def __init__(self, index: int, value: RowSet | OpsError, verify: bool) -> None:
+        super().__init__()
+        self.index = index
+        self.value = value
+        self.verify = verify
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A procedure and the item it starts with, picked from the dashboard."""
+
+    procedure: Procedure
+    target: str | None
+    row: dict[str, Any]
+
+
+def opening_for(item: Any) -> Opening | None:
+    """The matching procedure for a failed run or a violation, with it chosen."""
+    if isinstance(item, JobLogEntry) and item.failed:
+        row = {
+            "id": str(item.id),
+            "job_name": item.job_name,
+            "sqlstate": item.error_sqlstate,
+            "error_message": item.error_message,
+        }
+        return Opening(JOBS_FAILING, str(item.id), row)
+    if isinstance(item, Violation):
+        proc = for_violation(item.checks)
+        if proc is not None:
+            kind = proc.id.split(":", 1)[1]
+            return Opening(proc, kind, {"check": kind, "violation_id": str(item.id)})
+    return None
+
+
+class ProcedureScreen(Screen[None]):
+    """One procedure, one step at a time, checked against the live database."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "act", "Act", show=False),
+        Binding("c", "check", "Check", show=False),
+        Binding("n", "next", "Next", show=False),
+        Binding("b", "back", "Back", show=False),
+        Binding("k", "skip", "Skip", show=False),
+        Binding("r", "reload", "Reload", show=False),
+        Binding("m", "export", "Export timeline", show=False),
+        Binding("escape", "stop", "Stop", show=False),
+    ]
+
+    def __init__(
+        self,
+        procedure: Procedure,
+        target: str | None = None,
+        row: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.procedure = procedure
+        self.initial = (target, row or {})
+        self.rowset: RowSet | None = None
+        self.before: RowSet | None = None
+        self.error: OpsError | None = None
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="procedure"):
+            yield Static("", id="proc-head", classes="title")
+            yield Static("", id="proc-purpose")
+            yield Static("", id="proc-query", classes="code")
+            rows: DataTable[Text] = DataTable(cursor_type="row", id="proc-rows")
+            yield rows
+            yield Static("", id="proc-detail")
+            yield Static("", id="proc-action")
+            yield Static("", id="proc-verdict")
+            reason = Input(placeholder="why skip this step? (Enter)", id="skip-reason")
+            reason.display = False
+            yield reason
+            yield Static("", id="proc-message")
+        yield Static("", id="proc-keys", classes="keys")
+
+    def on_mount(self) -> None:
+        target, row = self.initial
+        self.run = Run(
+            self.procedure,
+            operator=self.dash.settings.operator,
+            clock=self.dash.clock,
+            timeline=self.dash.timeline,
+            target=target,
+        )
+        self.run.chosen = dict(row)
+        self.show_step()
+
+    # -- rendering -------------------------------------------------------
+
+    def show_step(self, verify: bool = False) -> None:
+        """Render the current step and read its rows."""
+        self.rowset = None
+        self.render_step()
+        self.query_one("#proc-rows", DataTable).focus()
+        self._load(self.run.index, self.run.step.view, self.run.target, verify)
+
+    def _write_block(self) -> str | None:
+        action = self.run.step.action
+        if action is None:
+            return None
+        if action.kind == "job":
+            job = self._job()
+            if job is None:
+                return "Choose a failed run first."
+            return self.dash.blocked(f"run-{job}")
+        spec = "seat-fix" if action.kind == "seat_fix" else "expire-ride"
+        return self.dash.blocked(spec)
+
+    def _job(self) -> str | None:
+        action = self.run.step.action
+        if action is None:
+            return None
+        job = action.job or self.run.chosen.get("job_name")
+        return str(job) if job in JOBS_BY_NAME else None
+
+    def render_step(self) -> None:
+        run, step, proc = self.run, self.run.step, self.procedure
+        head = f"{proc.section} {proc.title} · {run.position}: {step.title}"
+        self.query_one("#proc-head", Static).update(safe_markup(head, 200))
+        purpose = f"[b]What this step is for:[/] {safe_markup(step.purpose, 600)}"
+        if run.target:
+            purpose += f"\n[b]Chosen:[/] {safe_markup(run.target, 60)}"
+        if step.advice:
+            purpose += f"\n[b $warning]{safe_markup(step.advice, 400)}[/]"
+        self.query_one("#proc-purpose", Static).update(purpose)
+        self.query_one("#proc-detail", Static).update(self._detail())
+        self.query_one("#proc-action", Static).update(self._action_text())
+        self.query_one("#proc-verdict", Static).update(self._verdict_text())
+        self.query_one("#proc-keys", Static).update(self._keys())
+
+    def _action_text(self) -> str:
+        step = self.run.step
+        if step.action is None:
+            if not step.fixes_automatically:
+                return "[b $warning]No automatic fix: investigate and fix by hand.[/]"
+            return "No action in this step: read the rows."
+        blocked = self._write_block()
+        what = step.action.title
+        if step.action.kind == "job" and self._job():
+            what = f"Run {self._job()}()"
+        if blocked:
+            return (
+                f"[b]Action:[/] {safe_markup(what, 80)} — "
+                f"[b $warning]writes disabled: {safe_markup(blocked, 200)}[/]"
+            )
+        first = "it asks to confirm" if step.action.kind == "job" else "preview first"
+        return f"[b]Action (a):[/] {safe_markup(what, 80)}; {first}."
+
+    def _verdict_text(self) -> str:
+        run = self.run
+        if run.over:
+            style = "$success" if run.healthy else "$error"
+            return f"[b {style}]{safe_markup(run.ending(), 200)}[/]"
+        check = run.step.check
+        if check is None:
+            return "No check in this step: n moves on."
+        verdict = run.verdict
+        expect = f"[b]Expected:[/] {safe_markup(check.expect, 100)}"
+        if verdict is None:
+            return f"{expect} · not checked yet (c)"
+        style, word = ("$success", "PASSED") if verdict.ok else ("$error", "FAILED")
+        return f"{expect} · [b {style}]{word}[/] {safe_markup(verdict.text, 200)}"
+
+    def _keys(self) -> str:
+        if self.run.over:
+            return keys_line(("b", "back"), ("m", "export timeline"), ("Esc", "close"))
+        pairs = []
+        if self.run.step.action is not None:
+            pairs.append(("a", "act"))
+        pairs += [("c", "check"), ("n", "next"), ("b", "back"), ("k", "skip")]
+        pairs += [("m", "timeline"), ("Esc", "stop")]
+        return keys_line(*pairs)
+
+    def _detail(self) -> str:
+        """Advice for a chosen failed run; before and after for the final check."""
+        run = self.run
+        if run.step.view == "failed_runs" and run.chosen:
+            cause = diagnose(
+                run.chosen.get("sqlstate"), run.chosen.get("error_message")
+            )
+            message = safe_markup(run.chosen.get("error_message") or "—", 400)
+            return (
+                f"[b]Error:[/] {message}\n"
+                f"[b]Cause:[/] [b $warning]{cause.name}[/] — "
+                f"{safe_markup(cause.advice, 400)}"
+            )
+        result = run.result
+        if run.step.view == "open_checks" and result and result.get("checks"):
+            before: dict[str, Any] = {}
+            if self.before is not None:
+                before = {r["check"]: r["open_count"] for r in self.before.rows}
+            lines = [f"[b]{'check':<34}{'before':>8}{'after':>8}[/]"]
+            for item in result["checks"]:
+                name = str(item.get("name"))
+                after = item.get("count")
+                style = "$success" if after == 0 else "$error"
+                lines.append(
+                    f"{safe_markup(name, 34):<34}{before.get(name, 0)!s:>8}"
+                    f"[{style}]{after!s:>8}[/]"
+                )
+            return "\n".join(lines)
+        return ""
+
+    def render_rows(self, rowset: RowSet) -> None:
+        table = self.query_one("#proc-rows", DataTable)
+        table.clear(columns=True)
+        columns = list(rowset.columns)
+        failed = rowset.view == "failed_runs"
+        table.add_columns(*(columns + (["cause"] if failed else [])))
+        for n, row in enumerate(rowset.rows):
+            cells = [safe_text(row.get(c), 60) for c in columns]
+            if failed:
+                cause = diagnose(row.get("sqlstate"), row.get("error_message"))
+                cells.append(Text(cause.name))
+            table.add_row(*cells, key=str(n))
+        table.display = True
+        query = f"{rowset.query}"
+        count = f"{len(rowset.rows)} row(s)"
+        self.query_one("#proc-query", Static).update(
+            Text(f"{query};\n-- {count}", no_wrap=False)
+        )
+
+    # -- data ------------------------------------------------------------
+
+    @work(exclusive=True, group="proc-rows")
+    async def _load(
+        self, index: int, view: str, target: str | None, verify: bool
+    ) -> None:
+        try:
+            value: RowSet | OpsError = await self.dash.repo.procedure_rows(view, target)
+        except OpsError as err:
+            value = err
+        self.post_message(RowsLoaded(index, value, verify))
+
+    def on_rows_loaded(self, message: RowsLoaded) -> None:
+        if message.index != self.run.index:
+            return
+        value = message.value
+        if isinstance(value, OpsError):
+            self.error = value
+            hint = f" {safe_markup(value.hint, 200)}" if value.hint else ""
+            self.set_message(f"[b $error]{safe_markup(value.message, 300)}[/]{hint}")
+            return
+        self.error = None
+        self.rowset = value
+        if value.view == "open_checks" and self.run.result is None:
+            self.before = value
+        self.render_rows(value)
+        if message.verify:
+            verdict = self.run.verify(value.rows)
+            if verdict is not None:
+                self.set_message("")
+        self.render_step()
+
+    def set_message(self, markup: str) -> None:
+        self.query_one("#proc-message", Static).update(markup)
+
+    # -- keys ------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#proc-rows")
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        if self.rowset is None or self.run.over:
+            return
+        row = self.rowset.rows[int(event.row_key.value or 0)]
+        target = row.get("ride_id") or row.get("id")
+        if target is None:
+            return
+        self.run.choose(str(target), row)
+        if self.run.step.check is not None:
+            self.run.verify(self.rowset.rows)
+        self.render_step()
+
+    def action_act(self) -> None:
+        run = self.run
+        action = run.step.action
+        if run.over or action is None:
+            self.set_message("This step has no action.")
+            return
+        blocked = self._write_block()
+        if blocked:
+            self.set_message(f"[b $warning]{safe_markup(blocked, 300)}[/]")
+            self.notify(blocked, title="Writes disabled", severity="warning")
+            return
+        if action.kind == "job":
+            job = JOBS_BY_NAME[self._job() or ""]
+
+            def confirmed(ok: bool | None) -> None:
+                if ok:
+                    self.app.push_screen(JobRunDialog(job), self._job_done)
+                else:
+                    self.run.acted(f"run {job.name}", None, "cancelled at confirm")
+                    self.render_step()
+
+            self.app.push_screen(
+                ConfirmJobDialog(job, self.dash.settings.operator), confirmed
+            )
+        elif action.kind == "seat_fix":
+            self.app.push_screen(SeatFixDialog(run.target), self._write_done)
+        else:
+            self.app.push_screen(ExpireRideDialog(run.target), self._write_done)
+
+    def _job_done(self, result: JobResult | None) -> None:
+        job = self._job() or "job"
+        if result is None:
+            self.run.acted(f"run {job}", None, "closed without a result")
+        else:
+            self.run.acted(f"run {job}", result.model_dump(), result.describe(job))
+        self.show_step(verify=True)
+
+    def _write_done(self, done: bool | None) -> None:
+        action = self.run.step.action
+        what = action.title if action else "write"
+        summary = "applied (see admin_audit_log)" if done else "closed without applying"
+        self.run.acted(what, {"success": bool(done)}, summary)
+        self.show_step(verify=True)
+
+    def action_check(self) -> None:
+        if self.run.over or self.run.step.check is None:
+            self.set_message("No check in this step.")
+            return
+        self.set_message("Checking…")
+        self.show_step(verify=True)
+
+    def action_reload(self) -> None:
+        self.show_step()
+
+    def action_next(self) -> None:
+        refused = self.run.advance()
+        if refused:
+            self.set_message(f"[b $warning]{safe_markup(refused, 300)}[/]")
+            return
+        self.set_message("")
+        self.show_step()
+
+    def action_back(self) -> None:
+        refused = self.run.back()
+        if refused:
+            self.set_message(safe_markup(refused, 200))
+            return
+        self.show_step()
+
+    def action_skip(self) -> None:
+        if self.run.over:
+            return
+        reason = self.query_one("#skip-reason", Input)
+        reason.display = True
+        reason.focus()
+
+    @on(Input.Submitted, "#skip-reason")
+    def _skip_reason(self, event: Input.Submitted) -> None:
+        refused = self.run.skip(event.value)
+        if refused:
+            self.set_message(f"[b $warning]{safe_markup(refused, 200)}[/]")
+            return
+        event.input.value = ""
+        event.input.display = False
+        self.set_message("")
+        self.show_step()
+
+    def action_export(self) -> None:
+        text = export_timeline(self.dash)
+        self.set_message(safe_markup(text, 300))
+        self.notify(text, title="Incident timeline")
+
+    def action_stop(self) -> None:
+        reason = self.query_one("#skip-reason", Input)
+        if reason.display:
+            reason.display = False
+            self.query_one("#proc-rows", DataTable).focus()
+            return
+        self.run.stop()
+        self.dismiss(None)

@@ -1,0 +1,393 @@
+"""Each guided procedure end to end with Pilot, on a database with its fault."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from factories import job, make_booking, make_ride
+from test_ui_actions import action_log, dialog_of, select_violation, shows, type_text
+from test_ui_dashboard import db, failed_run, loaded, seat_mismatch
+from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
+from test_ui_support import make_settings, screen_text, until
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from carpool_tui.db.seed import seed_platform
+from carpool_tui.runbooks.procedures import CHECK_KINDS
+from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import (
+    ConfirmJobDialog,
+    ExpireRideDialog,
+    JobRunDialog,
+    SeatFixDialog,
+)
+from carpool_tui.ui.procedures import ProcedureScreen, ProceduresScreen
+from carpool_tui.ui.widgets import JobLogTable
+
+
+async def procedure(pilot: Pilot[Any]) -> ProcedureScreen:
+    screen: ProcedureScreen = await dialog_of(pilot, ProcedureScreen)  # type: ignore[assignment]
+    await until(pilot, lambda: screen.rowset is not None, "the step's rows")
+    return screen
+
+
+async def settled(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
+    """Back on the procedure with the step's rows read (and checked, if asked)."""
+    await until(pilot, lambda: pilot.app.screen is screen, "the procedure")
+    await until(pilot, lambda: screen.rowset is not None, "the step's rows")
+    await pilot.pause()
+
+
+async def run_job_action(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
+    await pilot.press("a")
+    await dialog_of(pilot, ConfirmJobDialog)
+    await pilot.press("enter")
+    running = await dialog_of(pilot, JobRunDialog)
+    await until(pilot, lambda: running.result is not None, "the job's result")  # type: ignore[attr-defined]
+    await pilot.press("enter")
+    await settled(pilot, screen)
+    await until(pilot, lambda: screen.run.verdict is not None, "the check")
+
+
+async def next_step(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
+    index = screen.run.index
+    await pilot.press("n")
+    await until(
+        pilot, lambda: screen.run.over or screen.run.index != index, "the next step"
+    )
+    if not screen.run.over:
+        await settled(pilot, screen)
+
+
+async def skip_step(pilot: Pilot[Any], screen: ProcedureScreen, reason: str) -> None:
+    index = screen.run.index
+    await pilot.press("k")
+    await type_text(pilot, reason)
+    await pilot.press("enter")
+    await until(pilot, lambda: screen.run.over or screen.run.index != index, "the skip")
+    if not screen.run.over:
+        await settled(pilot, screen)
+
+
+async def check(pilot: Pilot[Any], screen: ProcedureScreen) -> bool:
+    await pilot.press("c")
+    await until(pilot, lambda: screen.run.verdict is not None, "the check")
+    verdict = screen.run.verdict
+    return bool(verdict and verdict.ok)
+
+
+async def follow(pilot: Pilot[Any], screen: ProcedureScreen, reason: str) -> None:
+    """Do every step as the screen offers it; skip with `reason` where a check fails."""
+    while not screen.run.over:
+        step = screen.run.step
+        ok = True
+        if step.action is not None:
+            await run_job_action(pilot, screen)
+            ok = bool(screen.run.verdict and screen.run.verdict.ok)
+        elif step.check is not None:
+            ok = await check(pilot, screen)
+        if ok:
+            await next_step(pilot, screen)
+        else:
+            await skip_step(pilot, screen, reason)
+
+
+async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await failed_run(conn)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            log = app.dashboard.query_one("#log", JobLogTable)
+            log.focus()
+            await until(pilot, lambda: log.row_count == 1, "the failed run")
+            await pilot.press("g")
+            screen = await procedure(pilot)
+            text = screen_text(screen)
+            assert "4.1 Jobs are failing · Step 1 of 2: Read the failed runs" in text
+            assert "canceling statement due to lock timeout" in text
+            assert "55P03" in text and "Lock timeout" in text
+            assert "Usually self-resolving" in text
+            assert "WHERE status = 'failed'" in text
+            assert await check(pilot, screen)
+            await next_step(pilot, screen)
+            assert "Step 2 of 2" in screen_text(screen)
+            assert "Run reconcile_seat_counts()" in screen_text(screen)
+            await run_job_action(pilot, screen)
+            assert "PASSED The job completed." in screen_text(screen)
+            await next_step(pilot, screen)
+            assert screen.run.healthy
+            assert "Finished: verified healthy." in screen_text(screen)
+            await pilot.press("m")
+            await until(
+                pilot, lambda: "Timeline written to" in screen_text(screen), "export"
+            )
+        exported = list((tmp_path / "state").glob("incident-*.md"))
+        assert len(exported) == 1
+        md = exported[0].read_text(encoding="utf-8")
+        assert md.startswith("# Incident timeline")
+        assert "| Time (UTC) | Operator | Procedure | Step | Action | Result |" in md
+        assert "| alice@oncall | 4.1 Jobs are failing | 2. Run the job again |" in md
+        assert "| run reconcile_seat_counts | Found 0 mismatches" in md
+        assert "passed: The job completed." in md
+        assert "| finish | Finished: verified healthy. |" in md
+        assert [e["action"] for e in action_log(app)] == ["run_job"]
+        assert (
+            await conn.fetchval(
+                "SELECT status FROM system_job_log WHERE job_name ="
+                " 'reconcile_seat_counts' ORDER BY started_at DESC LIMIT 1"
+            )
+            == "completed"
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("kind", CHECK_KINDS)
+async def test_each_violation_kind_from_the_dashboard(
+    ops_dsn: str, tmp_path: Path, kind: str
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seed_platform(conn, rides=80, seed=5, faults=[kind])
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, kind)
+            await pilot.press("g")
+            screen = await procedure(pilot)
+            assert f"4.2 Violation: {kind} · Step 1 of" in screen_text(screen)
+            table = screen.query_one("#proc-rows", DataTable)
+            assert table.row_count > 0
+            await follow(pilot, screen, "needs a manual fix")
+            final = screen_text(screen)
+            assert f"{kind:<34}" in final  # the before/after table
+            if screen.procedure.can_end_healthy:
+                assert screen.run.healthy
+                assert "Finished: verified healthy." in final
+            else:
+                assert not screen.run.healthy
+                assert "NOT healthy" in final and "verified healthy" not in final
+                assert "needs a manual fix" in [
+                    e.result for e in app.timeline.entries if e.action == "skip"
+                ]
+        still_open = await conn.fetchval(
+            "SELECT count(*) FROM invariant_violations"
+            " WHERE check_name = $1 AND resolved_at IS NULL",
+            kind,
+        )
+        assert still_open == (0 if screen.procedure.can_end_healthy else 1)
+    finally:
+        await conn.close()
+
+
+async def test_invalid_status_shows_rows_and_query_and_offers_no_fix(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seed_platform(conn, rides=80, seed=5, faults=["invalid_ride_status"])
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "invalid_ride_status")
+            await pilot.press("g")
+            screen = await procedure(pilot)
+            text = screen_text(screen)
+            assert "expired" in text and "Completed" in text
+            assert "NOT IN ('active', 'in-progress', 'completed', 'cancelled')" in text
+            await next_step(pilot, screen)
+            text = screen_text(screen)
+            assert "No automatic fix" in text
+            await pilot.press("a")
+            await until(pilot, lambda: "no action" in screen_text(screen), "no action")
+            assert not await check(pilot, screen)
+            await pilot.press("n")
+            await until(
+                pilot, lambda: "skip with a reason" in screen_text(screen), "refusal"
+            )
+            assert screen.run.index == 1
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM rides WHERE status IN ('expired', 'Completed')"
+            )
+            == 2
+        )
+    finally:
+        await conn.close()
+
+
+async def open_from_list(pilot: Pilot[Any], title: str) -> ProcedureScreen:
+    await pilot.press("g")
+    listing = await dialog_of(pilot, ProceduresScreen)
+    table = listing.query_one("#procedure-list", DataTable)
+    row = next(
+        i for i in range(table.row_count) if table.get_row_at(i)[1].plain == title
+    )
+    table.move_cursor(row=row)
+    await pilot.press("enter")
+    return await procedure(pilot)
+
+
+async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+        await make_booking(conn, ride, status="confirmed")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screen = await open_from_list(pilot, "Manual ride expiry")
+            assert str(ride) in screen_text(screen)
+            assert not await check(pilot, screen)
+            await pilot.press("enter")  # choose the highlighted ride
+            await until(pilot, lambda: screen.run.target == str(ride), "the choice")
+            await next_step(pilot, screen)
+            assert "open_bookings" in screen_text(screen)
+            await pilot.press("a")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await shows(pilot, dialog, "Expires at")
+            await type_text(pilot, "expiry job down")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Expired.")
+            await pilot.press("escape")
+            await settled(pilot, screen)
+            await until(pilot, lambda: screen.run.verdict is not None, "the check")
+            assert "PASSED The ride is completed with no open bookings." in (
+                screen_text(screen)
+            )
+            await next_step(pilot, screen)
+            assert screen.run.healthy
+        assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+            "completed"
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM admin_audit_log"
+                " WHERE action = 'ride_expired_manually'"
+            )
+            == 1
+        )
+        assert [e["action"] for e in action_log(app)] == ["expire_ride"]
+    finally:
+        await conn.close()
+
+
+async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await seat_mismatch(conn)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screen = await open_from_list(pilot, "Manual seat fix")
+            await pilot.press("enter")
+            await until(pilot, lambda: screen.run.target == str(ride), "the choice")
+            await next_step(pilot, screen)
+            assert "should_be" in screen_text(screen)
+            assert not await check(pilot, screen)
+            await pilot.press("a")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await shows(pilot, dialog, "Computed")
+            await type_text(pilot, "drifted")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Fixed.")
+            await pilot.press("escape")
+            await settled(pilot, screen)
+            await until(
+                pilot,
+                lambda: screen.run.verdict is not None and screen.run.verdict.ok,
+                "the passing check",
+            )
+            await next_step(pilot, screen)
+            assert screen.run.healthy
+        assert (
+            await conn.fetchval("SELECT available_seats FROM rides WHERE id = $1", ride)
+            == 2
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM admin_audit_log WHERE action = 'seat_fix'"
+            )
+            == 1
+        )
+    finally:
+        await conn.close()
+
+
+async def test_start_of_shift_on_a_healthy_database(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seed_platform(conn, rides=40, seed=2)
+        for name in (
+            "expire_rides",
+            "reconcile_seat_counts",
+            "repair_missing_notifications",
+        ):
+            await job(conn, name)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screen = await open_from_list(pilot, "Start of shift check")
+            assert "failed_jobs_24h" in screen_text(screen)
+            await follow(pilot, screen, "unexpected")
+            assert screen.run.healthy
+            assert "skip" not in [e.action for e in app.timeline.entries]
+    finally:
+        await conn.close()
+
+
+async def test_read_only_reads_and_runs_queries_but_writes_say_why(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await failed_run(conn)
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        log = app.dashboard.query_one("#log", JobLogTable)
+        log.focus()
+        await until(pilot, lambda: log.row_count == 1, "the failed run")
+        await pilot.press("g")
+        screen = await procedure(pilot)
+        assert "Lock timeout" in screen_text(screen)
+        await check(pilot, screen)
+        await next_step(pilot, screen)
+        assert "writes disabled: Read-only session" in screen_text(screen)
+        await pilot.press("a")
+        await pilot.pause()
+        assert app.screen is screen
+        assert "restart without --read-only" in screen_text(screen)
+    assert action_log(app) == []
+
+
+def test_snapshot_procedure_mid_way(
+    snap_compare: Any,
+    seeded_dsn: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    async def before(pilot: Pilot[Any]) -> None:
+        app: DashboardApp = pilot.app  # type: ignore[assignment]
+        await loaded(pilot)
+        await select_violation(pilot, app, "seat_mismatch")
+        await pilot.press("g")
+        screen = await procedure(pilot)
+        await next_step(pilot, screen)
+        await pilot.pause()
+
+    assert snap_compare(
+        app_for(seeded_dsn, tmp_path), terminal_size=(80, 24), run_before=before
+    )
