@@ -52,6 +52,10 @@ class PgServer:
     def dsn(self, database: str) -> str:
         return _with_database(self.admin_dsn, database)
 
+    def template(self, kind: str) -> str:
+        """The name of this session's template database of a kind ("legacy", ...)."""
+        return TEMPLATES[kind]
+
     async def create_database(self, template: str | None = None) -> str:
         name = f"carpool_t_{uuid.uuid4().hex[:12]}"
         conn = await asyncpg.connect(self.admin_dsn)

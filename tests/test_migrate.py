@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from carpool_tui.db.connect import connect
@@ -30,3 +32,19 @@ async def test_ops_group_refuses_database_without_platform(empty_dsn: str) -> No
             await migrate(conn, ("ops",))
     finally:
         await conn.close()
+
+
+async def test_two_migrations_at_once_both_succeed(empty_dsn: str) -> None:
+    first = await connect(empty_dsn, purpose="test", statement_timeout_ms=0)
+    second = await connect(empty_dsn, purpose="test", statement_timeout_ms=0)
+    try:
+        one, two = await asyncio.gather(
+            migrate(first, ("base", "ops")), migrate(second, ("base", "ops"))
+        )
+        applied = [sum(i.state == "pending" for i in items) for items in (one, two)]
+        assert sorted(applied) == [0, len(load(("base", "ops")))]
+        rows = await first.fetchval("SELECT count(*) FROM ops_schema_migrations")
+        assert rows == len(load(("base", "ops")))
+    finally:
+        await first.close()
+        await second.close()

@@ -100,7 +100,7 @@ async def test_same_seed_gives_identical_rows_in_two_databases(
     legacy_dsn: str, pg_server: object
 ) -> None:
     now = _pinned_now()
-    other = await pg_server.create_database("carpool_tpl_legacy")  # type: ignore[attr-defined]
+    other = await pg_server.create_database(pg_server.template("legacy"))  # type: ignore[attr-defined]
     tables = (*PLATFORM_TABLES, "system_job_log", "invariant_violations")
     digests = []
     try:

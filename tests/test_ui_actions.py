@@ -175,7 +175,7 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
             assert str(ride) in shown
             assert "Total seats    4" in shown
             assert "Available now  1" in shown
-            assert "Computed       2  = 4 total - 2 seats held by 1" in shown
+            assert "Computed       2 = 4 total - 2 seats held by 1" in shown
             assert "available_seats 1 → 2" in shown
 
             await pilot.press("enter")  # empty note

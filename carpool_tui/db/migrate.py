@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,7 @@ Group = Literal["base", "ops"]
 GROUPS: tuple[Group, ...] = ("base", "ops")
 LEGACY_FILE = "legacy/deployed_functions.sql"
 _LOCK_KEY = 0x0CA2_9001  # advisory lock that serialises concurrent migrate runs
+LOCK_WAIT_S = 600.0  # how long a second migrate waits for the first
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ops_schema_migrations (
@@ -107,10 +109,7 @@ async def migrate(
     Refuses to run when an applied file has changed since it was applied, and
     refuses the ops group on a database without the platform's tables.
     """
-    try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-    except Exception as exc:
-        raise translate(exc, doing="Taking the migration lock") from exc
+    await _take_lock(conn)
     try:
         items = await plan(conn, groups)
         changed = [i.migration.name for i in items if i.state == "changed"]
@@ -139,6 +138,30 @@ async def migrate(
         return items
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _take_lock(conn: asyncpg.Connection) -> None:
+    """Wait for the migration lock without holding a transaction open meanwhile.
+
+    A session blocked in pg_advisory_lock is itself a transaction that
+    CREATE INDEX CONCURRENTLY in the other run must wait for, which deadlocks;
+    polling with the try variant leaves nothing open between attempts.
+    """
+    deadline = asyncio.get_running_loop().time() + LOCK_WAIT_S
+    while True:
+        try:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY)
+        except Exception as exc:
+            raise translate(exc, doing="Taking the migration lock") from exc
+        if got:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise OpsError(
+                f"Another migrate has held the migration lock for over "
+                f"{LOCK_WAIT_S:.0f} s",
+                "Wait for it to finish, then run migrate again.",
+            )
+        await asyncio.sleep(0.5)
 
 
 async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
