@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 
@@ -74,3 +75,34 @@ async def test_migrate_ops_on_empty_database_explains_base(empty_dsn: str) -> No
     assert result.returncode == 1
     assert "no platform tables" in result.stderr
     assert "--base" in result.stderr
+
+
+def _as_keywords(dsn: str) -> str:
+    """The same server and database as a libpq key=value string."""
+    parts = urlsplit(dsn)
+    words = {k: v for k, v in parse_qsl(parts.query)}
+    if parts.hostname:
+        words["host"] = parts.hostname
+    if parts.port:
+        words["port"] = str(parts.port)
+    if parts.username:
+        words["user"] = parts.username
+    words["dbname"] = parts.path.lstrip("/")
+    return " ".join(f"{k}='{v}'" for k, v in words.items())
+
+
+async def test_libpq_keyword_dsn_and_connect_timeout_work(ops_dsn: str) -> None:
+    result = run_cli("migrate", "--dry-run", "--dsn", _as_keywords(ops_dsn))
+    assert result.returncode == 0, result.stderr
+    assert "0 would apply" in result.stdout
+    sep = "&" if "?" in ops_dsn else "?"
+    timed = run_cli("migrate", "--dry-run", "--dsn", f"{ops_dsn}{sep}connect_timeout=3")
+    assert timed.returncode == 0, timed.stderr
+
+
+def test_port_out_of_range_is_one_line_without_the_password() -> None:
+    result = run_cli("migrate", "--dsn", "postgresql://u:secret@127.0.0.1:99999/x")
+    assert result.returncode == 1
+    assert "not a port number (1-65535): 127.0.0.1:99999" in result.stderr
+    assert "secret" not in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,13 +4,92 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from carpool_tui.db.errors import translate
+from carpool_tui.db.errors import OpsError, translate
 
 CONNECT_TIMEOUT_S = 10.0
+_KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+_URL_PARTS = {"user", "password", "host", "hostaddr", "port", "dbname"}
+_BAD_DSN_HINT = "Use a DSN like postgresql://user:password@host:5432/dbname."
+
+
+def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
+    """A DSN asyncpg accepts, and the connect timeout it asked for.
+
+    libpq's ``key=value`` form becomes a URL, and ``connect_timeout`` (a libpq
+    option asyncpg would send to the server as a setting) becomes the timeout.
+    """
+    if dsn is None:
+        return None, CONNECT_TIMEOUT_S
+    dsn = dsn.strip()
+    if "://" not in dsn and "=" in dsn:
+        dsn = _keywords_to_url(dsn)
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    timeout = CONNECT_TIMEOUT_S
+    kept = []
+    for key, value in query:
+        if key == "connect_timeout":
+            try:
+                timeout = max(1.0, float(value))
+            except ValueError:
+                raise OpsError(
+                    f"connect_timeout={value!r} in the DSN is not a number of seconds",
+                    _BAD_DSN_HINT,
+                ) from None
+        else:
+            kept.append((key, value))
+    host_port = parts.netloc.rsplit("@", 1)[-1]
+    if "," not in host_port:  # asyncpg checks multi-host lists itself
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise OpsError(
+                f"The port in the DSN is not a port number (1-65535): {host_port}",
+                _BAD_DSN_HINT,
+            )
+    return urlunsplit(parts._replace(query=urlencode(kept))), timeout
+
+
+def _keywords_to_url(text: str) -> str:
+    pairs: dict[str, str] = {}
+    position = 0
+    while position < len(text):
+        match = _KEYWORD.match(text, position)
+        if match is None:
+            if text[position:].strip():
+                raise OpsError(
+                    f"Cannot read the connection string near {text[position:]!r}",
+                    _BAD_DSN_HINT,
+                )
+            break
+        key, value = match.group(1), match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs[key] = value
+        position = match.end()
+    user = quote(pairs.get("user", ""), safe="")
+    password = pairs.get("password")
+    auth = (
+        f"{user}:{quote(password, safe='')}@"
+        if password
+        else (f"{user}@" if user else "")
+    )
+    host = pairs.get("host", "")
+    extra = {k: v for k, v in pairs.items() if k not in _URL_PARTS}
+    if host.startswith("/"):
+        extra["host"] = host
+        host = ""
+    netloc = f"{auth}{host}" + (f":{pairs['port']}" if "port" in pairs else "")
+    path = "/" + quote(pairs.get("dbname", ""), safe="")
+    return urlunsplit(("postgresql", netloc, path, urlencode(extra), ""))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -44,10 +123,11 @@ async def connect(
     read_only: bool = False,
 ) -> asyncpg.Connection:
     """One connection that names itself and carries a statement timeout."""
+    dsn, timeout = normalize_dsn(dsn)
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn,
-            timeout=CONNECT_TIMEOUT_S,
+            timeout=timeout,
             server_settings=_server_settings(
                 purpose, statement_timeout_ms, read_only, lock_timeout_ms
             ),
@@ -67,19 +147,20 @@ async def create_pool(
     max_size: int = 3,
 ) -> asyncpg.Pool:
     """A small pool for polling; each connection is named and time-limited."""
+    dsn, timeout = normalize_dsn(dsn)
     try:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
                 dsn,
                 min_size=1,
                 max_size=max_size,
-                timeout=CONNECT_TIMEOUT_S,
+                timeout=timeout,
                 server_settings=_server_settings(
                     purpose, statement_timeout_ms, read_only, 2_000
                 ),
                 init=_init_connection,
             ),
-            timeout=CONNECT_TIMEOUT_S * 2,
+            timeout=timeout * 2,
         )
     except Exception as exc:
         raise translate(exc, doing="Connecting to the database") from exc
