@@ -95,6 +95,10 @@ async def test_seat_fix_refuses_stale_preview_empty_note_and_overbooking(
         ops_conn, "SELECT ops_preview_seat_fix(gen_random_uuid())"
     )
     assert missing["code"] == "not_found"
+
+    right = await make_ride(ops_conn, total_seats=2)
+    noop = await call_json(ops_conn, APPLY, right, 2, 2, "ann", "nothing wrong")
+    assert (noop["success"], noop["code"]) == (False, "nothing_to_fix")
     assert await ops_conn.fetchval("SELECT count(*) FROM admin_audit_log") == 0
 
 

@@ -124,6 +124,12 @@ BEGIN
                    v_current, v_computed, p_seen_current, p_seen_computed))
                || jsonb_build_object('preview', v_preview);
     END IF;
+    IF v_computed = v_current THEN
+        RETURN ops_refusal('nothing_to_fix', format(
+                   'The stored value (%s) is already right; nothing was written.',
+                   v_current))
+               || jsonb_build_object('preview', v_preview);
+    END IF;
     IF v_computed < 0 THEN
         RETURN ops_refusal('overbooked', format(
                    'The ride is overbooked by %s seat(s): cancel bookings first; '
