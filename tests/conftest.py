@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -128,6 +129,7 @@ def pg_server() -> Iterator[PgServer]:
     """The PostgreSQL server the whole test session uses, with templates built."""
     external = os.environ.get("CARPOOL_TEST_DSN")
     embedded: EmbeddedServer | None = None
+    base: Path | None = None
     if external:
         server = PgServer(external)
     else:
@@ -142,6 +144,8 @@ def pg_server() -> Iterator[PgServer]:
             embedded.stop()
         else:
             asyncio.run(_drop_templates(server))
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 async def _fresh(pg_server: PgServer, kind: str | None) -> AsyncIterator[str]:

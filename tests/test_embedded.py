@@ -57,6 +57,7 @@ async def test_start_connect_stop() -> None:
     pid = _postmaster_pid(data_dir)
     server.stop()
     assert _wait_gone(pid)
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 async def test_server_left_by_killed_process_is_adopted_and_stopped() -> None:
@@ -83,6 +84,7 @@ async def test_server_left_by_killed_process_is_adopted_and_stopped() -> None:
     await conn.close()
     server.stop()
     assert _wait_gone(pid), "stopping the adopting process stops the server"
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 async def test_a_server_restarted_meanwhile_is_still_stopped() -> None:

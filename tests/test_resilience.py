@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -40,6 +41,7 @@ def own_server() -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _pg_ctl(server: EmbeddedServer, *args: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import sys
 import time
@@ -75,3 +76,4 @@ def test_signal_stops_demo_and_its_server(signum: int, tmp_path: Path) -> None:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
