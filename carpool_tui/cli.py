@@ -4,32 +4,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import json
 import logging
+import os
+import shlex
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from carpool_tui import __version__
 from carpool_tui.config import (
+    CHECK_METRICS,
+    CONFIG_ENV,
     DEFAULT_REFRESH_SECONDS,
     MAX_REFRESH_SECONDS,
     MIN_REFRESH_SECONDS,
+    OFF,
+    CheckOverrides,
+    CheckThresholds,
+    ConfigError,
+    ConfigFile,
     Settings,
+    Target,
     default_action_log,
+    default_config_file,
     default_log_file,
     default_operator,
     describe_target,
+    load_config,
+    parse_limit,
     resolve_dsn,
 )
 from carpool_tui.db.errors import OpsError
+from carpool_tui.models import JOBS, JOBS_BY_NAME
 
 DEMO_DATABASE = "carpool_demo"
 DEMO_RIDES = 400
 DEMO_HISTORY_DAYS = 3
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8000
+UNKNOWN_EXIT = 3
 
 EPILOG = f"""\
 commands:
@@ -39,22 +58,35 @@ commands:
              open the dashboard on it
   migrate    apply the ops layer's SQL migrations
   seed       fill a database with a generated carpool platform
+  check      one-shot health check for monitors: exit 0 OK, 1 WARNING,
+             2 CRITICAL, 3 UNKNOWN
+  run-job    run one of the four jobs, for an external scheduler
+  serve      the dashboard in a web browser (needs carpool-tui[serve])
 
+Named targets (DSN, read-only, refresh, operator, check thresholds) come
+from {default_config_file()} (--config or {CONFIG_ENV} name another file).
 Diagnostics go to {default_log_file()} (set CARPOOL_TUI_LOG to move it);
 every write the dashboard makes is also appended to {default_action_log()}.
 """
+
+
+_N = TypeVar("_N", int, float)
 
 
 class _Stop(Exception):
     """Raised from a signal handler so that cleanup runs in finally blocks."""
 
 
-def _refresh(text: str) -> float:
+def _number(text: str, kind: Callable[[str], _N], noun: str) -> _N:
+    """``kind(text)``, or an argparse error saying what was expected."""
     try:
-        value = float(text)
+        return kind(text)
     except ValueError:
-        message = f"{text!r} is not a number of seconds"
-        raise argparse.ArgumentTypeError(message) from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+
+
+def _refresh(text: str) -> float:
+    value = _number(text, float, "a number of seconds")
     if not MIN_REFRESH_SECONDS <= value <= MAX_REFRESH_SECONDS:
         raise argparse.ArgumentTypeError(
             f"refresh must be between {MIN_REFRESH_SECONDS:g} and "
@@ -64,51 +96,107 @@ def _refresh(text: str) -> float:
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
+    if _number(text, int, "a whole number") < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return int(text)
 
 
 def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
+    if _number(text, int, "a whole number") < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return int(text)
 
 
-def _add_dsn(parser: argparse.ArgumentParser) -> None:
+def _port(text: str) -> int:
+    if not 1 <= _number(text, int, "a port number") <= 65535:
+        raise argparse.ArgumentTypeError("a port is between 1 and 65535")
+    return int(text)
+
+
+def _factor(text: str) -> float:
+    if _number(text, float, "a number") < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more (0 turns it off)")
+    return float(text)
+
+
+def _limit(text: str) -> tuple[str, int | None]:
+    """METRIC=N or METRIC=off, for --warn and --critical."""
+    metric, sep, value = text.partition("=")
+    metric = metric.strip()
+    if not sep or metric not in CHECK_METRICS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected METRIC=N or METRIC={OFF}, METRIC one of "
+            + ", ".join(CHECK_METRICS)
+        )
+    try:
+        return metric, parse_limit(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _job_name(text: str) -> str:
+    if text not in JOBS_BY_NAME:
+        raise argparse.ArgumentTypeError(
+            f"unknown job {text!r}; the jobs are " + ", ".join(job.name for job in JOBS)
+        )
+    return text
+
+
+def _add_dsn(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--dsn, --target and --config; on a command they keep a value given before it."""
+    default = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--dsn",
+        default=default,
         help="PostgreSQL DSN, e.g. postgresql://user@host:5432/db "
-        "(default: DATABASE_URL, then the PG* variables)",
+        "(default: the target's, then DATABASE_URL, then the PG* variables)",
+    )
+    parser.add_argument(
+        "--target",
+        default=default,
+        metavar="NAME",
+        help="use the settings of this named target from the config file",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default,
+        metavar="FILE",
+        help=f"the config file (default: {CONFIG_ENV}, else "
+        "$XDG_CONFIG_HOME/carpool-tui/config.toml)",
     )
 
 
-def _add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+def _add_refresh_and_operator(
+    parser: argparse.ArgumentParser, *, top: bool = False
+) -> None:
+    default = None if top else argparse.SUPPRESS
     parser.add_argument(
         "--refresh",
         type=_refresh,
-        default=DEFAULT_REFRESH_SECONDS,
+        default=default,
         metavar="SECONDS",
-        help=f"poll interval (default {DEFAULT_REFRESH_SECONDS:g})",
-    )
-    parser.add_argument(
-        "--read-only",
-        action="store_true",
-        help="open a read-only session: the database refuses every write",
+        help=f"poll interval (default: the target's, else {DEFAULT_REFRESH_SECONDS:g})",
     )
     parser.add_argument(
         "--operator",
-        default=None,
+        default=default,
         metavar="NAME",
-        help="name recorded in audit rows (default: user@host)",
+        help="name recorded in audit rows and the job log "
+        "(default: the target's, else user@host)",
+    )
+
+
+def _add_dashboard_options(
+    parser: argparse.ArgumentParser, *, top: bool = False
+) -> None:
+    _add_refresh_and_operator(parser, top=top)
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="open a read-only session: the database refuses every write "
+        "(also on when the target says read_only = true)",
     )
 
 
@@ -121,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=__version__)
-    _add_dsn(parser)
-    _add_dashboard_options(parser)
+    _add_dsn(parser, top=True)
+    _add_dashboard_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -194,7 +282,108 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="add N days of job history (default 0)",
     )
+    _add_check_parser(sub)
+    _add_run_job_parser(sub)
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_check_parser(sub: Any) -> None:
+    check = sub.add_parser(
+        "check",
+        help="one-shot health check for monitors (exit 0/1/2/3)",
+        description="Read the health summary, the job log and the open violations "
+        "once, and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN (cannot connect, "
+        "no health function, bad options or config) with one line of output in "
+        "the style of a Nagios plugin. Thresholds: a metric above its warning or "
+        "critical limit raises that level. Metrics and default limits (warning/"
+        "critical): "
+        + "; ".join(
+            f"{metric} {'-' if w is None else w}/{'-' if c is None else c}"
+            for metric, (_, w, c) in CHECK_METRICS.items()
+        )
+        + ".",
+    )
+    _add_dsn(check)
+    check.add_argument(
+        "--json", action="store_true", help="print the full result as JSON"
+    )
+    for level in ("warn", "critical"):
+        check.add_argument(
+            f"--{level}",
+            type=_limit,
+            action="append",
+            default=[],
+            metavar=f"METRIC=N|{OFF}",
+            help=f"{level} when METRIC is above N (repeatable; {OFF}: never)",
+        )
+    check.add_argument(
+        "--overdue-factor",
+        type=_factor,
+        default=None,
+        metavar="F",
+        help="a job is overdue when its last run started more than F times its "
+        "recommended interval ago (default 2; 0 turns this off)",
+    )
+
+
+def _add_run_job_parser(sub: Any) -> None:
+    job = sub.add_parser(
+        "run-job",
+        help="run one of the four jobs, for an external scheduler",
+        description="Run one job once, as the operations manual's option B "
+        "(an external scheduler instead of pg_cron), and exit 0 when it "
+        "succeeded, 1 when it failed or could not run. Jobs: "
+        + ", ".join(job.name for job in JOBS)
+        + ".",
+    )
+    job.add_argument(
+        "job", type=_job_name, metavar="NAME", help="the job's function name"
+    )
+    _add_dsn(job)
+    job.add_argument(
+        "--operator",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="recorded as carpool.operator in the job log "
+        "(default: the target's, else user@host)",
+    )
+    job.add_argument("--json", action="store_true", help="print the job's JSON result")
+
+
+def _add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the dashboard to a web browser (needs carpool-tui[serve])",
+        description="Serve the dashboard over HTTP with textual-serve: every "
+        "browser tab gets its own dashboard process. Read-only unless "
+        "--allow-writes. textual-serve has no authentication: keep it on "
+        "127.0.0.1 or put it behind a proxy that authenticates.",
+    )
+    _add_dsn(serve)
+    serve.add_argument(
+        "--host",
+        default=SERVE_HOST,
+        help=f"address to listen on (default {SERVE_HOST})",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=SERVE_PORT,
+        help=f"port to listen on (default {SERVE_PORT})",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=None,
+        metavar="URL",
+        help="the address browsers use, when behind a proxy (default http://HOST:PORT)",
+    )
+    serve.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="let the browser dashboard run jobs and write (default: read-only)",
+    )
+    _add_refresh_and_operator(serve)
 
 
 def _setup_logging() -> None:
@@ -239,8 +428,22 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
     return lines
 
 
+def _config(args: argparse.Namespace) -> ConfigFile:
+    return load_config(getattr(args, "config", None))
+
+
+def _target(args: argparse.Namespace, config: ConfigFile) -> Target | None:
+    name = getattr(args, "target", None)
+    return None if name is None else config.target(name)
+
+
+def _dsn(args: argparse.Namespace) -> str | None:
+    """The DSN from --dsn, else --target's, else DATABASE_URL (None: PG*)."""
+    return resolve_dsn(getattr(args, "dsn", None), _target(args, _config(args)))
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(args.dsn)
+    dsn = _dsn(args)
     _say(f"Migrating {describe_target(dsn)}")
     for line in _run(_migrate(dsn, base=args.base, dry_run=args.dry_run)):
         print(line)
@@ -270,28 +473,49 @@ async def _seed(dsn: str | None, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    dsn = resolve_dsn(args.dsn)
+    dsn = _dsn(args)
     _say(f"Seeding {describe_target(dsn)}")
     for line in _run(_seed(dsn, args)):
         print(line)
     return 0
 
 
-def _settings(args: argparse.Namespace, dsn: str | None) -> Settings:
+def _settings(
+    args: argparse.Namespace, dsn: str | None, target: Target | None = None
+) -> Settings:
+    """Settings from the options, then the target, then the defaults."""
+    refresh = getattr(args, "refresh", None)
+    if refresh is None:
+        refresh = (target and target.refresh_seconds) or DEFAULT_REFRESH_SECONDS
+    operator = getattr(args, "operator", None) or (target and target.operator)
+    read_only = bool(getattr(args, "read_only", False)) or bool(
+        target and target.read_only
+    )
     return Settings(
         dsn=dsn,
-        refresh_seconds=args.refresh,
-        read_only=args.read_only,
-        operator=args.operator or default_operator(),
+        refresh_seconds=refresh,
+        read_only=read_only,
+        operator=operator or default_operator(),
     )
+
+
+def _target_settings(
+    args: argparse.Namespace,
+) -> tuple[Settings, ConfigFile, Target | None]:
+    """Settings for a command that connects: options over --target over defaults."""
+    config = _config(args)
+    target = _target(args, config)
+    dsn = resolve_dsn(getattr(args, "dsn", None), target)
+    return _settings(args, dsn, target), config, target
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from carpool_tui.ui.app import run_dashboard
 
+    settings, _, _ = _target_settings(args)
     restore = _install_stop_handlers()
     try:
-        return run_dashboard(_settings(args, resolve_dsn(args.dsn)))
+        return run_dashboard(settings)
     except _Stop as stop:
         _say(f"Stopping on {stop}.")
         return 0
@@ -383,22 +607,159 @@ def cmd_demo(args: argparse.Namespace) -> int:
         restore()
 
 
+def _thresholds(
+    args: argparse.Namespace, config: ConfigFile, target: Target | None
+) -> CheckThresholds:
+    """Defaults, then the config file's [check], the target's, then the options."""
+    options = CheckOverrides(
+        warn=dict(args.warn),
+        critical=dict(args.critical),
+        overdue_factor=args.overdue_factor,
+    )
+    return config.thresholds(target).merged(options)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from carpool_tui.db.probe import read_health
+    from carpool_tui.monitor import evaluate, unknown
+
+    database = describe_target(getattr(args, "dsn", None))
+    try:
+        settings, config, target = _target_settings(args)
+        database = settings.target
+        thresholds = _thresholds(args, config, target)
+        reading = _run(read_health(settings))
+        result = evaluate(reading, thresholds, database)
+    except ConfigError as exc:
+        result = unknown(OpsError(str(exc)), database)
+    except OpsError as exc:
+        logging.getLogger(__name__).warning("check: %s", exc)
+        result = unknown(exc, database)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2, sort_keys=True))
+    else:
+        print(result.line())
+    return result.exit_code
+
+
+def cmd_run_job(args: argparse.Namespace) -> int:
+    from carpool_tui.db.probe import run_one_job
+    from carpool_tui.models import JobResult
+
+    name: str = args.job
+    try:
+        settings, _, _ = _target_settings(args)
+        result = _run(run_one_job(settings, name))
+    except OpsError as exc:
+        if not args.json:
+            raise
+        result = JobResult(success=False, error=exc.message, hint=exc.hint or None)
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json", exclude_none=True)))
+    elif result.success:
+        print(f"{name}: {result.describe(name)}")
+    else:
+        hint = f" {result.hint}" if result.hint else ""
+        _say(f"carpool-tui: {name}: {result.describe(name)}{hint}")
+    return 0 if result.success else 1
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise OpsError(
+            "carpool-tui serve needs the textual-serve package",
+            "Install it with `pip install 'carpool-tui[serve]'`.",
+        ) from None
+    settings, _, _ = _target_settings(args)
+    read_only = settings.read_only or not args.allow_writes
+    if not _loopback(args.host):
+        _say(
+            f"Warning: serving on {args.host}, which is not a loopback address. "
+            "textual-serve has no authentication: anyone who can reach "
+            f"port {args.port} gets the dashboard"
+            + ("." if read_only else " and can run jobs and write.")
+            + " Put it behind a proxy that authenticates."
+        )
+    # Each browser tab starts its own dashboard process with this environment.
+    # The DSN travels in DATABASE_URL so that it does not show in `ps`.
+    if settings.dsn is not None:
+        os.environ["DATABASE_URL"] = settings.dsn
+    command = [
+        sys.executable,
+        "-m",
+        "carpool_tui",
+        "--refresh",
+        f"{settings.refresh_seconds:g}",
+        "--operator",
+        settings.operator,
+    ]
+    if read_only:
+        command.append("--read-only")
+    server = Server(
+        shlex.join(command),
+        host=args.host,
+        port=args.port,
+        title=f"carpool-tui: {settings.target}",
+        public_url=args.public_url,
+    )
+    _say(
+        f"Serving the dashboard of {settings.target} "
+        f"({'read-only' if read_only else 'writes allowed'}) "
+        f"on {server.public_url}"
+    )
+    try:
+        server.serve()
+    except OSError as exc:
+        raise OpsError(
+            f"Cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
+            "Pick another --port, or a --host address of this machine.",
+        ) from exc
+    return 0
+
+
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     None: cmd_dashboard,
     "demo": cmd_demo,
     "migrate": cmd_migrate,
     "seed": cmd_seed,
+    "check": cmd_check,
+    "run-job": cmd_run_job,
+    "serve": cmd_serve,
 }
+
+
+def _wants_check(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for `check` (usage errors exit UNKNOWN)."""
+    return "check" in argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carpool-tui`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        # A monitor reads exit 2 as CRITICAL: a usage error of `check` is UNKNOWN.
+        if exc.code == 2 and _wants_check(words):
+            print("CARPOOL UNKNOWN - invalid command line (see the error above)")
+            return UNKNOWN_EXIT
+        raise
     _setup_logging()
     try:
         return COMMANDS[args.command](args)
-    except OpsError as exc:
+    except (OpsError, ConfigError) as exc:
         logging.getLogger(__name__).warning("%s", exc)
         _say(f"carpool-tui: {exc}")
         return 1

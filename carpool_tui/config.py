@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import re
 import socket
+import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_REFRESH_SECONDS = 5.0
 MIN_REFRESH_SECONDS = 1.0
@@ -39,10 +44,12 @@ def default_action_log() -> Path:
     return default_log_file().with_name("actions.log")
 
 
-def resolve_dsn(cli_dsn: str | None) -> str | None:
-    """Pick the DSN: --dsn, then DATABASE_URL; None lets libpq's PG* variables act."""
+def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None:
+    """Pick the DSN: --dsn, the target's, then DATABASE_URL; None lets PG* act."""
     if cli_dsn:
         return cli_dsn
+    if target is not None and target.dsn:
+        return target.dsn
     env = os.environ.get("DATABASE_URL")
     if env:
         return env
@@ -82,3 +89,330 @@ class Settings:
     def target(self) -> str:
         """The database as shown to the operator (no password)."""
         return describe_target(self.dsn)
+
+
+# -- the config file -----------------------------------------------------
+
+CONFIG_ENV = "CARPOOL_TUI_CONFIG"
+DEFAULT_OVERDUE_FACTOR = 2.0
+OFF = "off"
+
+# What `check` measures: metric -> (words, warn above, critical above). A
+# threshold of None never raises that level.
+CHECK_METRICS: dict[str, tuple[str, int | None, int | None]] = {
+    "seat_mismatches": ("seat mismatches", None, 0),
+    "critical_violations": ("unresolved critical violations", None, 0),
+    "unresolved_violations": ("unresolved violations", 0, 5),
+    "expired_active_rides": ("expired rides still active", 0, 20),
+    "failing_jobs": ("jobs whose last run failed", None, 0),
+    "failed_runs_24h": ("failed runs in 24 h", 0, None),
+    "overdue_jobs": ("overdue jobs", 0, None),
+}
+
+_TARGET_KEYS = ("dsn", "read_only", "refresh", "operator", "check")
+_CHECK_KEYS = ("warn", "critical", "overdue_factor")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; str() is one line naming file and line."""
+
+
+@dataclass(frozen=True)
+class CheckThresholds:
+    """When `check` says WARNING or CRITICAL: a metric's value above its limit.
+
+    ``overdue_factor`` scales the manual's frequency of each job: a job whose
+    last run started longer ago than factor x frequency (or never ran) is
+    overdue; 0 turns the overdue test off.
+    """
+
+    warn: dict[str, int | None] = field(
+        default_factory=lambda: {k: v[1] for k, v in CHECK_METRICS.items()}
+    )
+    critical: dict[str, int | None] = field(
+        default_factory=lambda: {k: v[2] for k, v in CHECK_METRICS.items()}
+    )
+    overdue_factor: float = DEFAULT_OVERDUE_FACTOR
+
+    def merged(self, overrides: CheckOverrides) -> CheckThresholds:
+        """These thresholds with some limits replaced."""
+        factor = overrides.overdue_factor
+        return CheckThresholds(
+            warn={**self.warn, **overrides.warn},
+            critical={**self.critical, **overrides.critical},
+            overdue_factor=self.overdue_factor if factor is None else factor,
+        )
+
+
+@dataclass(frozen=True)
+class CheckOverrides:
+    """Threshold changes from a config table or the command line."""
+
+    warn: dict[str, int | None] = field(default_factory=dict)
+    critical: dict[str, int | None] = field(default_factory=dict)
+    overdue_factor: float | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One named database of the config file; unset fields fall back to defaults."""
+
+    name: str
+    dsn: str | None = None
+    read_only: bool = False
+    refresh_seconds: float | None = None
+    operator: str | None = None
+    check: CheckOverrides = field(default_factory=CheckOverrides)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The parsed config file: named targets and default check thresholds."""
+
+    path: Path
+    exists: bool = False
+    targets: dict[str, Target] = field(default_factory=dict)
+    check: CheckOverrides = field(default_factory=CheckOverrides)
+
+    def target(self, name: str) -> Target:
+        """The target called ``name``, or a ConfigError that lists the others."""
+        if name in self.targets:
+            return self.targets[name]
+        if not self.exists:
+            raise ConfigError(
+                f"no target {name!r}: config file {self.path} does not exist "
+                f"(set {CONFIG_ENV} or --config to use another file)"
+            )
+        known = ", ".join(sorted(self.targets)) or "none"
+        raise ConfigError(
+            f"no target {name!r} in config file {self.path} (targets: {known})"
+        )
+
+    def thresholds(self, target: Target | None = None) -> CheckThresholds:
+        """Default thresholds, then the file's [check], then the target's."""
+        merged = CheckThresholds().merged(self.check)
+        return merged if target is None else merged.merged(target.check)
+
+
+def default_config_file() -> Path:
+    """$CARPOOL_TUI_CONFIG, else config.toml under $XDG_CONFIG_HOME/carpool-tui."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "carpool-tui" / "config.toml"
+
+
+def load_config(path: Path | None = None) -> ConfigFile:
+    """Read and check a config file.
+
+    ``path`` None means the default file, which may be missing (no targets); a
+    file named by --config or $CARPOOL_TUI_CONFIG must exist.
+    """
+    explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
+    where = path if path is not None else default_config_file()
+    try:
+        text = where.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {where} does not exist") from None
+        return ConfigFile(path=where)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {where}: cannot be read ({exc})") from exc
+    return parse_config(text, where)
+
+
+def parse_config(text: str, path: Path) -> ConfigFile:
+    """Parse the text of a config file; errors name the file and, if known, line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}{_toml_problem(exc, text)}") from exc
+    return _Parser(text, path).config(data)
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib's 'Problem (at line 3, column 7)' as ', line 3, column 7: Problem'."""
+    message = str(exc)
+    match = re.fullmatch(r"(.*) \(at (line \d+, column \d+)\)", message)
+    if match is not None:
+        return f", {match.group(2)}: {match.group(1)}"
+    match = re.fullmatch(r"(.*) \(at end of document\)", message)
+    if match is not None:
+        last = max(len(text.splitlines()), 1)
+        return f", line {last} (end of the file): {match.group(1)}"
+    return f": {message}"
+
+
+class _Parser:
+    """Checks the parsed TOML against the schema, finding lines for its errors."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def fail(self, table: str, key: str | None, problem: str) -> ConfigError:
+        line = self.line_of(table, key)
+        where = f"config file {self.path}" + (f", line {line}" if line else "")
+        return ConfigError(f"{where}: {problem}")
+
+    def line_of(self, table: str, key: str | None) -> int | None:
+        """Best effort: the line defining ``key`` in ``table`` (dotted path)."""
+        table = _normalise(table)
+        current = ""
+        header_line: int | None = None
+        for number, raw in enumerate(self.lines, start=1):
+            line = raw.strip()
+            header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?(\s*#.*)?", line)
+            if header:
+                current = _normalise(header.group(1))
+                if current == table:
+                    header_line = number
+                continue
+            if key is None or "=" not in line:
+                continue
+            lhs = _normalise(line.split("=", 1)[0])
+            full = f"{current}.{lhs}" if current else lhs
+            wanted = f"{table}.{key}" if table else key
+            if full == wanted or full.startswith(wanted + "."):
+                return number
+        if header_line is not None:
+            return header_line
+        # Written as an inline table or with dotted keys: find the names.
+        names = [key, table.rsplit(".", 1)[-1] if table else None]
+        for name in (n for n in names if n):
+            pattern = rf"(^|[.\s\[{{,]){re.escape(name)}\s*[=\].]"
+            for number, raw in enumerate(self.lines, start=1):
+                if re.search(pattern, raw.split("#", 1)[0]):
+                    return number
+        return None
+
+    def config(self, data: dict[str, Any]) -> ConfigFile:
+        self.unknown_keys("", data, ("targets", "check"))
+        targets_raw = data.get("targets", {})
+        if not isinstance(targets_raw, dict):
+            raise self.fail("", "targets", "targets must be a table of targets")
+        targets: dict[str, Target] = {}
+        for name, raw in targets_raw.items():
+            table = f"targets.{_quote(name)}"
+            if not isinstance(raw, dict):
+                raise self.fail(
+                    "targets", name, f"[{table}] must be a table of settings"
+                )
+            targets[name] = self.target(name, table, raw)
+        check = self.check("check", data.get("check", {}))
+        return ConfigFile(path=self.path, exists=True, targets=targets, check=check)
+
+    def unknown_keys(
+        self, table: str, raw: dict[str, Any], known: Sequence[str]
+    ) -> None:
+        for key in raw:
+            if key not in known:
+                where = f" in [{table}]" if table else " at the top level"
+                raise self.fail(
+                    table,
+                    key,
+                    f"unknown key {key!r}{where} (known: {', '.join(known)})",
+                )
+
+    def target(self, name: str, table: str, raw: dict[str, Any]) -> Target:
+        self.unknown_keys(table, raw, _TARGET_KEYS)
+        dsn = raw.get("dsn")
+        if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+            raise self.fail(table, "dsn", f"{table}.dsn must be a non-empty string")
+        read_only = raw.get("read_only", False)
+        if not isinstance(read_only, bool):
+            raise self.fail(
+                table, "read_only", f"{table}.read_only must be true or false"
+            )
+        refresh = raw.get("refresh")
+        if refresh is not None and (
+            isinstance(refresh, bool)
+            or not isinstance(refresh, int | float)
+            or not MIN_REFRESH_SECONDS <= refresh <= MAX_REFRESH_SECONDS
+        ):
+            raise self.fail(
+                table,
+                "refresh",
+                f"{table}.refresh must be a number of seconds between "
+                f"{MIN_REFRESH_SECONDS:g} and {MAX_REFRESH_SECONDS:g}, "
+                f"not {refresh!r}",
+            )
+        operator = raw.get("operator")
+        if operator is not None and (
+            not isinstance(operator, str) or not operator.strip()
+        ):
+            raise self.fail(
+                table, "operator", f"{table}.operator must be a non-empty string"
+            )
+        return Target(
+            name=name,
+            dsn=dsn,
+            read_only=read_only,
+            refresh_seconds=None if refresh is None else float(refresh),
+            operator=None if operator is None else operator.strip(),
+            check=self.check(f"{table}.check", raw.get("check", {})),
+        )
+
+    def check(self, table: str, raw: Any) -> CheckOverrides:
+        if not isinstance(raw, dict):
+            parent, _, key = table.rpartition(".")
+            raise self.fail(parent, key, f"{table} must be a table")
+        self.unknown_keys(table, raw, _CHECK_KEYS)
+        factor = raw.get("overdue_factor")
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or factor < 0
+        ):
+            raise self.fail(
+                table,
+                "overdue_factor",
+                f"{table}.overdue_factor must be a number, 0 or more "
+                f"(0 turns the overdue test off), not {factor!r}",
+            )
+        return CheckOverrides(
+            warn=self.limits(f"{table}.warn", raw.get("warn", {})),
+            critical=self.limits(f"{table}.critical", raw.get("critical", {})),
+            overdue_factor=None if factor is None else float(factor),
+        )
+
+    def limits(self, table: str, raw: Any) -> dict[str, int | None]:
+        if not isinstance(raw, dict):
+            parent, _, key = table.rpartition(".")
+            raise self.fail(parent, key, f"{table} must be a table of metric limits")
+        self.unknown_keys(table, raw, tuple(CHECK_METRICS))
+        limits: dict[str, int | None] = {}
+        for metric, value in raw.items():
+            try:
+                limits[metric] = parse_limit(value)
+            except ValueError as exc:
+                raise self.fail(table, metric, f"{table}.{metric}: {exc}") from None
+        return limits
+
+
+def parse_limit(value: object) -> int | None:
+    """A threshold: a whole number 0 or more, or "off" (None: never raises)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == OFF:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number or {OFF!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not a whole number or {OFF!r}")
+    if value < 0:
+        raise ValueError(f"{value} is below 0 (use {OFF!r} to turn it off)")
+    return value
+
+
+def _normalise(key_path: str) -> str:
+    """'targets . "prod"' -> 'targets.prod': a TOML key path without quotes."""
+    parts = [p.strip().strip("\"'") for p in key_path.split(".")]
+    return ".".join(parts)
+
+
+def _quote(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)

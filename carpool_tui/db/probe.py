@@ -1,0 +1,111 @@
+"""One-shot reads for `carpool-tui check`, and one job run for a scheduler.
+
+Both open their own connections, use them once and close them: no pool is
+kept between runs, so a monitor calling every minute leaves nothing behind.
+The reads run in a read-only session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+
+from carpool_tui.config import Settings
+from carpool_tui.db.errors import NotMigrated, PermissionMissing
+from carpool_tui.db.repo import HEALTH_FUNCTION, Repository, function_name, utc_now
+from carpool_tui.models import (
+    Capabilities,
+    HealthSummary,
+    JobLogEntry,
+    JobResult,
+    Violation,
+)
+
+FAILED_WINDOW_HOURS = 24
+
+
+@dataclass(frozen=True)
+class HealthReading:
+    """Everything `check` judges, read in one short session."""
+
+    capabilities: Capabilities
+    health: HealthSummary
+    latest_runs: dict[str, JobLogEntry]
+    failed_runs_24h: int | None
+    violations: list[Violation]
+    server_now: datetime
+    has_job_log: bool
+
+
+class _Probe(Repository):
+    """The repository with the counts that only a monitor needs."""
+
+    async def failed_runs_since(self, hours: int) -> int:
+        """Failed system_job_log runs that started in the last ``hours`` hours."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            value = await conn.fetchval(
+                "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
+                " AND started_at > now() - make_interval(hours => $1)",
+                hours,
+            )
+            return int(value or 0)
+
+        return await self._with_conn("Counting failed job runs", work)
+
+
+async def read_health(settings: Settings) -> HealthReading:
+    """Read the health summary, the latest runs and the open violations.
+
+    Raises ConnectionLost when the server cannot be reached and NotMigrated
+    when the database has no health function; PermissionMissing when the role
+    may not execute it.
+    """
+    probe = _Probe(replace(settings, read_only=True))
+    caps = await probe.open()
+    try:
+        health_name = function_name(HEALTH_FUNCTION)
+        if health_name in caps.missing_functions:
+            raise NotMigrated(
+                f"Database {caps.database} has no {health_name}() function",
+                "Point --dsn at the platform database, or apply the ops layer "
+                "with `carpool-tui migrate --dsn ...`.",
+            )
+        if health_name in caps.missing_grants:
+            raise PermissionMissing(
+                f"Role {caps.user} may not execute {health_name}()",
+                "Grant carpool_ops_viewer (or carpool_ops_operator) to this role.",
+            )
+        health = await probe.health()
+        has_log = bool(caps.job_log_columns)
+        latest = await probe.latest_runs() if has_log else {}
+        failed = await probe.failed_runs_since(FAILED_WINDOW_HOURS) if has_log else None
+        violations = (
+            await probe.unresolved_violations() if caps.violation_columns else []
+        )
+    finally:
+        await probe.close()
+    return HealthReading(
+        capabilities=caps,
+        health=health,
+        latest_runs=latest,
+        failed_runs_24h=failed,
+        violations=violations,
+        server_now=health.timestamp or utc_now(),
+        has_job_log=has_log,
+    )
+
+
+async def run_one_job(settings: Settings, name: str) -> JobResult:
+    """Run one of the four jobs on its own connection, as ``settings.operator``.
+
+    A job that fails comes back as a result with ``success`` false; a
+    read-only session or an unknown name raises OpsError.
+    """
+    repo = Repository(settings)
+    try:
+        return await repo.run_job(name)
+    finally:
+        await repo.close()

@@ -1,0 +1,292 @@
+"""`carpool-tui check` as a monitor calls it: exit codes, one line, and --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from carpool_tui.db.seed import seed_platform
+from carpool_tui.models import JOBS
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+def isolated_env(root: Path) -> dict[str, str]:
+    """The environment of a CLI run: its own log folder and no user config file."""
+    env = dict(os.environ)
+    env.pop("DATABASE_URL", None)
+    env.pop("CARPOOL_TUI_CONFIG", None)
+    env["XDG_CONFIG_HOME"] = str(root / "config")
+    env["CARPOOL_TUI_LOG"] = str(root / "state" / "carpool-tui.log")
+    return env
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path)
+
+
+def cli(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line as a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "carpool_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+async def seed(dsn: str, *faults: str, rides: int = 120) -> None:
+    """A generated platform with the given faults."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_platform(conn, rides=rides, faults=faults)
+    finally:
+        await conn.close()
+
+
+async def freeze_rides(dsn: str) -> None:
+    """Make every update of a ride fail (SQLSTATE P0042), so expire_rides fails."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'rides are frozen' USING ERRCODE = 'P0042';"
+            " END$$; CREATE TRIGGER test_refuse BEFORE UPDATE ON rides"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse()"
+        )
+    finally:
+        await conn.close()
+
+
+def run_jobs(env: dict[str, str], dsn: str, *names: str) -> None:
+    """Run jobs through `run-job`, as an external scheduler would."""
+    for name in names or tuple(job.name for job in JOBS):
+        done = cli(env, "run-job", name, "--dsn", dsn)
+        assert done.returncode == 0, done.stderr
+
+
+def check_json(env: dict[str, str], dsn: str, *args: str) -> tuple[int, Any]:
+    done = cli(env, "check", "--dsn", dsn, "--json", *args)
+    assert "Traceback" not in done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def problems(data: Any) -> dict[str, str]:
+    return {p["metric"]: p["level"] for p in data["problems"]}
+
+
+async def test_healthy_database_is_ok(ops_dsn: str, cli_env: dict[str, str]) -> None:
+    await seed(ops_dsn)
+    run_jobs(cli_env, ops_dsn)
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("CARPOOL OK - healthy: 0 seat mismatches")
+    assert "| seat_mismatches=0;;0;0 " in lines[0]
+
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 0
+    assert data["status"] == "OK" and data["exit_code"] == 0
+    assert data["problems"] == []
+    assert data["metrics"]["overdue_jobs"] == 0
+    assert data["metrics"]["failed_runs_24h"] == 0
+    assert [j["name"] for j in data["jobs"]] == [job.name for job in JOBS]
+    assert all(j["last_status"] == "completed" for j in data["jobs"])
+    assert data["ops_layer_version"]
+    assert data["health"]["total_rides"] == 120
+    assert data["thresholds"]["critical"]["seat_mismatches"] == 0
+
+
+async def test_expired_rides_and_a_job_never_run_warn(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    await seed(ops_dsn, "expired_active_ride")
+    run_jobs(
+        cli_env,
+        ops_dsn,
+        "reconcile_seat_counts",
+        "repair_missing_notifications",
+        "check_system_invariants",
+    )
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("CARPOOL WARNING - ")
+    assert "expired rides still active (warning above 0)" in done.stdout
+    assert "expire_rides never ran" in done.stdout
+
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 1
+    assert problems(data) == {
+        "expired_active_rides": "WARNING",
+        "unresolved_violations": "WARNING",
+        "overdue_jobs": "WARNING",
+    }
+    never = [j for j in data["jobs"] if j["last_status"] is None]
+    assert [j["name"] for j in never] == ["expire_rides"]
+    assert never[0]["overdue"] is True
+
+
+async def test_thresholds_from_options(ops_dsn: str, cli_env: dict[str, str]) -> None:
+    await seed(ops_dsn, "expired_active_ride")
+    run_jobs(cli_env, ops_dsn, "check_system_invariants")
+    relaxed = (
+        "--warn",
+        "expired_active_rides=off",
+        "--warn",
+        "unresolved_violations=3",
+        "--overdue-factor",
+        "0",
+    )
+    code, data = check_json(cli_env, ops_dsn, *relaxed)
+    assert (code, data["problems"]) == (0, [])
+    assert "overdue_jobs" not in data["metrics"]
+    assert data["thresholds"]["warn"]["expired_active_rides"] is None
+
+    code, data = check_json(
+        cli_env, ops_dsn, *relaxed, "--critical", "expired_active_rides=1"
+    )
+    assert code == 2
+    assert problems(data) == {"expired_active_rides": "CRITICAL"}
+
+
+async def test_thresholds_from_the_config_file(
+    ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await seed(ops_dsn, "expired_active_ride")
+    run_jobs(cli_env, ops_dsn, "check_system_invariants")
+    config = tmp_path / "carpool.toml"
+    config.write_text(
+        "[check]\noverdue_factor = 0\n"
+        "[check.warn]\nunresolved_violations = 3\n"
+        f"[targets.calm]\ndsn = '{ops_dsn}'\n"
+        "[targets.calm.check.warn]\nexpired_active_rides = 'off'\n"
+        f"[targets.strict]\ndsn = '{ops_dsn}'\n"
+        "[targets.strict.check.critical]\nexpired_active_rides = 0\n"
+    )
+    calm = cli(cli_env, "check", "--config", str(config), "--target", "calm")
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    strict = cli(cli_env, "check", "--config", str(config), "--target", "strict")
+    assert strict.returncode == 2, strict.stdout + strict.stderr
+    assert "expired rides still active (critical above 0)" in strict.stdout
+    # An option beats the target, which beats the file's [check].
+    relaxed = cli(
+        cli_env,
+        "check",
+        "--config",
+        str(config),
+        "--target",
+        "strict",
+        "--critical",
+        "expired_active_rides=off",
+        "--warn",
+        "expired_active_rides=off",
+    )
+    assert relaxed.returncode == 0, relaxed.stdout
+
+
+async def test_seat_mismatch_is_critical(ops_dsn: str, cli_env: dict[str, str]) -> None:
+    await seed(ops_dsn, "seat_mismatch", "duplicate_active_bookings")
+    run_jobs(cli_env, ops_dsn, "check_system_invariants")
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith("CARPOOL CRITICAL - ")
+    assert "seat mismatches (critical above 0)" in done.stdout
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2 and data["status"] == "CRITICAL"
+    found = problems(data)
+    assert found["seat_mismatches"] == "CRITICAL"
+    assert found["critical_violations"] == "CRITICAL"
+    critical = next(p for p in data["problems"] if p["metric"] == "critical_violations")
+    assert "duplicate_active_bookings" in critical["text"]
+    assert "seat_mismatch" in critical["text"]
+
+
+async def test_a_failing_job_is_critical(ops_dsn: str, cli_env: dict[str, str]) -> None:
+    await seed(ops_dsn, "expired_active_ride")
+    await freeze_rides(ops_dsn)
+    failed = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn)
+    assert failed.returncode == 1
+    code, data = check_json(cli_env, ops_dsn, "--overdue-factor", "0")
+    assert code == 2
+    assert problems(data) == {
+        "expired_active_rides": "WARNING",
+        "failing_jobs": "CRITICAL",
+        "failed_runs_24h": "WARNING",
+    }
+    failing = next(p for p in data["problems"] if p["metric"] == "failing_jobs")
+    assert "expire_rides failed" in failing["text"]
+
+
+def test_unreachable_server_is_unknown(cli_env: dict[str, str]) -> None:
+    done = cli(cli_env, "check", "--dsn", UNREACHABLE)
+    assert done.returncode == 3
+    assert done.stdout.startswith("CARPOOL UNKNOWN - ")
+    assert "cannot reach the database" in done.stdout
+    assert len(done.stdout.splitlines()) == 1
+    code, data = check_json(cli_env, UNREACHABLE)
+    assert code == 3
+    assert data["status"] == "UNKNOWN"
+    assert "cannot reach the database" in data["error"]
+    assert data["database"] == "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+async def test_database_without_the_functions_is_unknown(
+    ops_dsn: str, base_dsn: str, cli_env: dict[str, str]
+) -> None:
+    done = cli(cli_env, "check", "--dsn", base_dsn)
+    assert done.returncode == 3
+    assert "no carpool health function" in done.stdout
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        await conn.execute("DROP FUNCTION get_system_health_summary()")
+    finally:
+        await conn.close()
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 3
+    assert "no get_system_health_summary() function" in data["error"]
+
+
+async def test_legacy_database(legacy_dsn: str, cli_env: dict[str, str]) -> None:
+    await seed(legacy_dsn)
+    code, data = check_json(cli_env, legacy_dsn)
+    # The deployed summary gives recent_job_status null before any run.
+    assert data["health"]["recent_job_status"] == []
+    assert data["ops_layer_version"] is None
+    assert code == 1
+    assert problems(data) == {"overdue_jobs": "WARNING"}
+    assert data["metrics"]["failed_runs_24h"] == 0
+
+    run_jobs(cli_env, legacy_dsn)
+    code, data = check_json(cli_env, legacy_dsn)
+    assert (code, data["problems"]) == (0, []), data["problems"]
+    assert all(j["last_status"] == "completed" for j in data["jobs"])
+
+
+def test_usage_errors_are_unknown(cli_env: dict[str, str]) -> None:
+    done = cli(cli_env, "check", "--warn", "no_such_metric=1")
+    assert done.returncode == 3
+    assert "no_such_metric" in done.stderr
+    assert done.stdout.startswith("CARPOOL UNKNOWN - ")
+    negative = cli(cli_env, "check", "--critical", "seat_mismatches=-1")
+    assert negative.returncode == 3
+    assert "below 0" in negative.stderr
+
+
+def test_a_bad_config_file_is_unknown(cli_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[check.warn]\nseat_mismatches = many\n")
+    done = cli(cli_env, "check", "--config", str(bad))
+    assert done.returncode == 3
+    assert f"config file {bad}, line 2, column 19: Invalid value" in done.stdout

@@ -1,0 +1,203 @@
+"""The config file: named targets, where it is found, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_check import cli, isolated_env
+
+from carpool_tui.cli import _target_settings, build_parser
+from carpool_tui.config import (
+    CHECK_METRICS,
+    ConfigError,
+    default_config_file,
+    load_config,
+    parse_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "config.example.toml"
+WHERE = Path("/etc/carpool/c.toml")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path)
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, WHERE)
+    return str(caught.value)
+
+
+def test_the_example_file_parses() -> None:
+    config = load_config(EXAMPLE)
+    assert sorted(config.targets) == ["prod", "prod-jobs", "staging"]
+    prod = config.targets["prod"]
+    assert prod.read_only is True
+    assert prod.refresh_seconds == 10.0
+    assert prod.dsn == "postgresql://oncall@db.internal:5432/carpool"
+    assert config.targets["prod-jobs"].operator == "scheduler"
+    limits = config.thresholds(prod)
+    assert limits.critical["expired_active_rides"] == 50
+    assert limits.warn["expired_active_rides"] == 5
+    assert limits.critical["seat_mismatches"] == 0
+    assert config.thresholds(config.targets["staging"]).overdue_factor == 0.0
+    # The example's [check] spells out the defaults.
+    defaults = config.thresholds()
+    assert {k: (defaults.warn[k], defaults.critical[k]) for k in CHECK_METRICS} == {
+        k: (w, c) for k, (_, w, c) in CHECK_METRICS.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[targets.prod]\ndsn = 'postgresql://x'\nrefresh = 5\n[targets.qa\n",
+            "config file /etc/carpool/c.toml, line 4, column 12: Expected ']'",
+        ),
+        (
+            "[targets.prod]\ndsn = 'postgresql://x'\nrefesh = 5\n",
+            "config file /etc/carpool/c.toml, line 3: unknown key 'refesh' in "
+            "[targets.prod] (known: dsn, read_only, refresh, operator, check)",
+        ),
+        (
+            "[targets.prod]\n\nrefresh = 0.5\n",
+            "config file /etc/carpool/c.toml, line 3: targets.prod.refresh must be "
+            "a number of seconds between 1 and 300, not 0.5",
+        ),
+        (
+            "[targets.wall]\nread_only = 'yes'\n",
+            "config file /etc/carpool/c.toml, line 2: targets.wall.read_only must "
+            "be true or false",
+        ),
+        (
+            "[check.critical]\nseat_mismatches = -1\n",
+            "config file /etc/carpool/c.toml, line 2: check.critical.seat_mismatches:"
+            " -1 is below 0 (use 'off' to turn it off)",
+        ),
+        (
+            "[targets.x.check.warn]\nlag = 3\n",
+            "config file /etc/carpool/c.toml, line 2: unknown key 'lag' in "
+            "[targets.x.check.warn]",
+        ),
+        (
+            "targets = {prod = {operator = ''}}\n",
+            "config file /etc/carpool/c.toml, line 1: targets.prod.operator must be "
+            "a non-empty string",
+        ),
+        (
+            "[check]\noverdue_factor = 'often'\n",
+            "config file /etc/carpool/c.toml, line 2: check.overdue_factor must be "
+            "a number",
+        ),
+    ],
+)
+def test_errors_name_the_file_the_line_and_the_problem(
+    text: str, expected: str
+) -> None:
+    message = error_of(text)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+
+
+def test_thresholds_accept_off_and_numbers_in_strings() -> None:
+    config = parse_config(
+        "[check.warn]\nunresolved_violations = 'off'\n"
+        "[check.critical]\nunresolved_violations = '9'\n",
+        WHERE,
+    )
+    limits = config.thresholds()
+    assert limits.warn["unresolved_violations"] is None
+    assert limits.critical["unresolved_violations"] == 9
+
+
+def test_where_the_file_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CARPOOL_TUI_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert default_config_file() == tmp_path / "carpool-tui" / "config.toml"
+    # A missing default file means no targets; a named one must exist.
+    assert load_config().targets == {}
+    with pytest.raises(ConfigError, match=r"config file .*nope\.toml does not exist"):
+        load_config(tmp_path / "nope.toml")
+    own = tmp_path / "own.toml"
+    own.write_text("[targets.a]\ndsn = 'postgresql://a@h/db'\n")
+    monkeypatch.setenv("CARPOOL_TUI_CONFIG", str(own))
+    assert default_config_file() == own
+    assert list(load_config().targets) == ["a"]
+    monkeypatch.setenv("CARPOOL_TUI_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(ConfigError, match=r"gone\.toml does not exist"):
+        load_config()
+
+
+def test_unknown_target_lists_the_others() -> None:
+    config = parse_config("[targets.prod]\n[targets.staging]\n", WHERE)
+    with pytest.raises(ConfigError) as caught:
+        config.target("qa")
+    assert str(caught.value) == (
+        "no target 'qa' in config file /etc/carpool/c.toml (targets: prod, staging)"
+    )
+
+
+def test_options_beat_the_target_which_beats_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[targets.wall]\ndsn = 'postgresql://wall@h/db'\nread_only = true\n"
+        "refresh = 30\noperator = 'wallboard'\n"
+    )
+    monkeypatch.setenv("CARPOOL_TUI_CONFIG", str(config))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env@h/db")
+    parser = build_parser()
+
+    settings, _, _ = _target_settings(parser.parse_args(["--target", "wall"]))
+    assert settings.dsn == "postgresql://wall@h/db"
+    assert (settings.read_only, settings.refresh_seconds) == (True, 30.0)
+    assert settings.operator == "wallboard"
+
+    args = parser.parse_args(
+        ["--target", "wall", "--dsn", "postgresql://cli@h/db", "--refresh", "2"]
+    )
+    settings, _, _ = _target_settings(args)
+    assert (settings.dsn, settings.refresh_seconds) == ("postgresql://cli@h/db", 2.0)
+
+    settings, _, _ = _target_settings(parser.parse_args([]))
+    assert settings.dsn == "postgresql://env@h/db"
+    assert (settings.read_only, settings.refresh_seconds) == (False, 5.0)
+
+    # --target before or after the command name.
+    for argv in (["--target", "wall", "check"], ["check", "--target", "wall"]):
+        settings, _, target = _target_settings(parser.parse_args(argv))
+        assert target is not None and target.name == "wall"
+        assert settings.dsn == "postgresql://wall@h/db"
+
+
+def test_a_bad_file_is_one_line_on_the_command_line(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[targets.prod]\ndsn = 'postgresql://x\n")
+    cli_env["CARPOOL_TUI_CONFIG"] = str(bad)
+    for args in (["migrate"], ["--target", "prod"], ["run-job", "expire_rides"]):
+        done = cli(cli_env, *args)
+        assert done.returncode == 1, args
+        assert done.stderr.strip().splitlines() == [
+            f'carpool-tui: config file {bad}, line 2 (end of the file): Expected "\'"'
+        ]
+
+
+def test_an_unknown_target_on_the_command_line(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    done = cli(cli_env, "migrate", "--target", "prod")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"carpool-tui: no target 'prod': config file "
+        f"{tmp_path / 'config' / 'carpool-tui' / 'config.toml'} does not exist "
+        "(set CARPOOL_TUI_CONFIG or --config to use another file)"
+    )
