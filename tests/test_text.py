@@ -8,6 +8,7 @@ import pytest
 from textual.content import Content
 
 from carpool_tui.ui import fmt
+from carpool_tui.ui.fmt import short_target
 from carpool_tui.ui.text import (
     ELLIPSIS,
     parse_uuid,
@@ -59,8 +60,18 @@ def test_none_and_containers() -> None:
     ],
 )
 def test_markup_in_database_text_is_shown_literally(hostile: str) -> None:
-    rendered = Content.from_markup(f"[b]label:[/] {safe_markup(hostile)}")
-    assert rendered.plain == f"label: {printable(hostile)}"
+    rendered = Content.from_markup(f"[b]label:[/] [i]{safe_markup(hostile)}[/] end")
+    shown = printable(hostile)
+    gap = " " if shown.endswith("\\") else ""
+    assert rendered.plain == f"label: {shown}{gap} end"
+
+
+@pytest.mark.parametrize("path", ["C:\\path\\", "x\\\\", "\\"])
+def test_a_trailing_backslash_does_not_swallow_the_closing_tag(path: str) -> None:
+    rendered = Content.from_markup(f"[b]{safe_markup(path)}[/]")
+    assert "[/]" not in rendered.plain
+    assert rendered.plain.rstrip() == path
+    assert rendered.spans and rendered.spans[0].style == "b"
 
 
 def test_safe_text_is_never_parsed_as_markup() -> None:
@@ -111,3 +122,31 @@ def test_stamps_are_utc() -> None:
     assert fmt.full_stamp(local) == "2025-03-04 04:00:00 UTC"
     assert fmt.count(12345) == "12,345"
     assert fmt.count(None) == "—"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        (
+            "postgresql://newuser:secret@127.0.0.1:5432/newuser_db",
+            "newuser_db@127.0.0.1:5432",
+        ),
+        ("postgres://u@db.internal/carpool?sslmode=require", "carpool@db.internal"),
+        ("postgresql://postgres@/carpool?host=/tmp/pg", "carpool"),
+        ("postgresql:///carpool", "carpool"),
+        ("host=/var/run/postgresql dbname=carpool", "carpool"),
+        ("host=10.0.0.5 port=6432 dbname=carpool password=x", "carpool@10.0.0.5:6432"),
+        ("postgresql://u@[::1]:5433/d", "d@[::1]:5433"),
+    ],
+)
+def test_the_database_is_named_by_db_and_host_never_password(
+    dsn: str, shown: str
+) -> None:
+    assert short_target(dsn, env={}) == shown
+    assert "secret" not in short_target(dsn, env={})
+
+
+def test_the_database_name_falls_back_to_the_libpq_environment() -> None:
+    env = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGDATABASE": "carpool"}
+    assert short_target(None, env=env) == "carpool@127.0.0.1:5432"
+    assert short_target(None, env={"PGUSER": "ops"}) == "ops"

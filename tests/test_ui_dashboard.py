@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 from factories import job, make_booking, make_ride
+from rich.text import Text
 from test_ui_support import (
     FIXED_NOW,
     frozen,
@@ -18,13 +19,20 @@ from test_ui_support import (
     table_text,
     until,
 )
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Static
 
 from carpool_tui.db.connect import connect
+from carpool_tui.models import HealthSummary
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
-from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
+from carpool_tui.ui.widgets import (
+    JobLogTable,
+    JobsTable,
+    ViolationsTable,
+    health_markup,
+)
 
 
 async def seat_mismatch(conn: asyncpg.Connection) -> uuid.UUID:
@@ -50,6 +58,27 @@ async def failed_run(conn: asyncpg.Connection, *, ops: bool = True) -> None:
 
 async def db(dsn: str) -> asyncpg.Connection:
     return await connect(dsn, purpose="test", statement_timeout_ms=60_000)
+
+
+async def log_runs(dsn: str, count: int, *, failed_every: int) -> None:
+    """`count` expire_rides runs, 5 minutes apart before FIXED_NOW; every
+    `failed_every`-th one failed with the message 'boom <n>'."""
+    conn = await db(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " error_message) SELECT 'expire_rides',"
+            " $1::timestamptz - n * interval '5 minutes',"
+            " $1::timestamptz - n * interval '5 minutes' + interval '1 second',"
+            " CASE WHEN n % $3 = 0 THEN 'failed' ELSE 'completed' END,"
+            " CASE WHEN n % $3 = 0 THEN 'boom ' || n END"
+            " FROM generate_series(1, $2) AS n",
+            FIXED_NOW,
+            count,
+            failed_every,
+        )
+    finally:
+        await conn.close()
 
 
 async def loaded(pilot: Pilot[Any]) -> DashboardApp:
@@ -279,20 +308,7 @@ async def test_pause_resume_and_interval_keys(ops_dsn: str, tmp_path: Path) -> N
 
 
 async def test_failed_only_filter_and_paging(ops_dsn: str, tmp_path: Path) -> None:
-    conn = await db(ops_dsn)
-    try:
-        await conn.execute(
-            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
-            " error_message) SELECT 'expire_rides',"
-            " $1::timestamptz - n * interval '5 minutes',"
-            " $1::timestamptz - n * interval '5 minutes' + interval '1 second',"
-            " CASE WHEN n % 50 = 0 THEN 'failed' ELSE 'completed' END,"
-            " CASE WHEN n % 50 = 0 THEN 'boom ' || n END"
-            " FROM generate_series(1, 230) AS n",
-            FIXED_NOW,
-        )
-    finally:
-        await conn.close()
+    await log_runs(ops_dsn, 230, failed_every=50)
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -385,3 +401,122 @@ async def test_command_palette_runs_registry_actions_and_says_why_not(
         await until(pilot, lambda: app.screen is not app.dashboard, "the palette")
         await pilot.press(*"Help", "enter")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+
+
+def status_line(app: DashboardApp) -> str:
+    """The status line as the terminal shows it, cut at the screen's width."""
+    widget = app.dashboard.query_one("#status", Static)
+    return "".join(segment.text for segment in widget.render_line(0))
+
+
+async def test_the_database_and_freshness_stay_visible_at_80_columns(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        caps = app.dashboard.caps
+        assert caps is not None
+        assert app.label.startswith(caps.database)
+        assert "://" not in app.label
+        line = status_line(app)
+        assert len(line) <= 80
+        assert line.lstrip().startswith(app.label)
+        assert "updated" in line
+
+
+async def test_the_filter_or_page_moves_the_cursor_to_the_newest_row(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await log_runs(ops_dsn, 12, failed_every=2)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        table = app.dashboard.query_one("#log", JobLogTable)
+        table.focus()
+        table.move_cursor(row=4)
+        await pilot.pause()
+        await pilot.press("f")
+        await until(pilot, lambda: table.row_count == 6, "failed runs only")
+        newest = next(iter(table.entries.values()))
+        assert table.cursor_row == 0
+        assert table.selected_key == str(newest.id)
+        assert "boom 2" in (newest.error_message or "")
+
+        table.move_cursor(row=3)
+        await pilot.press("f")
+        await until(pilot, lambda: table.row_count == 12, "all runs again")
+        assert table.cursor_row == 0
+
+
+def test_an_open_critical_violation_makes_the_count_red() -> None:
+    health = HealthSummary(unresolved_violations=2)
+    assert "[b $warning] 2 [/] unresolved violations" in health_markup(health, None)
+    red = health_markup(health, None, critical=True)
+    assert "[b reverse $error] 2 [/] unresolved violations" in red
+    none = health_markup(HealthSummary(unresolved_violations=0), None, critical=True)
+    assert "[b] 0 [/] unresolved violations" in none
+
+
+async def test_a_critical_violation_on_screen_colours_the_health_strip(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        snap = app.dashboard.snapshot
+        assert snap is not None
+        assert any(v.severity == "critical" for v in snap.violations)
+        markup = str(app.dashboard.query_one("#health", Static).content)
+        assert "[b reverse $error] 1 [/] unresolved violations" in markup
+
+
+async def test_read_only_jobs_panel_does_not_offer_the_run_keys(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        title = str(app.dashboard.query_one("#jobs", JobsTable).border_title)
+        assert title == "Jobs · read-only"
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        title = str(app.dashboard.query_one("#jobs", JobsTable).border_title)
+        assert "keys 1-4 run one" in title
+
+
+async def test_jobs_columns_grow_so_later_values_are_never_cut(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await loaded(pilot)
+        jobs = app.dashboard.query_one("#jobs", JobsTable)
+        assert "never run" in table_text(jobs)
+        conn = await db(ops_dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO system_job_log (job_name, started_at, completed_at,"
+                " status, records_processed) VALUES ('expire_rides',"
+                " $1::timestamptz - interval '20 seconds',"
+                " $1::timestamptz - interval '20 seconds' + interval '66 seconds',"
+                " 'completed', 1234567)",
+                FIXED_NOW,
+            )
+        finally:
+            await conn.close()
+        await pilot.press("r")
+        await until(pilot, lambda: "1 min 6 s" in table_text(jobs), "the new run")
+        await pilot.pause()
+        for key, column in jobs.columns.items():
+            for row in range(jobs.row_count):
+                cell = jobs.get_cell_at(Coordinate(row, jobs.get_column_index(key)))
+                width = cell.cell_len if isinstance(cell, Text) else len(str(cell))
+                assert column.content_width >= width, (key.value, str(cell))

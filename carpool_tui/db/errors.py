@@ -9,7 +9,13 @@ import asyncpg
 
 
 class OpsError(Exception):
-    """A failure the operator can act on: what went wrong and what to do next."""
+    """A failure the operator can act on: what went wrong and what to do next.
+
+    `retryable` says whether trying the same thing again later may succeed; a
+    dashboard keeps retrying those and stops on the others.
+    """
+
+    retryable = True
 
     def __init__(self, message: str, hint: str = "", sqlstate: str | None = None):
         super().__init__(message)
@@ -23,6 +29,24 @@ class OpsError(Exception):
 
 class ConnectionLost(OpsError):
     """The server could not be reached or the connection dropped."""
+
+
+class LoginRefused(ConnectionLost):
+    """The server refused the user or password; retrying cannot fix it."""
+
+    retryable = False
+
+
+class DatabaseMissing(ConnectionLost):
+    """The named database does not exist on the server; retrying cannot fix it."""
+
+    retryable = False
+
+
+class SettingsInvalid(OpsError):
+    """The DSN or connection options cannot be used; retrying cannot fix it."""
+
+    retryable = False
 
 
 class NotMigrated(OpsError):
@@ -55,14 +79,17 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
         return exc
     state = getattr(exc, "sqlstate", None)
     text = _one_line(str(exc)) or type(exc).__name__
-    if isinstance(exc, asyncpg.InvalidPasswordError):
-        return ConnectionLost(
+    if isinstance(
+        exc,
+        (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError),
+    ):
+        return LoginRefused(
             f"{doing}: the server rejected the password or user ({text})",
             "Check the user and password in --dsn, DATABASE_URL or PGPASSWORD.",
             state,
         )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return ConnectionLost(
+        return DatabaseMissing(
             f"{doing}: {text}",
             "Check the database name in --dsn or PGDATABASE.",
             state,
@@ -108,7 +135,7 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             state,
         )
     if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):
-        return OpsError(
+        return SettingsInvalid(
             f"{doing}: the connection settings are not valid ({text})",
             "Use a DSN like postgresql://user:password@host:5432/dbname.",
             state,

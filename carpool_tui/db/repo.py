@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from carpool_tui.config import Settings
-from carpool_tui.db.connect import as_dict, connect, create_pool
+from carpool_tui.db.connect import CONNECT_TIMEOUT_S, as_dict, connect, create_pool
 from carpool_tui.db.errors import (
     ConnectionLost,
     NotMigrated,
@@ -52,6 +52,8 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 POOL_SIZE = 3
+POLL_MARGIN_S = 3.0
+"""How long past the statement timeout a poll may take before it counts as hung."""
 VIOLATION_LIMIT = 500
 MAX_LOG_PAGE = 500
 
@@ -224,6 +226,62 @@ class Repository:
                 await asyncio.wait_for(pool.close(), timeout=2)
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 pool.terminate()
+
+    def poll_deadline(self) -> float:
+        """Seconds a poll round may take: the statement timeout and a margin."""
+        return self.settings.statement_timeout_ms / 1000 + POLL_MARGIN_S
+
+    async def poll(
+        self, *, log_offset: int = 0, log_limit: int = 100, failed_only: bool = False
+    ) -> Snapshot:
+        """Connect if needed, then take a snapshot, each within a client deadline.
+
+        A hung server (stopped, or behind a network black hole) never answers
+        and never trips the server-side statement timeout, so the client gives
+        up on its own clock, drops the pool and reports ConnectionLost.
+        """
+        if not self.connected:
+            await self._within(
+                CONNECT_TIMEOUT_S + self.poll_deadline(),
+                "Connecting to the database",
+                self.open,
+            )
+        return await self._within(
+            self.poll_deadline(),
+            "Reading the dashboard",
+            lambda: self.snapshot(
+                log_offset=log_offset, log_limit=log_limit, failed_only=failed_only
+            ),
+        )
+
+    async def _within(
+        self, seconds: float, doing: str, start: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Await `start()` for at most `seconds`; past that, abandon the pool."""
+        task = asyncio.ensure_future(start())
+        try:
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task in done:
+            return task.result()
+        self._abandon()
+        task.cancel()
+        # Terminating the pool fails the task's pending reads; do not wait long.
+        await asyncio.wait({task}, timeout=1.0)
+        task.add_done_callback(_consume)
+        raise ConnectionLost(
+            f"{doing}: the database did not answer within {seconds:.0f} s",
+            "The server may be hung or the network down; retrying.",
+        )
+
+    def _abandon(self) -> None:
+        """Drop the polling pool at once, without talking to the server."""
+        pool, self._pool = self._pool, None
+        self.capabilities = None
+        if pool is not None:
+            pool.terminate()
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -483,11 +541,14 @@ class Repository:
         self._job_conn = conn
         self._job_pid = conn.get_server_pid()
         try:
-            await conn.execute(
-                "SELECT set_config('carpool.operator', $1, false)", settings.operator
+            since = await conn.fetchval(
+                "SELECT clock_timestamp() FROM"
+                " (SELECT set_config('carpool.operator', $1, false)) AS s",
+                settings.operator,
             )
             value = await conn.fetchval(f"SELECT {name}()")
             result = JobResult.model_validate(as_dict(value))
+            result.server_seconds = await _server_seconds(conn, name, result, since)
         except asyncio.CancelledError:
             conn.terminate()
             raise
@@ -652,6 +713,31 @@ class Repository:
             self.action_log_error = (
                 f"Could not append to {self.settings.action_log}: {exc}"
             )
+
+
+async def _server_seconds(
+    conn: asyncpg.Connection, name: str, result: JobResult, since: datetime
+) -> float | None:
+    """The run's duration from its job-log row: by id, else the newest since then."""
+    try:
+        value = await conn.fetchval(
+            "SELECT extract(epoch FROM completed_at - started_at)::float8"
+            " FROM system_job_log WHERE CASE WHEN $1::text IS NOT NULL"
+            " THEN id::text = $1 ELSE job_name = $2 AND started_at >= $3 END"
+            " ORDER BY started_at DESC LIMIT 1",
+            result.job_log_id,
+            name,
+            since,
+        )
+    except asyncpg.PostgresError:
+        return None
+    return None if value is None else float(value)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _plain(value: Any) -> Any:

@@ -16,6 +16,7 @@ from carpool_tui.config import Settings
 from carpool_tui.db.repo import Repository, utc_now
 from carpool_tui.models import Capabilities
 from carpool_tui.runbooks.engine import Timeline
+from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
@@ -40,8 +41,8 @@ class DashboardApp(App[int]):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.label = label or settings.target.split("://", 1)[-1]
-        """How the database is named on screen (the DSN without its password)."""
+        self.label = label or fmt.short_target(settings.dsn)
+        """How the database is named on screen: 'dbname@host:port' or 'dbname'."""
         self.clock = clock
         self.interval = settings.refresh_seconds
         self.repo = Repository(settings, clock=clock)

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 INTERVALS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 MAX_BACKOFF_S = 30.0
+STALE_AFTER_INTERVALS = 3
+"""The status line says STALE once the last good poll is this many intervals old."""
+LABEL_WIDTH = 40
 LOG_PAGE = 100
 COMPACT_WIDTH = 100
 COMPACT_HEIGHT = 32
@@ -127,6 +130,8 @@ class DashboardScreen(Screen[None]):
         self.log_offset = 0
         self.failed_only = False
         self.active_pane = "log"
+        self.log_view: tuple[int, bool] | None = None
+        """The (offset, failed only) of the job-log page on screen."""
         self._timer: Timer | None = None
 
     @property
@@ -157,14 +162,22 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#main").display = False
-        jobs = self.query_one("#jobs", JobsTable)
-        jobs.border_title = "Jobs · keys 1-4 run one"
+        self._title_jobs()
         self.query_one("#log-pane").border_title = "Job log"
         self.query_one("#violations-pane").border_title = "Unresolved violations"
         self._layout(self.size.width, self.size.height)
         self.render_status()
         self.set_interval(1.0, self.render_status)
         self.start_round()
+
+    def _title_jobs(self) -> None:
+        """The jobs panel says how to run a job, or that this session cannot."""
+        read_only = self.dash.settings.read_only or (
+            self.caps is not None and self.caps.read_only
+        )
+        self.query_one("#jobs", JobsTable).border_title = (
+            "Jobs · read-only" if read_only else "Jobs · keys 1-4 run one"
+        )
 
     def on_resize(self, event: Resize) -> None:
         self._layout(event.size.width, event.size.height)
@@ -207,9 +220,7 @@ class DashboardScreen(Screen[None]):
     async def _round(self, log_offset: int, failed_only: bool) -> None:
         repo = self.dash.repo
         try:
-            if not repo.connected:
-                await repo.open()
-            snapshot = await repo.snapshot(
+            snapshot = await repo.poll(
                 log_offset=log_offset, log_limit=LOG_PAGE, failed_only=failed_only
             )
         except OpsError as err:
@@ -251,6 +262,7 @@ class DashboardScreen(Screen[None]):
             self.query_one("#main").display = True
             self.query_one("#jobs", JobsTable).focus()
         if changed or first:
+            self._title_jobs()
             self.refresh_bindings()
         self.render_status()
         self._schedule(self.interval)
@@ -263,8 +275,21 @@ class DashboardScreen(Screen[None]):
         if isinstance(message.error, ConnectionLost) or self.snapshot is None:
             self.caps = None
             self.refresh_bindings()
-        delay = backoff(self.failures)
-        self._schedule(delay)
+        if message.error.retryable:
+            self._schedule(backoff(self.failures))
+        else:
+            # Retrying cannot fix bad settings, a refused login or a missing
+            # database: stop and leave the error on screen.
+            self.busy = False
+            self.again = False
+            self.retry_at = None
+            if self.snapshot is not None:
+                self.notify(
+                    f"{message.error} Not retrying.",
+                    title="Polling stopped",
+                    severity="error",
+                    timeout=30,
+                )
         self.render_status()
         if self.snapshot is None:
             self.render_startup()
@@ -286,7 +311,13 @@ class DashboardScreen(Screen[None]):
         log_info = self.query_one("#log-info", Static)
         if snap.job_log is not None:
             page = snap.job_log
-            self.query_one("#log", JobLogTable).show(page)
+            log_table = self.query_one("#log", JobLogTable)
+            log_table.show(page)
+            view = (page.offset, page.failed_only)
+            if self.log_view is not None and view != self.log_view and page.entries:
+                # Another filter or page: the old row position means nothing here.
+                log_table.move_cursor(row=0, animate=False)
+            self.log_view = view
             first = page.offset + 1 if page.entries else 0
             last = page.offset + len(page.entries)
             parts = [f"newest first · rows {first}-{last}"]
@@ -317,28 +348,17 @@ class DashboardScreen(Screen[None]):
         ).label = f"Violations ({len(snap.violations)})"
 
     def render_status(self) -> None:
+        """One line: the database, how fresh the data is, then the rest.
+
+        The line is cut at the right on narrow terminals, so the parts come in
+        order of importance.
+        """
         now = self.dash.clock()
-        parts = ["[b]carpool-tui[/]"]
+        parts = [f"[b]{safe_markup(self.dash.label, LABEL_WIDTH)}[/]"]
         caps = self.caps or (self.snapshot.capabilities if self.snapshot else None)
+        parts.append(self._freshness(now))
         if caps is not None and caps.read_only:
             parts.append("[b reverse $warning] READ-ONLY [/]")
-        if self.error is not None and self.last_ok is not None:
-            age = fmt.since(self.last_ok, now)
-            retry = self._retry_text(now)
-            if isinstance(self.error, ConnectionLost):
-                down = fmt.since(self.failed_since, now)
-                parts.append(
-                    f"[b reverse $error] DISCONNECTED [/] for {down}, data {age} old"
-                    f"{retry}"
-                )
-            else:
-                parts.append(f"[b reverse $warning] STALE [/] data {age} old{retry}")
-        elif self.error is not None:
-            parts.append(f"[b reverse $error] NOT CONNECTED [/]{self._retry_text(now)}")
-        elif self.last_ok is not None:
-            parts.append(f"[$success]●[/] updated {fmt.since(self.last_ok, now)} ago")
-        else:
-            parts.append("connecting…")
         if self.paused:
             parts.append("[b reverse $warning] PAUSED [/] p resumes")
         else:
@@ -350,12 +370,39 @@ class DashboardScreen(Screen[None]):
                 parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
             else:
                 parts.append("[b $warning]LEGACY[/]")
-        parts.append(safe_markup(self.dash.label, 48))
-        self.query_one("#status", Static).update(" · ".join(parts))
+        parts.append("carpool-tui")
+        status = self.query_one("#status", Static)
+        status.update(" · ".join(parts))
         if self.error is not None and self.snapshot is not None:
-            self.query_one("#status", Static).tooltip = self.error.message
+            status.tooltip = self.error.message
         if self.snapshot is None:
             self.render_startup()
+
+    def _freshness(self, now: datetime) -> str:
+        """How old the data on screen is, and why when it is not fresh."""
+        retry = self._retry_text(now)
+        if self.error is not None and not self.error.retryable:
+            retry = ", not retrying"
+        if self.error is not None and self.last_ok is not None:
+            age = fmt.since(self.last_ok, now)
+            if isinstance(self.error, ConnectionLost):
+                down = fmt.since(self.failed_since, now)
+                return (
+                    f"[b reverse $error] DISCONNECTED [/] for {down}, data {age} old"
+                    f"{retry}"
+                )
+            return f"[b reverse $warning] STALE [/] data {age} old{retry}"
+        if self.error is not None:
+            return f"[b reverse $error] NOT CONNECTED [/]{retry}"
+        if self.last_ok is None:
+            return "connecting…"
+        age_s = (now - self.last_ok).total_seconds()
+        if not self.paused and age_s > STALE_AFTER_INTERVALS * self.interval:
+            return (
+                f"[b reverse $warning] STALE [/] data {fmt.age(age_s)} old, "
+                "waiting for the database"
+            )
+        return f"[$success]●[/] updated {fmt.age(age_s)} ago"
 
     def _retry_text(self, now: datetime) -> str:
         if self.retry_at is None:
@@ -370,10 +417,19 @@ class DashboardScreen(Screen[None]):
         else:
             retry = self._retry_text(self.dash.clock()).lstrip(", ")
             hint = f"\n\n{safe_markup(self.error.hint, 500)}" if self.error.hint else ""
+            if self.error.retryable:
+                then = (
+                    f"Attempt {self.failures}; {retry or 'retrying'}. Press q to quit."
+                )
+            else:
+                then = (
+                    "Not retrying: this will not fix itself. Correct the settings "
+                    "and start again; q quits."
+                )
             text = (
                 f"[b]Cannot open the dashboard on {target}[/]\n\n"
                 f"[b $error]{safe_markup(self.error.message, 500)}[/]{hint}\n\n"
-                f"Attempt {self.failures}; {retry or 'retrying'}. Press q to quit."
+                f"{then}"
             )
         self.query_one("#startup-message", Static).update(text)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 def age(seconds: float) -> str:
@@ -60,3 +63,45 @@ def full_stamp(value: datetime | None) -> str:
 def count(value: int | None) -> str:
     """A count with thousands separators, or a dash when missing."""
     return "—" if value is None else f"{value:,}"
+
+
+def short_target(dsn: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The database as 'dbname@host:port', or just 'dbname' on a unix socket.
+
+    Reads a URL or key=value DSN and falls back to the libpq environment
+    (PGHOST, PGPORT, PGDATABASE, PGUSER), so the name on screen is the one the
+    connection uses; a password is never part of it.
+    """
+    env = os.environ if env is None else env
+    found: dict[str, str] = {}
+    if dsn and "://" in dsn:
+        url = urlsplit(dsn)
+        netloc = url.netloc.rsplit("@", 1)[-1]
+        if "@" in url.netloc:
+            found["user"] = unquote(url.netloc.rsplit("@", 1)[0].split(":", 1)[0])
+        first = netloc.split(",", 1)[0]
+        if first.startswith("["):
+            host, _, rest = first[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, _, port = first.partition(":")
+        found["host"] = unquote(host)
+        found["port"] = port
+        found["dbname"] = unquote(url.path.lstrip("/"))
+        for key, values in parse_qs(url.query).items():
+            if key in ("host", "port", "dbname", "user") and values:
+                found[key] = values[0]
+    elif dsn:
+        for pair in dsn.split():
+            key, _, value = pair.partition("=")
+            found[key] = value.strip("'")
+    host = found.get("host") or env.get("PGHOST", "")
+    port = found.get("port") or env.get("PGPORT", "")
+    user = found.get("user") or env.get("PGUSER", "")
+    db = found.get("dbname") or env.get("PGDATABASE", "") or user or "postgres"
+    host = host.split(",", 1)[0]
+    if not host or host.startswith("/") or host.startswith("@"):
+        return db
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{db}@{host}:{port}" if port else f"{db}@{host}"

@@ -56,8 +56,16 @@ def printable(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
 
 
 def safe_markup(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
-    """Printable text that can be placed inside Textual markup without effect."""
-    return printable(value, limit).replace("[", "\\[")
+    """Printable text that can be placed inside Textual markup without effect.
+
+    Textual's markup has no escape for a backslash, and one right before a tag
+    (``[/]`` closing the caller's style) would turn that tag into text; a text
+    ending in a backslash therefore gets a trailing space.
+    """
+    text = printable(value, limit).replace("[", "\\[")
+    if text.endswith("\\"):
+        text += " "
+    return text
 
 
 def safe_text(value: Any, limit: int | None = DEFAULT_LIMIT, style: str = "") -> Text:

@@ -49,8 +49,14 @@ def level(value: int | None, warn: int | None, alert: int | None) -> str:
     return "ok"
 
 
-def health_markup(health: HealthSummary | None, error: PanelError | None) -> str:
-    """The health strip as markup: counts coloured by threshold."""
+def health_markup(
+    health: HealthSummary | None, error: PanelError | None, *, critical: bool = False
+) -> str:
+    """The health strip as markup: counts coloured by threshold.
+
+    With `critical` (a critical violation is open) the unresolved count is red
+    whatever its size; warnings alone follow the thresholds.
+    """
     if health is None:
         if error is not None:
             return f"[b $error]Health unavailable:[/] {safe_markup(error.message)}" + (
@@ -64,6 +70,8 @@ def health_markup(health: HealthSummary | None, error: PanelError | None) -> str
             continue
         value = data[key]
         shade = level(value, warn, alert)
+        if key == "unresolved_violations" and critical and value:
+            shade = "alert"
         style = {"ok": "b", "warn": "b $warning", "alert": "b reverse $error"}[shade]
         parts.append(f"[{style}] {fmt.count(value)} [/] {label}")
     return "  ".join(parts)
@@ -73,7 +81,12 @@ class HealthStrip(Static):
     """The counts of get_system_health_summary(), coloured by threshold."""
 
     def show(self, snapshot: Snapshot) -> None:
-        self.update(health_markup(snapshot.health, snapshot.errors.get("health")))
+        critical = any(v.severity == "critical" for v in snapshot.violations)
+        self.update(
+            health_markup(
+                snapshot.health, snapshot.errors.get("health"), critical=critical
+            )
+        )
 
 
 def status_style(status: str) -> str:
@@ -123,7 +136,8 @@ class LiveTable(DataTable[Text]):
                     zip(old or (), cells, strict=False)
                 ):
                     if before != after:
-                        self.update_cell(key, columns[column], after)
+                        # Grow the column to the new value: never cut it silently.
+                        self.update_cell(key, columns[column], after, update_width=True)
                 self._shown[key] = cells
             return
         selected = self.selected_key

@@ -1,0 +1,169 @@
+"""Polling when the server hangs, when data ages, and when retrying cannot help."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from test_resilience import _ops_database, own_server  # noqa: F401
+from test_ui_dashboard import loaded, status
+from test_ui_support import FIXED_NOW, make_settings, static_text, until
+from textual.widgets import Static
+
+from carpool_tui.db.embedded import EmbeddedServer
+from carpool_tui.db.errors import (
+    ConnectionLost,
+    DatabaseMissing,
+    LoginRefused,
+    NotMigrated,
+    OpsError,
+    SettingsInvalid,
+    translate,
+)
+from carpool_tui.models import Snapshot
+from carpool_tui.ui.app import DashboardApp
+
+
+def _server_processes(server: EmbeddedServer) -> list[int]:
+    """The postmaster and its children (backends and helper processes)."""
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    children: list[int] = []
+    for task in Path(f"/proc/{postmaster}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children.extend(int(pid) for pid in text)
+    return [postmaster, *children]
+
+
+def _signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+async def test_a_hung_server_turns_the_status_stale_then_recovers(
+    own_server: EmbeddedServer,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    dsn = await _ops_database(own_server)
+    settings = dataclasses.replace(
+        make_settings(dsn, tmp_path), statement_timeout_ms=1000
+    )
+    app = DashboardApp(settings)
+    stopped: list[int] = []
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            stopped = _server_processes(own_server)
+            _signal_all(stopped, signal.SIGSTOP)
+            # The statement timeout never fires on a stopped server; the client
+            # deadline (1 s + the margin) must, well within this bound.
+            await until(
+                pilot,
+                lambda: "DISCONNECTED" in status(app),
+                "the hung poll to count as a lost connection",
+                15,
+            )
+            assert app.dashboard.failures >= 1
+            assert "did not answer" in app.dashboard.error.message  # type: ignore[union-attr]
+            assert "data" in status(app) and "old" in status(app)
+            assert app.dashboard.query_one("#main").display  # the old data stays
+            _signal_all(stopped, signal.SIGCONT)
+            stopped = []
+            await until(pilot, lambda: "updated" in status(app), "the recovery", 60)
+            assert app.dashboard.error is None
+    finally:
+        _signal_all(stopped, signal.SIGCONT)
+
+
+async def test_the_status_says_stale_when_the_last_poll_is_too_old(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    now = [FIXED_NOW]
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=lambda: now[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        assert "updated 0 s ago" in status(app)
+        never = asyncio.Event()
+
+        async def stuck(**_: Any) -> Snapshot:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        app.repo.poll = stuck  # type: ignore[method-assign]
+        now[0] = FIXED_NOW + timedelta(seconds=4)
+        await until(pilot, lambda: "STALE" in status(app), "the STALE mark", 5)
+        assert "data 4 s old" in status(app)
+        assert "updated" not in status(app)
+
+
+async def test_a_malformed_dsn_is_not_retried(tmp_path: Path) -> None:
+    dsn = f"postgresql://postgres@/carpool?host={tmp_path}&sslmode=nonsense"
+    app = DashboardApp(make_settings(dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.dashboard
+        await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+        text = static_text(screen.query_one("#startup-message", Static))
+        assert "connection settings are not valid" in text
+        assert "Use a DSN like" in text
+        assert "Not retrying" in text and "q quits" in text
+        await pilot.pause(2.5)  # past the first backoff (1 s)
+        assert screen.failures == 1
+        assert screen.retry_at is None
+        await pilot.press("q")
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")
+
+
+async def test_a_missing_database_is_not_retried(
+    pg_server: Any, tmp_path: Path
+) -> None:
+    dsn = pg_server.dsn(f"carpool_missing_{uuid.uuid4().hex[:8]}")
+    app = DashboardApp(make_settings(dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.dashboard
+        await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+        text = static_text(screen.query_one("#startup-message", Static))
+        assert "does not exist" in text and "database name" in text
+        assert "Not retrying" in text
+        await pilot.pause(2.5)
+        assert screen.failures == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "retryable"),
+    [
+        (ConnectionRefusedError(111, "refused"), ConnectionLost, True),
+        (TimeoutError(), ConnectionLost, True),
+        (asyncpg.ConnectionDoesNotExistError("gone"), ConnectionLost, True),
+        (asyncpg.ClientConfigurationError("bad sslmode"), SettingsInvalid, False),
+        (ValueError("invalid port"), SettingsInvalid, False),
+        (asyncpg.InvalidPasswordError("bad password"), LoginRefused, False),
+        (
+            asyncpg.InvalidAuthorizationSpecificationError("no role"),
+            LoginRefused,
+            False,
+        ),
+        (asyncpg.InvalidCatalogNameError("no db"), DatabaseMissing, False),
+        (asyncpg.UndefinedFunctionError("no fn"), NotMigrated, True),
+        (asyncpg.QueryCanceledError("timeout"), OpsError, True),
+    ],
+)
+def test_errors_say_whether_retrying_can_help(
+    exc: BaseException, kind: type[OpsError], retryable: bool
+) -> None:
+    err = translate(exc, doing="Connecting")
+    assert type(err) is kind
+    assert err.retryable is retryable
+
+
+def test_a_login_refusal_still_counts_as_a_lost_connection() -> None:
+    err = translate(asyncpg.InvalidPasswordError("x"), doing="Connecting")
+    assert isinstance(err, ConnectionLost)
