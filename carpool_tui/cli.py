@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from carpool_tui import __version__
 from carpool_tui.config import (
@@ -200,9 +200,16 @@ def _add_dashboard_options(
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="carpool-tui",
         description="Terminal dashboard for a carpool platform's PostgreSQL health.",
         epilog=EPILOG,
@@ -421,9 +428,10 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
     verb = "would apply" if dry_run else "applied"
     lines = [f"{verb} {name}" for name in pending]
     already = len(items) - len(pending)
+    what = "platform schema and ops layer" if base else "ops layer"
     lines.append(
-        f"{len(pending)} {verb}, {already} already applied"
-        + (" (nothing changed: dry run)" if dry_run else "")
+        f"{len(pending)} {verb}, {already} already applied ({what})"
+        + (", nothing changed: dry run" if dry_run else "")
     )
     return lines
 
@@ -467,9 +475,23 @@ async def _seed(dsn: str | None, args: argparse.Namespace) -> list[str]:
             faults=faults,
             history_days=args.history_days,
         )
+        lines = report.lines()
+        lines.append(await _check_after_seed(conn))
     finally:
         await conn.close()
-    return report.lines()
+    return lines
+
+
+async def _check_after_seed(conn: Any) -> str:
+    """Run the invariant check so the new data's faults show as violations."""
+    has_check = await conn.fetchval(
+        "SELECT to_regprocedure('check_system_invariants()') IS NOT NULL"
+    )
+    if not has_check:
+        return "invariant check: not run (this database has no check function yet)"
+    result = await conn.fetchval("SELECT check_system_invariants()")
+    found = result.get("total_violations", 0) if isinstance(result, dict) else "?"
+    return f"invariant check: {found} violation(s) found and recorded"
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -526,7 +548,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 async def _prepare_demo(admin_dsn: str, demo_dsn: str, rides: int) -> None:
     """Create, migrate and seed the demo database unless it already exists."""
     from carpool_tui.db.connect import connect
-    from carpool_tui.db.migrate import migrate
+    from carpool_tui.db.migrate import MigrationChanged, migrate
     from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 
     admin = await connect(admin_dsn, purpose="demo-setup", statement_timeout_ms=0)
@@ -542,7 +564,13 @@ async def _prepare_demo(admin_dsn: str, demo_dsn: str, rides: int) -> None:
     try:
         seeded = await conn.fetchval("SELECT to_regclass('rides') IS NOT NULL")
         if seeded and await conn.fetchval("SELECT count(*) FROM rides") > 0:
-            await migrate(conn, ("base", "ops"))
+            try:
+                await migrate(conn, ("base", "ops"))
+            except MigrationChanged as exc:
+                raise OpsError(
+                    f"The demo database was made by another version: {exc.message}",
+                    "Start afresh with: carpool-tui demo --reset",
+                ) from exc
             _say("Reusing the existing demo database (use --reset to start afresh).")
             return
         _say("Creating the demo database: platform schema and ops layer...")

@@ -70,7 +70,11 @@ def describe_target(dsn: str | None) -> str:
             user = creds.split(":", 1)[0]
             rest = f"{user}@{rest}"
         text = f"{scheme}://{rest}"
-    return text
+    return _PASSWORD_OPTION.sub(r"\1***", text)
+
+
+# password=... as a libpq keyword or a URL query option, quoted or not.
+_PASSWORD_OPTION = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", re.I)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,43 @@ def test_port_out_of_range_is_one_line_without_the_password() -> None:
     assert "not a port number (1-65535): 127.0.0.1:99999" in result.stderr
     assert "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_argument_errors_are_one_line() -> None:
+    for args in (("--refresh", "0"), ("seed", "--rides", "-5"), ("--bogus",)):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("carpool-tui")
+        assert "--help" in lines[0]
+
+
+def test_passwords_never_reach_the_screen() -> None:
+    from carpool_tui.config import describe_target
+
+    for dsn in (
+        "host=h user=u password='s e\\'cret' dbname=x",
+        "postgresql://u:secret@h/x?sslmode=require",
+        "postgresql://u@h/x?password=secret&sslmode=require",
+    ):
+        shown = describe_target(dsn)
+        assert "secret" not in shown and "cret" not in shown, shown
+        assert "h" in shown
+
+
+async def test_seed_runs_the_invariant_check_so_faults_show(ops_dsn: str) -> None:
+    result = run_cli(
+        "seed", "--dsn", ops_dsn, "--rides", "60", "--faults", "seat_mismatch"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "invariant check:" in result.stdout
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        open_rows = await conn.fetchval(
+            "SELECT count(*) FROM invariant_violations"
+            " WHERE resolved_at IS NULL AND check_name = 'seat_mismatch'"
+        )
+    finally:
+        await conn.close()
+    assert open_rows == 1

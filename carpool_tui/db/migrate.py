@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS ops_schema_migrations (
 """
 
 
+class MigrationChanged(OpsError):
+    """A file applied before differs from the one shipped now."""
+
+
 @dataclass(frozen=True)
 class Migration:
     """One SQL file of a group, named like ``ops/0003_jobs.sql``."""
@@ -114,7 +118,7 @@ async def migrate(
         items = await plan(conn, groups)
         changed = [i.migration.name for i in items if i.state == "changed"]
         if changed:
-            raise OpsError(
+            raise MigrationChanged(
                 f"Applied migration {', '.join(changed)} has changed since it was "
                 "applied",
                 "Restore the file as it was and put the change in a new numbered file.",
