@@ -113,14 +113,17 @@ async def test_viewer_reads_and_previews_but_cannot_write(
 
 async def test_operator_runs_jobs_and_writes(ops_conn: asyncpg.Connection) -> None:
     ride = await make_ride(ops_conn)
+    await ops_conn.execute("UPDATE rides SET available_seats = 3 WHERE id = $1", ride)
     await ops_conn.execute("SET ROLE carpool_ops_operator")
     try:
         for name in JOBS:
-            assert (await job(ops_conn, name))["success"] is True
+            if name != "reconcile_seat_counts":  # it would fix the drift first
+                assert (await job(ops_conn, name))["success"] is True
         fixed = await call_json(
-            ops_conn, "SELECT ops_apply_seat_fix($1, 4, 4, 'op', 'check')", ride
+            ops_conn, "SELECT ops_apply_seat_fix($1, 3, 4, 'op', 'check')", ride
         )
         assert fixed["success"] is True
+        assert (await job(ops_conn, "reconcile_seat_counts"))["success"] is True
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await ops_conn.execute("DELETE FROM system_job_log")
     finally:
