@@ -317,6 +317,8 @@ class JobResult(_Open):
     sqlstate: str | None = None
     hint: str | None = None
     job_log_id: str | None = None
+    server_seconds: float | None = None
+    """How long the run took on the server, from its system_job_log row."""
 
     def describe(self, job: str) -> str:
         """The result in words, for the operator."""
@@ -332,6 +334,10 @@ class JobResult(_Open):
         if job == "check_system_invariants":
             healthy = data.get("healthy")
             head = "Healthy" if healthy else "Violations found"
+            failing = self.failing_checks()
+            if parts and data.get("total_violations") is not None and failing:
+                checks = "check" if failing == 1 else "checks"
+                parts[0] += f" in {failing} {checks}"
             return ", ".join([head, *parts]) + "."
         if job == "reconcile_seat_counts" and data.get("overbooked_rides"):
             parts.append(f"{len(data['overbooked_rides'])} overbooked ride(s) reported")
@@ -339,6 +345,19 @@ class JobResult(_Open):
             return "Completed."
         text = ", ".join(parts)
         return text[0].upper() + text[1:] + "."
+
+    def failing_checks(self) -> int:
+        """How many checks found violations: from `checks`, else sample names."""
+        data = self.model_dump()
+        checks = data.get("checks")
+        if isinstance(checks, list) and checks:
+            counts = [c.get("count") for c in checks if isinstance(c, dict)]
+            return sum(1 for n in counts if isinstance(n, int) and n > 0)
+        samples = data.get("violations")
+        if isinstance(samples, list):
+            names = {s.get("name") for s in samples if isinstance(s, dict)}
+            return len(names - {None})
+        return 0
 
 
 _RESULT_WORDS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -210,3 +210,35 @@ def test_snapshot_falls_back_to_the_health_summary_for_latest_runs() -> None:
     assert run is not None and run.status == "completed"
     assert snap.latest_run("reconcile_seat_counts") is None
     assert not snap.capabilities.ops_layer
+
+
+def test_the_invariant_check_counts_the_checks_that_failed() -> None:
+    checks = [
+        {"check": "INV-SEAT-001", "name": "seat_mismatch", "count": 4},
+        {"check": "INV-SEAT-002", "name": "negative_seats", "count": 0},
+        {"check": "INV-RIDE-003", "name": "expired_active_ride", "count": 1},
+        {"check": "INV-BOOK-001", "name": "duplicate_active_bookings", "count": 1},
+    ]
+    result = JobResult.model_validate(
+        {
+            "success": True,
+            "healthy": False,
+            "total_violations": 6,
+            "checks": checks,
+            "violations_opened": 3,
+        }
+    )
+    assert result.describe("check_system_invariants") == (
+        "Violations found, 6 violations in 3 checks, 3 opened."
+    )
+    legacy = JobResult.model_validate(
+        {
+            "success": True,
+            "healthy": False,
+            "total_violations": 2,
+            "violations": [{"name": "seat_mismatch"}, {"name": "seat_mismatch"}],
+        }
+    )
+    assert legacy.describe("check_system_invariants") == (
+        "Violations found, 2 violations in 1 check."
+    )

@@ -14,12 +14,15 @@ from test_ui_dashboard import db, loaded, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widgets import Input
 
+from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     NOTE_REQUIRED,
     ConfirmJobDialog,
     ExpireRideDialog,
+    HelpScreen,
     JobRunDialog,
     ResolveDialog,
     SeatFixDialog,
@@ -51,6 +54,27 @@ def action_log(app: DashboardApp) -> list[dict[str, Any]]:
     path = app.settings.action_log
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return [json.loads(line) for line in lines]
+
+
+async def edited_after_preview(
+    pilot: Pilot[Any],
+    dialog: Screen[Any],
+    conn: asyncpg.Connection,
+    ride: uuid.UUID,
+    *,
+    seats: int,
+) -> str:
+    """Preview a seat fix of `ride` (stored 1), set its seats behind the
+    dialog's back, then apply: what the dialog shows about the refusal."""
+    await type_text(pilot, str(ride))
+    await pilot.press("enter")
+    await shows(pilot, dialog, "Available now  1")
+    await conn.execute(
+        "UPDATE rides SET available_seats = $2 WHERE id = $1", ride, seats
+    )
+    await type_text(pilot, "fix after edit")
+    await pilot.press("enter")
+    return await shows(pilot, dialog, "The ride changed since the preview")
 
 
 async def select_violation(pilot: Pilot[Any], app: DashboardApp, check: str) -> None:
@@ -88,6 +112,12 @@ async def test_run_a_job_shows_what_it_does_then_the_result(
                 "Expired 1 rides, completed 1 bookings, created 1 notifications"
                 in shown
             )
+            # The wait the operator saw and the server's time, as the log has it.
+            took = await conn.fetchval(
+                "SELECT extract(epoch FROM completed_at - started_at)::float8"
+                " FROM system_job_log WHERE job_name = 'expire_rides'"
+            )
+            assert f"; the job itself took {fmt.duration(took)}." in shown
             await pilot.press("enter")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
 
@@ -225,17 +255,7 @@ async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
             await shows(pilot, dialog, "Refused (not_found)")
 
             await pilot.press(*["backspace"] * 36)
-            await type_text(pilot, str(ride))
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Available now  1")
-
-            # Someone edits the ride between preview and apply.
-            await conn.execute(
-                "UPDATE rides SET available_seats = 3 WHERE id = $1", ride
-            )
-            await type_text(pilot, "fix after edit")
-            await pilot.press("enter")
-            shown = await shows(pilot, dialog, "The ride changed since the preview")
+            shown = await edited_after_preview(pilot, dialog, conn, ride, seats=3)
             assert "Available now  3" in shown
             assert "available_seats 3 → 2" in shown
             assert await seat_fix_audit(conn) == []
@@ -318,6 +338,12 @@ async def test_expire_one_ride_previews_then_expires(
             await type_text(pilot, "expiry job down")
             await pilot.press("enter")
             await shows(pilot, dialog, "Expired.")
+            # The preview is read again: the ride as it is now, nothing to do.
+            shown = await shows(pilot, dialog, "Already finished")
+            assert f"{ride} (completed)" in shown
+            assert "(active)" not in shown
+            assert "Due              no (finished)" in shown
+            assert "Expired." in shown
         assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
             "completed"
         )
@@ -331,3 +357,83 @@ async def test_expire_one_ride_previews_then_expires(
         ]
     finally:
         await conn.close()
+
+
+async def test_a_stale_preview_that_needs_no_fix_offers_no_apply(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await seat_mismatch(conn)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            # Someone fixes the ride by hand: the fresh preview needs no fix.
+            shown = await edited_after_preview(pilot, dialog, conn, ride, seats=2)
+            assert "Nothing to fix: the stored value is right." in shown
+            assert "nothing is left to fix" in shown
+            assert "press Enter on the note to apply" not in shown
+            assert await seat_fix_audit(conn) == []
+    finally:
+        await conn.close()
+
+
+HOSTILE_RIDE_ID = "6fdf766f\n[b red]boom[/]\x1b[2J"
+
+
+async def test_a_sample_ride_id_that_is_not_a_uuid_is_not_prefilled(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO invariant_violations (check_name, check_id, severity,"
+            " violation_count, sample_data, detected_at, last_seen_at)"
+            " VALUES ('seat_mismatch', 'INV-SEAT-001', 'critical', 1,"
+            " jsonb_build_array(jsonb_build_object('name', 'seat_mismatch',"
+            " 'ride_id', $1::text)), now(), now()),"
+            " ('expired_active_ride', 'INV-RIDE-003', 'warning', 1,"
+            " jsonb_build_array(jsonb_build_object('name', 'expired_active_ride',"
+            " 'ride_id', $1::text)), now(), now())",
+            HOSTILE_RIDE_ID,
+        )
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            table = app.dashboard.query_one("#violations", ViolationsTable)
+            for check, key, kind in (
+                ("seat_mismatch", "s", SeatFixDialog),
+                ("expired_active_ride", "e", ExpireRideDialog),
+            ):
+                table.focus()
+                rows = [v.check_name for v in table.violations.values()]
+                table.move_cursor(row=rows.index(check))
+                await pilot.pause()
+                await pilot.press(key)
+                dialog = await dialog_of(pilot, kind)
+                shown = await shows(pilot, dialog, "not a valid id")
+                assert "The sample's ride id is not a valid id" in shown
+                assert "\x1b" not in shown  # the escape character itself
+                assert "('6fdf766f\\n\\[b red]boom" not in shown
+                assert "'6fdf766f\\n[b red]boom[/]\\x1b[2J'" in shown
+                assert dialog.query_one("#ride", Input).value == ""
+                assert dialog.query_one("#ride", Input).has_focus
+                await pilot.press("escape")
+                await until(pilot, lambda: app.screen is app.dashboard, "dashboard")
+    finally:
+        await conn.close()
+
+
+async def test_help_shows_bracket_keys_literally(ops_dsn: str, tmp_path: Path) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        help_screen = await dialog_of(pilot, HelpScreen)
+        text = screen_text(help_screen)
+        assert "[[/]" not in text
+        assert "      [  Newer runs" in text
+        assert "      ]  Older runs" in text

@@ -193,14 +193,15 @@ class JobRunDialog(Dialog[JobResult | None]):
         result: JobResult = message.value
         self.result = result
         elapsed = (self.dash.clock() - self.started).total_seconds()
+        took = _took(elapsed, result.server_seconds)
         if result.success:
             self.query_one("#progress", Static).update(
-                f"[b $success]Done[/] in {fmt.duration(elapsed)}."
+                f"[b $success]Done[/] in {took}."
             )
             text = safe_markup(result.describe(self.job.name), 400)
         else:
             self.query_one("#progress", Static).update(
-                f"[b $error]Failed[/] after {fmt.duration(elapsed)}."
+                f"[b $error]Failed[/] after {took}."
             )
             text = f"[b $error]{safe_markup(result.describe(self.job.name), 600)}[/]"
             if result.hint:
@@ -221,6 +222,18 @@ class JobRunDialog(Dialog[JobResult | None]):
             self.notify("The job is still running; press c to cancel it.")
             return
         self.dismiss(self.result)
+
+
+def _took(elapsed: float, server_seconds: float | None) -> str:
+    """The wait the operator saw, and the server's own time for the run if known.
+
+    The two differ by connecting and queueing; showing both stops the dialog
+    and the job log from seeming to disagree.
+    """
+    shown = fmt.duration(elapsed)
+    if server_seconds is None:
+        return shown
+    return f"{shown}; the job itself took {fmt.duration(server_seconds)}"
 
 
 def _field_lines(rows: list[tuple[str, Any]]) -> str:
@@ -420,7 +433,10 @@ class WriteDialog(Dialog[bool]):
 
     def on_outcome(self, message: Outcome) -> None:
         value = message.value
-        if isinstance(value, OpsError):
+        if isinstance(value, OpsError) and self.done and message.tag == "preview":
+            # A read after the write failed: the write's message stays.
+            self.query_one("#preview", Static).update(self.error_markup(value))
+        elif isinstance(value, OpsError):
             self.set_message(self.error_markup(value))
         elif isinstance(value, Refusal) and not self.refused(value):
             self.set_message(
@@ -443,13 +459,26 @@ class RideDialog(WriteDialog):
 
     def __init__(self, ride_id: str | None = None) -> None:
         super().__init__()
-        self.initial = ride_id or ""
+        self.initial = ""
+        """The ride id to preview at once: only ever a valid UUID."""
+        self.rejected: str | None = None
+        """A given ride id that is not a UUID: database text, kept out of the input."""
+        if ride_id and ride_id.strip():
+            try:
+                self.initial = str(parse_uuid(ride_id))
+            except ValueError:
+                self.rejected = ride_id
 
     def on_mount(self) -> None:
         if self.initial:
             self._start_preview(self.initial)
-        else:
-            self.query_one("#ride", Input).focus()
+            return
+        if self.rejected is not None:
+            self.set_message(
+                "[b $warning]The sample's ride id is not a valid id[/] "
+                f"('{safe_markup(self.rejected, 40)}'); type the ride id above."
+            )
+        self.query_one("#ride", Input).focus()
 
     def _start_preview(self, text: str) -> None:
         try:
@@ -460,6 +489,19 @@ class RideDialog(WriteDialog):
             return
         self.set_message("Reading the ride…")
         self.call_db("preview", partial(self.preview_call, ride))
+
+    def foot(self, verb: str) -> ComposeResult:
+        """The note, the message and the keys, docked so they stay in view."""
+        with Vertical(classes="foot"):
+            yield Input(placeholder="note: why (required)", id="note", disabled=True)
+            yield Static("", id="message")
+            yield Static(
+                keys_line(
+                    ("Enter", f"on ride id: preview · on note: {verb}"),
+                    ("Esc", "cancel"),
+                ),
+                classes="keys",
+            )
 
     async def preview_call(self, ride: UUID) -> Any:
         """The repository preview for this dialog's write."""
@@ -483,14 +525,7 @@ class SeatFixDialog(RideDialog):
             bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
             bookings.display = False
             yield bookings
-            yield Input(placeholder="note: why (required)", id="note", disabled=True)
-            yield Static("", id="message")
-            yield Static(
-                keys_line(
-                    ("Enter", "on ride id: preview · on note: apply"), ("Esc", "cancel")
-                ),
-                classes="keys",
-            )
+            yield from self.foot("apply")
 
     async def preview_call(self, ride: UUID) -> Any:
         return await self.dash.repo.preview_seat_fix(ride)
@@ -567,11 +602,18 @@ class SeatFixDialog(RideDialog):
     def refused(self, refusal: Refusal) -> bool:
         if refusal.code != "stale_preview":
             return False
-        if refusal.preview is not None:
-            self.show_preview(refusal.preview)
+        fresh = refusal.preview
+        if fresh is not None:
+            self.show_preview(fresh)
+        if fresh is not None and not fresh.needs_fix:
+            then = "nothing was applied, and nothing is left to fix."
+        elif fresh is not None and fresh.overbooked:
+            then = "the ride is overbooked, which a seat fix cannot help."
+        else:
+            then = "check them and press Enter on the note to apply."
         self.set_message(
             "[b $warning]The ride changed since the preview.[/] The values "
-            "above are fresh; check them and press Enter on the note to apply."
+            f"above are fresh; {then}"
         )
         return True
 
@@ -600,15 +642,7 @@ class ExpireRideDialog(RideDialog):
             allow = Checkbox("Expire although it is not due yet", id="allow")
             allow.display = False
             yield allow
-            yield Input(placeholder="note: why (required)", id="note", disabled=True)
-            yield Static("", id="message")
-            yield Static(
-                keys_line(
-                    ("Enter", "on ride id: preview · on note: expire"),
-                    ("Esc", "cancel"),
-                ),
-                classes="keys",
-            )
+            yield from self.foot("expire")
 
     async def preview_call(self, ride: UUID) -> Any:
         return await self.dash.repo.preview_expire_ride(ride)
@@ -647,7 +681,26 @@ class ExpireRideDialog(RideDialog):
 
     def show_preview(self, preview: ExpirePreview) -> None:
         self.preview = preview
-        due = "[b $warning]yes[/]" if preview.due else "no"
+        if self.done:
+            # The ride after the expiry: shown, but there is nothing left to do.
+            self._show_expire_fields(preview)
+            self.query_one("#allow", Checkbox).display = False
+            return
+        self._show_expire_fields(preview)
+        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        self.query_one("#allow", Checkbox).display = not (
+            preview.due or preview.terminal
+        )
+        note = self.query_one("#note", Input)
+        note.disabled = preview.terminal
+        if not preview.terminal:
+            note.focus()
+
+    def _show_expire_fields(self, preview: ExpirePreview) -> None:
+        if preview.terminal:
+            due = "no (finished)"
+        else:
+            due = "[b $warning]yes[/]" if preview.due else "no"
         fields = _field_lines(
             [
                 ("Ride", f"{preview.ride_id} ({preview.status or '?'})"),
@@ -665,25 +718,24 @@ class ExpireRideDialog(RideDialog):
                 "pending/confirmed booking(s) below, and notifies their passengers."
             )
         self.query_one("#preview", Static).update("\n".join(lines))
-        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
-        self.query_one("#allow", Checkbox).display = not (
-            preview.due or preview.terminal
-        )
-        note = self.query_one("#note", Input)
-        note.disabled = preview.terminal
-        if not preview.terminal:
-            note.focus()
 
     def arrived(self, value: Any) -> None:
         if isinstance(value, ExpirePreview):
             self.show_preview(value)
-            self.set_message("")
+            if not self.done:
+                self.set_message("")
         elif isinstance(value, ExpireApplied):
             self.finish(
                 f"[b $success]Expired.[/] Completed {value.bookings_completed} "
                 f"booking(s), created {value.notifications_created} "
                 "notification(s). Recorded in admin_audit_log with your note."
             )
+            # The preview above is now out of date: read the ride again.
+            self.query_one("#preview", Static).update("Reading the ride again…")
+            self.query_one("#bookings", DataTable).display = False
+            if self.preview is not None:
+                ride = UUID(self.preview.ride_id)
+                self.call_db("preview", partial(self.preview_call, ride))
 
 
 class ResolveDialog(WriteDialog):
@@ -709,12 +761,13 @@ class ResolveDialog(WriteDialog):
                 )
             )
             yield Static("Checking whether it still fails…", id="preview")
-            yield Input(placeholder="note: what was done (required)", id="note")
-            yield Static("", id="message")
-            yield Static(
-                keys_line(("Enter", "on note: resolve"), ("Esc", "cancel")),
-                classes="keys",
-            )
+            with Vertical(classes="foot"):
+                yield Input(placeholder="note: what was done (required)", id="note")
+                yield Static("", id="message")
+                yield Static(
+                    keys_line(("Enter", "on note: resolve"), ("Esc", "cancel")),
+                    classes="keys",
+                )
 
     def on_mount(self) -> None:
         self.query_one("#note", Input).focus()
@@ -795,7 +848,7 @@ class HelpScreen(Dialog[None]):
                 else ""
             )
             lines.append(
-                f"[b]{spec.key_label:>7}[/]  [b]{spec.title}[/] — "
+                f"[b]{safe_markup(f'{spec.key_label:>7}')}[/]  [b]{spec.title}[/] — "
                 f"{safe_markup(spec.description, 300)}{extra}"
             )
         with VerticalScroll(classes="dialog", id="help"):
