@@ -14,6 +14,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from carpool_tui.checks import SEAT_CHECKS
+
 JobName = Literal[
     "expire_rides",
     "reconcile_seat_counts",
@@ -250,7 +252,7 @@ class Violation(BaseModel):
         found: list[str] = []
         for sample in self.sample_data:
             name = sample.name or self.check_name
-            if sample.ride_id and "seat" in name and sample.ride_id not in found:
+            if sample.ride_id and name in SEAT_CHECKS and sample.ride_id not in found:
                 found.append(sample.ride_id)
         return found
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from carpool_tui.checks import CHECK_NAMES, CHECKS
+from carpool_tui.db.seed import FAULT_KINDS
 from carpool_tui.runbooks.engine import Action, Check, Procedure, Run, Step, Timeline
 from carpool_tui.runbooks.procedures import (
     CHECK_KINDS,
@@ -160,3 +165,23 @@ def test_every_violation_kind_has_a_path_ending_in_the_check() -> None:
                 "duplicate_active_bookings",
             )
         )
+
+
+def test_the_check_list_is_pure_data_shared_by_every_layer() -> None:
+    code = (
+        "import sys, carpool_tui.checks, carpool_tui.runbooks.procedures;"
+        "bad = {'asyncpg', 'textual'} & {m.split('.')[0] for m in sys.modules};"
+        "sys.exit(1 if bad else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    assert CHECK_KINDS == CHECK_NAMES == FAULT_KINDS
+    assert len(CHECKS) == 8
+
+
+async def test_the_check_list_matches_the_server(ops_conn: asyncpg.Connection) -> None:
+    rows = await ops_conn.fetch(
+        "SELECT name, check_id, severity FROM ops_invariant_checks() ORDER BY ordinal"
+    )
+    assert [(r["name"], r["check_id"], r["severity"]) for r in rows] == [
+        (c.name, c.check_id, c.severity) for c in CHECKS
+    ]

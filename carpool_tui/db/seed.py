@@ -29,18 +29,11 @@ from datetime import datetime
 
 import asyncpg
 
+from carpool_tui.checks import CHECK_NAMES
 from carpool_tui.db.errors import NotMigrated, OpsError
 
-FAULT_KINDS: tuple[str, ...] = (
-    "seat_mismatch",
-    "negative_seats",
-    "seat_overflow",
-    "active_booking_on_terminal_ride",
-    "invalid_ride_status",
-    "invalid_booking_status",
-    "duplicate_active_bookings",
-    "expired_active_ride",
-)
+FAULT_KINDS: tuple[str, ...] = CHECK_NAMES
+"""One fault kind per invariant check, named after the check it trips."""
 
 # Shares of the generated platform (fractions of rides or bookings).
 FUTURE_SHARE = 0.04  # rides departing in the next 14 days, status active

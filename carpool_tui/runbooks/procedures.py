@@ -9,18 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from carpool_tui.checks import CHECK_NAMES, CHECKS_BY_NAME
 from carpool_tui.runbooks.engine import Action, Check, Procedure, Step
 
-CHECK_KINDS: tuple[str, ...] = (
-    "seat_mismatch",
-    "negative_seats",
-    "seat_overflow",
-    "active_booking_on_terminal_ride",
-    "invalid_ride_status",
-    "invalid_booking_status",
-    "duplicate_active_bookings",
-    "expired_active_ride",
-)
+CHECK_KINDS: tuple[str, ...] = CHECK_NAMES
+"""The violation kinds of manual 4.2: one per invariant check."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +188,7 @@ def _violation(kind: str) -> Procedure:
                 "passenger which booking stays and cancel the other.",
             ),
         )
-    severity = "warning" if kind == "expired_active_ride" else "critical"
+    severity = CHECKS_BY_NAME[kind].severity
     return Procedure(
         id=f"violation:{kind}",
         section="4.2",

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
+from carpool_tui.checks import EXPIRE_CHECKS
 from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
 from carpool_tui.db.errors import ConnectionLost, OpsError
 from carpool_tui.models import JOBS_BY_NAME, Capabilities, JobLogEntry, Snapshot
@@ -62,7 +63,6 @@ LABEL_WIDTH = 40
 LOG_PAGE = 100
 COMPACT_WIDTH = 100
 COMPACT_HEIGHT = 32
-EXPIRE_CHECKS = ("expired_active_ride", "active_booking_on_terminal_ride")
 
 KEY_TO_SPEC: dict[str, ActionSpec] = {spec.key: spec for spec in ACTIONS}
 
