@@ -47,6 +47,7 @@ from carpool_tui.models import (
     Snapshot,
     Violation,
 )
+from carpool_tui.warroom import TREND_HOURS, CronEntry, CronTable, TrendBucket
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -488,6 +489,49 @@ class Repository:
             return [Violation.model_validate(dict(r)) for r in rows]
 
         return await self._with_conn("Reading unresolved violations", work)
+
+    async def cron_table(self) -> CronTable:
+        """pg_cron's cron.job when the database has it; never fails for its absence."""
+
+        async def work(conn: asyncpg.Connection) -> CronTable:
+            if await conn.fetchval("SELECT to_regclass('cron.job')") is None:
+                return CronTable(installed=False)
+            try:
+                rows = await conn.fetch(
+                    "SELECT jobid, schedule, command, jobname, active FROM cron.job"
+                    " ORDER BY jobid"
+                )
+            except asyncpg.InsufficientPrivilegeError as exc:
+                return CronTable(installed=True, error=f"cron.job: {exc}")
+            return CronTable(
+                installed=True,
+                entries=[CronEntry.model_validate(dict(r)) for r in rows],
+            )
+
+        return await self._with_conn("Reading the pg_cron schedule", work)
+
+    async def trend_buckets(self, hours: int = TREND_HOURS) -> list[TrendBucket]:
+        """The last `hours` hours of the job log by job and hour, in one query."""
+        sql = (
+            "SELECT job_name, (floor(extract(epoch FROM started_at"
+            " - ($1::timestamptz - make_interval(hours => $2))) / 3600))::int AS hour,"
+            " count(*)::int AS runs,"
+            " (count(*) FILTER (WHERE status = 'failed'))::int AS failed,"
+            " avg(extract(epoch FROM completed_at - started_at))::float8"
+            " AS avg_seconds,"
+            " COALESCE(sum(records_processed), 0)::int AS records,"
+            " (max(records_processed) FILTER (WHERE status = 'completed'"
+            " AND job_name = 'check_system_invariants'))::int AS violations"
+            " FROM system_job_log WHERE started_at >= $1::timestamptz"
+            " - make_interval(hours => $2) AND started_at < $1::timestamptz"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+
+        async def work(conn: asyncpg.Connection) -> list[TrendBucket]:
+            rows = await conn.fetch(sql, self.clock(), hours)
+            return [TrendBucket.model_validate(dict(r)) for r in rows]
+
+        return await self._with_conn("Reading the job trends", work)
 
     async def procedure_rows(self, view: str, target: str | None = None) -> RowSet:
         """The live rows of a procedure step (read-only), with the query shown."""

@@ -1,0 +1,152 @@
+"""The war-room reads against real databases: pg_cron's table and the job trends."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+from test_ui_support import FIXED_NOW, frozen, make_settings
+
+from carpool_tui.db.repo import Repository
+from carpool_tui.models import JOBS_BY_NAME
+from carpool_tui.warroom import (
+    CronEntry,
+    CronTable,
+    job_trends,
+    overdue,
+    schedule_rows,
+)
+
+T = TypeVar("T")
+
+FAKE_CRON = (
+    "CREATE SCHEMA cron;"
+    " CREATE TABLE cron.job (jobid bigint, schedule text, command text,"
+    " jobname text, active bool);"
+)
+
+
+async def fake_cron(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
+    """A stand-in for pg_cron: its cron.job table with these rows."""
+    await conn.execute(FAKE_CRON)
+    await conn.executemany(
+        "INSERT INTO cron.job (jobid, schedule, command, jobname, active)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        rows,
+    )
+
+
+async def log_run(
+    conn: asyncpg.Connection,
+    job: str,
+    hours_ago: float,
+    *,
+    seconds: float = 2.0,
+    records: int = 0,
+    status: str = "completed",
+) -> None:
+    started = FIXED_NOW - timedelta(hours=hours_ago)
+    await conn.execute(
+        "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+        " records_processed) VALUES ($1, $2, $3, $4, $5)",
+        job,
+        started,
+        started + timedelta(seconds=seconds),
+        status,
+        records,
+    )
+
+
+async def read(
+    dsn: str, tmp_path: Path, what: Callable[[Repository], Awaitable[T]]
+) -> T:
+    """Open a repository on `dsn`, read one thing with it, close it."""
+    repo = Repository(make_settings(dsn, tmp_path), clock=frozen())
+    try:
+        await repo.open()
+        return await what(repo)
+    finally:
+        await repo.close()
+
+
+async def test_no_cron_schema_means_not_installed(ops_dsn: str, tmp_path: Path) -> None:
+    table = await read(ops_dsn, tmp_path, lambda r: r.cron_table())
+    assert table == CronTable(installed=False)
+    rows = schedule_rows(table, None, FIXED_NOW)
+    assert {r.verdict for r in rows} == {"unknown"}
+
+
+async def test_cron_entries_are_read_and_judged(
+    ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
+) -> None:
+    await fake_cron(
+        ops_conn,
+        [
+            (1, "*/5 * * * *", "SELECT expire_rides()", "expire-rides", True),
+            (2, "0 5 * * *", "SELECT reconcile_seat_counts()", "reconcile", True),
+            (3, "*/15  * * * *", "select check_system_invariants ()", None, True),
+        ],
+    )
+    table = await read(ops_dsn, tmp_path, lambda r: r.cron_table())
+    assert table.installed and table.error is None
+    assert [e.jobid for e in table.entries] == [1, 2, 3]
+    verdicts = {r.job.name: r.verdict for r in schedule_rows(table, None, FIXED_NOW)}
+    assert verdicts == {
+        "expire_rides": "ok",
+        "reconcile_seat_counts": "different",
+        "repair_missing_notifications": "missing",
+        "check_system_invariants": "ok",
+    }
+
+
+def test_inactive_and_doubled_entries_are_flagged() -> None:
+    table = CronTable(
+        installed=True,
+        entries=[
+            CronEntry(jobid=1, schedule="*/5 * * * *", command="SELECT expire_rides()"),
+            CronEntry(jobid=2, schedule="*/5 * * * *", command="SELECT expire_rides()"),
+            CronEntry(
+                jobid=3,
+                schedule="0 3 * * *",
+                command="SELECT reconcile_seat_counts()",
+                active=False,
+            ),
+        ],
+    )
+    rows = {r.job.name: r for r in schedule_rows(table, None, FIXED_NOW)}
+    assert rows["expire_rides"].verdict == "different"
+    assert rows["reconcile_seat_counts"].verdict == "inactive"
+    assert rows["reconcile_seat_counts"].problem == "scheduled but inactive"
+
+
+def test_overdue_follows_the_manual_frequency() -> None:
+    job = JOBS_BY_NAME["expire_rides"]
+    assert overdue(None, FIXED_NOW, job.frequency)
+
+
+async def test_trend_buckets_group_the_last_day_by_hour(
+    ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
+) -> None:
+    await ops_conn.execute("DELETE FROM system_job_log")
+    await log_run(ops_conn, "expire_rides", 0.5, seconds=2, records=3)
+    await log_run(ops_conn, "expire_rides", 0.25, seconds=4, records=5)
+    await log_run(ops_conn, "expire_rides", 5.5, seconds=1, records=1)
+    await log_run(ops_conn, "check_system_invariants", 1.5, records=7)
+    await log_run(ops_conn, "check_system_invariants", 1.2, records=9)
+    await log_run(ops_conn, "reconcile_seat_counts", 2.5, status="failed")
+    await log_run(ops_conn, "expire_rides", 30, records=100)  # older than a day
+    await log_run(ops_conn, "expire_rides", -1, records=100)  # after "now"
+    buckets = await read(ops_dsn, tmp_path, lambda r: r.trend_buckets())
+    trends, violations = job_trends(buckets)
+    expire = trends[0]
+    assert expire.job == "expire_rides"
+    assert expire.runs == 3
+    assert expire.records[23] == 8 and expire.records[18] == 1
+    assert expire.durations[23] == 3.0
+    assert sum(expire.records) == 9
+    assert violations[22] == 9
+    reconcile = next(t for t in trends if t.job == "reconcile_seat_counts")
+    assert (reconcile.runs, reconcile.failed) == (1, 1)
