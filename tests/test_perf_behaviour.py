@@ -217,3 +217,35 @@ async def test_app_sessions_cannot_switch_the_seat_trigger_off(
         await ops_conn.fetchval("SELECT available_seats FROM rides WHERE id = $1", ride)
         == 1
     )
+
+
+async def test_repair_checks_old_bookings_against_all_notifications(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    """A booking made before the window but confirmed inside it: its notification
+    may be older than the window, and must still count."""
+    ride = await make_ride(ops_conn)
+    noted = await make_booking(ops_conn, ride, status="confirmed")
+    bare = await make_booking(ops_conn, ride, status="confirmed")
+    await ops_conn.execute(
+        "UPDATE ride_bookings SET created_at = now() - interval '50 days',"
+        " updated_at = now() - interval '1 day' WHERE id = ANY($1)",
+        [noted, bare],
+    )
+    await ops_conn.execute(
+        "INSERT INTO notifications (user_id, type, category, data, created_at)"
+        " SELECT passenger_id, 'BOOKING_CONFIRMED', 'BOOKING_CONFIRMED',"
+        " jsonb_build_object('booking_id', id, 'ride_id', ride_id),"
+        " now() - interval '45 days' FROM ride_bookings WHERE id = $1",
+        noted,
+    )
+    first = await job(ops_conn, "repair_missing_notifications")
+    assert first["confirmations_created"] == 1
+    assert first["booking_requests_created"] == 0  # both requests are older
+    made = await ops_conn.fetch(
+        "SELECT data ->> 'booking_id' AS booking FROM notifications"
+        " WHERE type = 'BOOKING_CONFIRMED' AND (data ->> 'repaired')::boolean"
+    )
+    assert [r["booking"] for r in made] == [str(bare)]
+    again = await job(ops_conn, "repair_missing_notifications")
+    assert again["total_notifications_created"] == 0
