@@ -47,6 +47,8 @@ DEMO_DATABASE = "carpool_demo"
 DEMO_RIDES = 400
 DEMO_HISTORY_DAYS = 3
 SERVE_HOST = "127.0.0.1"
+THEME_CHOICES = ("dark", "light", "ansi")
+"""The --theme names; carpool_tui.ui.tools maps them to Textual themes."""
 SERVE_PORT = 8000
 UNKNOWN_EXIT = 3
 
@@ -187,10 +189,29 @@ def _add_refresh_and_operator(
     )
 
 
+def _add_view_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--wallboard and --theme: how the dashboard looks, for a terminal or a wall."""
+    parser.add_argument(
+        "--wallboard",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="war-room wall: large, high-contrast, no keys (Ctrl+Q leaves); only "
+        "the state, what is wrong and since when",
+    )
+    parser.add_argument(
+        "--theme",
+        choices=THEME_CHOICES,
+        default=None if top else argparse.SUPPRESS,
+        help="colours: dark (default), light, or ansi (the terminal's 16 colours); "
+        "NO_COLOR=1 turns colour off",
+    )
+
+
 def _add_dashboard_options(
     parser: argparse.ArgumentParser, *, top: bool = False
 ) -> None:
     _add_refresh_and_operator(parser, top=top)
+    _add_view_options(parser, top=top)
     parser.add_argument(
         "--read-only",
         action="store_true",
@@ -391,6 +412,7 @@ def _add_serve_parser(sub: Any) -> None:
         help="let the browser dashboard run jobs and write (default: read-only)",
     )
     _add_refresh_and_operator(serve)
+    _add_view_options(serve)
 
 
 def _setup_logging() -> None:
@@ -531,13 +553,21 @@ def _target_settings(
     return _settings(args, dsn, target), config, target
 
 
+def _view(args: argparse.Namespace) -> dict[str, Any]:
+    """The --wallboard and --theme choices, as run_dashboard's keywords."""
+    return {
+        "wallboard": bool(getattr(args, "wallboard", False)),
+        "theme": getattr(args, "theme", None),
+    }
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from carpool_tui.ui.app import run_dashboard
 
     settings, _, _ = _target_settings(args)
     restore = _install_stop_handlers()
     try:
-        return run_dashboard(settings)
+        return run_dashboard(settings, **_view(args))
     except _Stop as stop:
         _say(f"Stopping on {stop}.")
         return 0
@@ -626,7 +656,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _run(_prepare_demo(admin_dsn, demo_dsn, args.rides))
         from carpool_tui.ui.app import run_dashboard
 
-        return run_dashboard(_settings(args, demo_dsn))
+        return run_dashboard(_settings(args, demo_dsn), **_view(args))
     except _Stop as stop:
         _say(f"Stopping on {stop}.")
         return 0
@@ -734,6 +764,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ]
     if read_only:
         command.append("--read-only")
+    view = _view(args)
+    if view["wallboard"]:
+        command.append("--wallboard")
+    if view["theme"]:
+        command += ["--theme", view["theme"]]
     server = Server(
         shlex.join(command),
         host=args.host,

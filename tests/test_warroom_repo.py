@@ -28,6 +28,13 @@ FAKE_CRON = (
     " jobname text, active bool);"
 )
 
+CRON_ROWS: list[tuple[object, ...]] = [
+    (1, "*/5 * * * *", "SELECT expire_rides()", "expire-rides", True),
+    (2, "0 5 * * *", "SELECT reconcile_seat_counts()", "reconcile", True),
+    (3, "*/15  * * * *", "select check_system_invariants ()", None, True),
+]
+"""As an operator might leave it: one as the manual, one moved, one missing."""
+
 
 async def fake_cron(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
     """A stand-in for pg_cron: its cron.job table with these rows."""
@@ -82,14 +89,7 @@ async def test_no_cron_schema_means_not_installed(ops_dsn: str, tmp_path: Path) 
 async def test_cron_entries_are_read_and_judged(
     ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
 ) -> None:
-    await fake_cron(
-        ops_conn,
-        [
-            (1, "*/5 * * * *", "SELECT expire_rides()", "expire-rides", True),
-            (2, "0 5 * * *", "SELECT reconcile_seat_counts()", "reconcile", True),
-            (3, "*/15  * * * *", "select check_system_invariants ()", None, True),
-        ],
-    )
+    await fake_cron(ops_conn, CRON_ROWS)
     table = await read(ops_dsn, tmp_path, lambda r: r.cron_table())
     assert table.installed and table.error is None
     assert [e.jobid for e in table.entries] == [1, 2, 3]

@@ -200,6 +200,63 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "page(-1)",
         needs_db=True,
     ),
+    ActionSpec(
+        "schedule",
+        "c",
+        "c",
+        "Schedule",
+        "Where each job is scheduled: pg_cron's entries (if installed) beside "
+        "the manual's schedule, missing or different ones flagged, and which "
+        "jobs are overdue by the job log.",
+        "app.show_schedule",
+        needs_db=True,
+    ),
+    ActionSpec(
+        "trends",
+        "h",
+        "h",
+        "Trends",
+        "Sparklines of the last 24 h by hour: each job's duration and records "
+        "processed, and the violations the invariant check found.",
+        "app.show_trends",
+        needs_db=True,
+    ),
+    ActionSpec(
+        "theme",
+        "v",
+        "v",
+        "Theme",
+        "Switch the colours: dark, light, ANSI-only (the terminal's own 16 colours).",
+        "app.next_theme",
+    ),
+    ActionSpec(
+        "copy-id",
+        "y",
+        "y",
+        "Copy ID",
+        "Copy the selected row's id to the clipboard (OSC 52, works over SSH).",
+        "app.copy_id",
+        needs="row",
+    ),
+    ActionSpec(
+        "export-csv",
+        "o",
+        "o",
+        "Export CSV",
+        "Write the table in view (jobs, this job-log page or the violations) to "
+        "a CSV file next to the action log; the path is shown.",
+        "app.export('csv')",
+        needs_db=True,
+    ),
+    ActionSpec(
+        "export-json",
+        "j",
+        "j",
+        "Export JSON",
+        "Write the table in view to a JSON file next to the action log.",
+        "app.export('json')",
+        needs_db=True,
+    ),
 )
 
 ACTIONS_BY_ID: dict[str, ActionSpec] = {spec.id: spec for spec in ACTIONS}

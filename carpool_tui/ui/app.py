@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App
@@ -20,10 +21,16 @@ from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
+from carpool_tui.ui.tools import WarRoomActions, theme_name
+from carpool_tui.ui.wallboard import WallboardScreen
 
 
-class DashboardApp(App[int]):
-    """carpool-tui's dashboard; `clock` is injectable so tests can freeze time."""
+class DashboardApp(WarRoomActions, App[int]):
+    """carpool-tui's dashboard; `clock` is injectable so tests can freeze time.
+
+    With `wallboard` the keyless WallboardScreen covers the dashboard screen,
+    whose poll loop feeds it.
+    """
 
     CSS_PATH = "dashboard.tcss"
     TITLE = "carpool-tui"
@@ -38,8 +45,17 @@ class DashboardApp(App[int]):
         *,
         clock: Callable[[], datetime] = utc_now,
         label: str | None = None,
+        wallboard: bool = False,
+        theme: str | None = None,
     ) -> None:
         super().__init__()
+        if theme is not None:
+            self.theme = theme_name(theme)
+        self.wallboard = wallboard
+        if wallboard:
+            self.use_command_palette = False
+        self.last_export: Path | None = None
+        """The file the last export wrote, also said on screen."""
         self.settings = settings
         self.label = label or fmt.short_target(settings.dsn)
         """How the database is named on screen: 'dbname@host:port' or 'dbname'."""
@@ -55,6 +71,8 @@ class DashboardApp(App[int]):
     def on_mount(self) -> None:
         self._handle_stop_signals()
         self.push_screen(self.dashboard)
+        if self.wallboard:
+            self.push_screen(WallboardScreen())
 
     def _handle_stop_signals(self) -> None:
         """Quit cleanly on SIGTERM and SIGHUP (a closed SSH session).
@@ -90,9 +108,11 @@ class DashboardApp(App[int]):
         await self.repo.close()
 
 
-def run_dashboard(settings: Settings) -> int:
+def run_dashboard(
+    settings: Settings, *, wallboard: bool = False, theme: str | None = None
+) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
-    app = DashboardApp(settings)
+    app = DashboardApp(settings, wallboard=wallboard, theme=theme)
     app.run()
     if app.stop_signal:
         print(f"Stopping on {app.stop_signal}.", file=sys.stderr, flush=True)

@@ -1,0 +1,130 @@
+"""Export of the table on screen (jobs, job log page, violations) to CSV or JSON.
+
+The rows come from the same snapshot the tables show, with full values where
+the table cuts them, and the file goes next to the action log so it is found
+with the rest of the session's records.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from carpool_tui.models import JOBS, JobLogEntry, Snapshot
+from carpool_tui.warroom import last_start, overdue
+
+Kind = Literal["jobs", "log", "violations"]
+Format = Literal["csv", "json"]
+
+Rows = list[dict[str, Any]]
+
+
+def _seconds(entry: JobLogEntry) -> float | None:
+    took = entry.duration
+    return None if took is None else round(took.total_seconds(), 3)
+
+
+def _log_row(entry: JobLogEntry) -> dict[str, Any]:
+    return {
+        "id": str(entry.id),
+        "job_name": entry.job_name,
+        "started_at": entry.started_at,
+        "completed_at": entry.completed_at,
+        "status": entry.status,
+        "duration_s": _seconds(entry),
+        "records_processed": entry.records_processed,
+        "errors_encountered": entry.errors_encountered,
+        "error_message": entry.error_message,
+        "sqlstate": entry.error_sqlstate,
+    }
+
+
+def table_rows(kind: Kind, snapshot: Snapshot, now: datetime) -> Rows:
+    """The rows of one table, in the order shown, as plain values."""
+    if kind == "log":
+        page = snapshot.job_log
+        return [_log_row(e) for e in page.entries] if page is not None else []
+    if kind == "violations":
+        return [
+            {
+                "id": str(v.id),
+                "severity": v.severity,
+                "check_id": v.check_id,
+                "check_name": v.check_name,
+                "violation_count": v.violation_count,
+                "detected_at": v.detected_at,
+                "last_seen_at": v.last_seen_at,
+                "samples": [s.fields() for s in v.sample_data],
+            }
+            for v in snapshot.violations
+        ]
+    rows: Rows = []
+    for job in JOBS:
+        run = snapshot.latest_run(job.name)
+        rows.append(
+            {
+                "job": job.name,
+                "status": None if run is None else run.status,
+                "overdue": overdue(run, now, job.frequency),
+                "last_started_at": last_start(run),
+                "records_processed": None if run is None else run.records_processed,
+                "last_run_id": str(run.id) if isinstance(run, JobLogEntry) else None,
+            }
+        )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def render(rows: Rows, form: Format) -> str:
+    """The rows as CSV (a header, nested values as JSON) or as a JSON array."""
+    plain = [{k: _plain(v) for k, v in row.items()} for row in rows]
+    if form == "json":
+        return json.dumps(plain, indent=2, default=str) + "\n"
+    if not plain:
+        return ""
+    lines: list[str] = []
+
+    class _Sink:
+        def write(self, text: str) -> int:
+            lines.append(text)
+            return len(text)
+
+    writer = csv.DictWriter(_Sink(), fieldnames=list(plain[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in plain:
+        writer.writerow(
+            {
+                k: json.dumps(v) if isinstance(v, list | dict) else v
+                for k, v in row.items()
+            }
+        )
+    return "".join(lines)
+
+
+def export_path(folder: Path, kind: Kind, form: Format, now: datetime) -> Path:
+    """A new file name in `folder`: carpool-log-20250304T030000Z.csv, then -2, -3."""
+    stem = f"carpool-{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    path = folder / f"{stem}.{form}"
+    number = 2
+    while path.exists():
+        path = folder / f"{stem}-{number}.{form}"
+        number += 1
+    return path
+
+
+def write_export(
+    folder: Path, kind: Kind, form: Format, rows: Rows, now: datetime
+) -> Path:
+    """Write the rows to a new file in `folder` and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = export_path(folder, kind, form, now)
+    path.write_text(render(rows, form), encoding="utf-8")
+    return path

@@ -1,0 +1,156 @@
+"""Trends of the last 24 hours: job durations, records processed, violations found.
+
+One grouped query of the job log per round, in its own worker, every
+TREND_REFRESH_S seconds while the view is open: far less often than the
+panels, since an hourly series barely moves between two polls.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Sparkline, Static
+
+from carpool_tui.db.errors import OpsError
+from carpool_tui.models import JOBS
+from carpool_tui.ui import fmt
+from carpool_tui.ui.dialogs import keys_line
+from carpool_tui.ui.text import safe_markup
+from carpool_tui.warroom import TREND_HOURS, TrendBucket, job_trends
+
+if TYPE_CHECKING:
+    from carpool_tui.ui.app import DashboardApp
+
+TREND_REFRESH_S = 60.0
+
+
+class TrendsRead(Message):
+    """One trends round finished: the hourly buckets, or why it failed."""
+
+    def __init__(self, buckets: list[TrendBucket] | OpsError) -> None:
+        super().__init__()
+        self.buckets = buckets
+
+
+class TrendsScreen(Screen[None]):
+    """Sparklines per job (duration, records) and of the violations found."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,h", "close", "Back", show=False),
+        Binding("r", "reload", "Read again", show=False),
+    ]
+    DEFAULT_CSS = """
+    #trends { padding: 0 1; }
+    #trends .title { text-style: bold; color: $accent; }
+    #trends-grid {
+        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 2 2 2 2;
+        height: auto; margin: 1 0;
+    }
+    #trends-grid Sparkline { height: 2; margin-right: 1; }
+    #trend-violations { height: 3; }
+    #trends .keys { dock: bottom; height: auto; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buckets: list[TrendBucket] | None = None
+        self.error: OpsError | None = None
+        self._timer: Timer | None = None
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="trends"):
+            yield Static(
+                f"Trends, last {TREND_HOURS} h by hour (oldest left)", classes="title"
+            )
+            yield Static("Reading the job log…", id="trends-state")
+            with Grid(id="trends-grid"):
+                yield Static("[b]job[/]", classes="trend-head")
+                yield Static("[b]duration (mean per hour)[/]", classes="trend-head")
+                yield Static("[b]records processed[/]", classes="trend-head")
+                for job in JOBS:
+                    yield Static(
+                        "", id=f"trend-label-{job.name}", classes="trend-label"
+                    )
+                    yield Sparkline([], id=f"trend-duration-{job.name}")
+                    yield Sparkline([], id=f"trend-records-{job.name}")
+            yield Static("", id="trend-violations-label")
+            yield Sparkline([], id="trend-violations")
+            yield Static(
+                keys_line(("r", "read again"), ("Esc", "back")), classes="keys"
+            )
+
+    def on_mount(self) -> None:
+        self._read()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_reload(self) -> None:
+        self._read()
+
+    @work(exclusive=True, group="trends")
+    async def _read(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        try:
+            buckets: list[TrendBucket] | OpsError = await self.dash.repo.trend_buckets()
+        except OpsError as err:
+            buckets = err
+        self.post_message(TrendsRead(buckets))
+
+    def on_trends_read(self, message: TrendsRead) -> None:
+        if isinstance(message.buckets, OpsError):
+            self.error = message.buckets
+        else:
+            self.error, self.buckets = None, message.buckets
+        self.render_trends()
+        self._timer = self.set_timer(TREND_REFRESH_S, self._read)
+
+    def render_trends(self) -> None:
+        state = self.query_one("#trends-state", Static)
+        now = fmt.stamp(self.dash.clock())
+        if self.error is not None:
+            state.update(
+                f"[b $error]Could not read the trends:[/] "
+                f"{safe_markup(self.error.message, 200)}"
+            )
+        elif self.buckets is not None:
+            runs = sum(b.runs for b in self.buckets)
+            state.update(
+                f"{runs} runs up to {now} UTC · read every "
+                f"{fmt.duration(TREND_REFRESH_S)} · r reads again"
+            )
+        if self.buckets is None:
+            return
+        trends, violations = job_trends(self.buckets)
+        for trend in trends:
+            longest = max(trend.durations)
+            failed = f", [b $error]{trend.failed} failed[/]" if trend.failed else ""
+            self.query_one(f"#trend-label-{trend.job}", Static).update(
+                f"{trend.job}\n{trend.runs} runs{failed}, max "
+                f"{fmt.duration(longest)}, {fmt.count(int(sum(trend.records)))} rec"
+            )
+            self.query_one(f"#trend-duration-{trend.job}", Sparkline).data = list(
+                trend.durations
+            )
+            self.query_one(f"#trend-records-{trend.job}", Sparkline).data = list(
+                trend.records
+            )
+        self.query_one("#trend-violations-label", Static).update(
+            "[b]violations found[/] by check_system_invariants (most per hour): "
+            f"now {fmt.count(int(violations[-1]))}, peak "
+            f"{fmt.count(int(max(violations)))}"
+        )
+        self.query_one("#trend-violations", Sparkline).data = list(violations)

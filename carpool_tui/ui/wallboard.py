@@ -1,0 +1,265 @@
+"""The war-room wallboard: the state in large type, what is wrong and since when.
+
+It takes no keys and polls nothing itself: it sits on top of the live
+dashboard screen, whose poll loop keeps running, and redraws from that
+screen's latest snapshot and connection state once a second. The state is
+judged as `carpool-tui check` judges it (default thresholds), so the wall,
+the pager and the channel agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Digits, Static
+
+from carpool_tui.config import CheckThresholds
+from carpool_tui.db.errors import ConnectionLost
+from carpool_tui.db.probe import HealthReading
+from carpool_tui.models import JOBS_BY_NAME, HealthSummary, Snapshot
+from carpool_tui.monitor import CheckResult, Level, evaluate
+from carpool_tui.ui import fmt
+from carpool_tui.ui.text import safe_markup
+
+if TYPE_CHECKING:
+    from carpool_tui.ui.app import DashboardApp
+    from carpool_tui.ui.dashboard import DashboardScreen
+
+MAX_PROBLEMS = 12
+STATE_CLASSES = ("-ok", "-warning", "-critical", "-unknown")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that is wrong, how bad, and since when (None when unknown)."""
+
+    level: Level
+    text: str
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class BoardState:
+    """What the wall shows: a level, the counts in big digits and the problems."""
+
+    level: Level
+    headline: str
+    counts: tuple[tuple[str, int | None], ...]
+    problems: tuple[Problem, ...]
+
+
+def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
+    """The snapshot judged with the thresholds `check` uses by default."""
+    caps = snapshot.capabilities
+    reading = HealthReading(
+        capabilities=caps,
+        health=snapshot.health or HealthSummary(),
+        latest_runs=snapshot.latest_runs,
+        failed_runs_24h=None,
+        violations=snapshot.violations,
+        server_now=now,
+        has_job_log=bool(caps.job_log_columns),
+    )
+    return evaluate(reading, CheckThresholds(), caps.database)
+
+
+def _problems(result: CheckResult, snapshot: Snapshot) -> list[Problem]:
+    """Open violations, failing and overdue jobs, then other counts over limits."""
+    found: list[Problem] = []
+    for v in snapshot.violations:
+        level = Level.CRITICAL if v.severity == "critical" else Level.WARNING
+        count = f" ({v.violation_count})" if v.violation_count else ""
+        text = f"{v.severity} violation {v.check_name}{count}"
+        found.append(Problem(level, text, v.detected_at))
+    factor = result.thresholds.overdue_factor if result.thresholds else 0.0
+    for job in result.jobs:
+        if job.failing:
+            run = snapshot.latest_runs.get(job.name)
+            why = f": {run.error_message}" if run and run.error_message else ""
+            found.append(
+                Problem(Level.CRITICAL, f"{job.name} failed{why}", job.last_started_at)
+            )
+        if job.overdue:
+            if job.last_started_at is None:
+                found.append(Problem(Level.WARNING, f"{job.name} never ran", None))
+            else:
+                every = JOBS_BY_NAME[job.name].frequency * factor
+                found.append(
+                    Problem(
+                        Level.WARNING,
+                        f"{job.name} overdue (due every "
+                        f"{JOBS_BY_NAME[job.name].frequency_text})",
+                        job.last_started_at + every,
+                    )
+                )
+    told = {"critical_violations", "unresolved_violations", "failing_jobs"}
+    told.add("overdue_jobs")
+    for measure in result.measures:
+        if measure.level is not Level.OK and measure.metric not in told:
+            found.append(Problem(measure.level, measure.text(), None))
+    never = datetime.max.replace(tzinfo=UTC)
+    found.sort(key=lambda p: (-int(p.level), p.since or never))
+    return found
+
+
+def board_state(
+    snapshot: Snapshot | None,
+    now: datetime,
+    *,
+    lost_since: datetime | None = None,
+    error: str | None = None,
+) -> BoardState:
+    """The wall's content from the dashboard's latest snapshot and poll state."""
+    if snapshot is None:
+        return BoardState(
+            Level.UNKNOWN,
+            "NO DATA",
+            (),
+            (Problem(Level.UNKNOWN, error or "Connecting…", lost_since),),
+        )
+    result = judge(snapshot, now)
+    problems = _problems(result, snapshot)
+    level = result.level
+    if error is not None:
+        problems.insert(0, Problem(Level.UNKNOWN, error, lost_since))
+        level = Level.UNKNOWN if lost_since is not None else level
+    health = snapshot.health
+    critical = sum(1 for v in snapshot.violations if v.severity == "critical")
+    counts: tuple[tuple[str, int | None], ...] = (
+        ("critical violations", critical),
+        ("open violations", len(snapshot.violations)),
+        ("failed runs 24 h", None if health is None else health.failed_jobs_24h),
+        ("jobs overdue", sum(1 for j in result.jobs if j.overdue)),
+        ("seat mismatches", None if health is None else health.seat_mismatches),
+    )
+    headline = {
+        Level.OK: "ALL OK",
+        Level.WARNING: "WARNING",
+        Level.CRITICAL: "CRITICAL",
+        Level.UNKNOWN: "UNKNOWN",
+    }[level]
+    return BoardState(level, headline, counts, tuple(problems))
+
+
+def problem_line(problem: Problem, now: datetime) -> str:
+    """'CRITICAL  seat_mismatch (3) · since 03-04 02:19:00 (41 min)' as markup."""
+    style = {
+        Level.CRITICAL: "b reverse $error",
+        Level.WARNING: "b reverse $warning",
+        Level.UNKNOWN: "b reverse $error",
+        Level.OK: "b",
+    }[problem.level]
+    since = ""
+    if problem.since is not None:
+        if problem.since > now:
+            since = f" · from {fmt.stamp(problem.since)}"
+        else:
+            since = (
+                f" · since {fmt.stamp(problem.since)} ({fmt.since(problem.since, now)})"
+            )
+    return (
+        f"[{style}] {problem.level.name:<8} [/] {safe_markup(problem.text, 90)}"
+        f"[b]{since}[/]"
+    )
+
+
+class WallboardScreen(Screen[None]):
+    """Large, high-contrast and keyless: only Ctrl+Q (the app's) leaves it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = []
+    AUTO_FOCUS = None
+    DEFAULT_CSS = """
+    WallboardScreen { layout: vertical; background: $background; }
+    #wb { height: 1fr; padding: 0 1; }
+    #wb-state {
+        height: 3; content-align: center middle; text-style: bold;
+        background: $foreground; color: $background;
+    }
+    WallboardScreen.-ok #wb-state { background: $success; color: $text; }
+    WallboardScreen.-warning #wb-state { background: $warning; color: $text; }
+    WallboardScreen.-critical #wb-state, WallboardScreen.-unknown #wb-state {
+        background: $error; color: $text;
+    }
+    #wb-counts { height: 5; margin-top: 1; }
+    .wb-count { width: 1fr; height: 5; align-horizontal: center; }
+    .wb-digits { width: auto; text-style: bold; }
+    .wb-count.-bad .wb-digits { color: $error; }
+    .wb-label { width: auto; color: $foreground; }
+    #wb-problems { height: 1fr; margin-top: 1; }
+    #wb-foot { height: 1; color: $foreground; }
+    """
+
+    @property
+    def dash(self) -> DashboardApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def source(self) -> DashboardScreen:
+        return self.dash.dashboard
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="wb"):
+            yield Static("", id="wb-state")
+            with Horizontal(id="wb-counts"):
+                for index in range(5):
+                    with Vertical(classes="wb-count", id=f"wb-count-{index}"):
+                        yield Digits("", classes="wb-digits")
+                        yield Static("", classes="wb-label")
+            yield Static("", id="wb-problems")
+            yield Static("", id="wb-foot")
+
+    def on_mount(self) -> None:
+        self.redraw()
+        self.set_interval(1.0, self.redraw)
+
+    def state(self) -> BoardState:
+        """The wall's state now, from the dashboard screen beneath."""
+        source = self.source
+        now = self.dash.clock()
+        error = None if source.error is None else source.error.message
+        lost = source.failed_since if source.error is not None else None
+        if isinstance(source.error, ConnectionLost) and source.snapshot is not None:
+            error = f"DISCONNECTED: {source.error.message}"
+        return board_state(source.snapshot, now, lost_since=lost, error=error)
+
+    def redraw(self) -> None:
+        now = self.dash.clock()
+        state = self.state()
+        self.set_class(False, *STATE_CLASSES)
+        self.add_class(f"-{state.level.name.lower()}")
+        database = safe_markup(self.dash.label, 40)
+        self.query_one("#wb-state", Static).update(f"{state.headline}  ·  {database}")
+        for index in range(5):
+            box = self.query_one(f"#wb-count-{index}")
+            if index < len(state.counts):
+                label, value = state.counts[index]
+                box.display = True
+                box.set_class(bool(value), "-bad")
+                box.query_one(Digits).update("-" if value is None else str(value))
+                box.query_one(".wb-label", Static).update(label)
+            else:
+                box.display = False
+        shown = state.problems[:MAX_PROBLEMS]
+        lines = [problem_line(p, now) for p in shown]
+        if len(state.problems) > len(shown):
+            lines.append(f"… and {len(state.problems) - len(shown)} more")
+        if not lines:
+            lines = ["[b $success]Nothing is wrong.[/]"]
+        self.query_one("#wb-problems", Static).update("\n".join(lines))
+        self.query_one("#wb-foot", Static).update(self._foot(now))
+
+    def _foot(self, now: datetime) -> str:
+        source = self.source
+        if source.last_ok is None:
+            fresh = "no data yet"
+        else:
+            age = (now - source.last_ok).total_seconds()
+            fresh = f"data {fmt.age(age)} old"
+        stamp = fmt.stamp(now)
+        return f"{stamp} UTC · {fresh} · every {fmt.duration(source.interval)}"

@@ -1,0 +1,344 @@
+"""The war-room views on real databases: wallboard, schedule, trends, themes,
+copy and export, driven by keys as an operator would."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from test_ui_dashboard import db, failed_run, loaded, notices, seat_mismatch
+from test_ui_support import frozen, make_settings, screen_text, until
+from test_warroom_repo import CRON_ROWS, fake_cron, log_run
+from textual.pilot import Pilot
+from textual.widgets import Sparkline
+
+from carpool_tui.cli import THEME_CHOICES, build_parser
+from carpool_tui.ui.actions import ACTIONS, ACTIONS_BY_ID, blocked_reason
+from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import ConfirmJobDialog
+from carpool_tui.ui.schedule import ScheduleScreen
+from carpool_tui.ui.tools import THEMES
+from carpool_tui.ui.trends import TrendsScreen
+from carpool_tui.ui.wallboard import WallboardScreen
+from carpool_tui.ui.widgets import JobLogTable, ViolationsTable
+
+WAR_ROOM = ("schedule", "trends", "theme", "copy-id", "export-csv", "export-json")
+
+
+async def problems_db(dsn: str) -> None:
+    """A critical seat mismatch found by the check, and a failed reconcile run."""
+    conn = await db(dsn)
+    try:
+        await seat_mismatch(conn)
+        await conn.fetchval("SELECT check_system_invariants()")
+        await failed_run(conn)
+    finally:
+        await conn.close()
+
+
+# -- wallboard -------------------------------------------------------------
+
+
+async def test_wallboard_shows_state_what_is_wrong_and_since_when(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await problems_db(ops_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), wallboard=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board = await until(
+            pilot, lambda: isinstance(app.screen, WallboardScreen) and app.screen, "wb"
+        )
+        text = await until(
+            pilot,
+            lambda: "seat_mismatch" in (t := screen_text(board)) and t,
+            "the wall names the violation",
+        )
+        assert "CRITICAL" in text
+        assert "critical violation seat_mismatch" in text
+        assert "reconcile_seat_counts failed: canceling statement" in text
+        assert "since " in text and "(60 min)" in text, text
+        assert board.has_class("-critical")
+
+
+async def test_wallboard_takes_no_keys_and_polls_through_the_dashboard(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), wallboard=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        board = app.screen
+        assert isinstance(board, WallboardScreen)
+        actions = {b.binding.action for b in app.active_bindings.values()}
+        registry = {spec.action for spec in ACTIONS if spec.id != "quit"}
+        assert not actions & registry, actions
+        assert not {a.removeprefix("app.") for a in actions} & registry
+        assert not app.use_command_palette
+        await pilot.press("1", "s", "x", "ctrl+p", "question_mark", "r")
+        await pilot.pause()
+        assert app.screen is board and not isinstance(app.screen, ConfirmJobDialog)
+        # New data reaches the wall by the dashboard's own poll.
+        await problems_db(ops_dsn)
+        app.dashboard.start_round()
+        await until(
+            pilot, lambda: "seat_mismatch" in screen_text(board), "violation on wall"
+        )
+        assert len(app.workers) <= 1
+
+
+async def test_wallboard_says_disconnected_and_since_when(tmp_path: Path) -> None:
+    dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
+    app = DashboardApp(make_settings(dsn, tmp_path), clock=frozen(), wallboard=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        board = app.screen
+        text = await until(
+            pilot,
+            lambda: "UNKNOWN" in (t := screen_text(board)) and "since" in t and t,
+            "unknown state with a since",
+        )
+        assert "NO DATA" in text
+
+
+# -- schedule --------------------------------------------------------------
+
+
+async def open_schedule(pilot: Pilot[Any]) -> ScheduleScreen:
+    app = await loaded(pilot)
+    await pilot.press("c")
+    screen: ScheduleScreen = await until(
+        pilot, lambda: isinstance(app.screen, ScheduleScreen) and app.screen, "view"
+    )
+    await until(pilot, lambda: screen.loaded, "cron read")
+    await pilot.pause()
+    return screen
+
+
+async def test_schedule_without_pg_cron_says_so_and_marks_overdue(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute("DELETE FROM system_job_log")
+        await conn.fetchval("SELECT expire_rides()")
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_schedule(pilot)
+        text = screen_text(screen)
+        assert "pg_cron is not installed here" in text
+        assert "MISSING" not in text
+        lines = {line.split()[0]: line for line in text.splitlines() if line}
+        assert "ok" in lines["expire_rides"].split("*/5 * * * *")[1]
+        assert "OVERDUE" in lines["check_system_invariants"]
+        assert "check_system_invariants: overdue" in text
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "back")
+
+
+async def test_schedule_flags_missing_and_different_cron_entries(
+    ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
+) -> None:
+    await fake_cron(ops_conn, CRON_ROWS)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_schedule(pilot)
+        text = screen_text(screen)
+        assert "pg_cron is installed: 3 entries" in text
+        lines = {line.split()[0]: line for line in text.splitlines() if line}
+        assert "as manual" in lines["expire_rides"]
+        assert "DIFFERENT" in lines["reconcile_seat_counts"]
+        assert "0 5 * * *" in lines["reconcile_seat_counts"]
+        assert "MISSING" in lines["repair_missing_notifications"]
+        assert "scheduled differently from 0 3 * * *" in text
+        assert "repair_missing_notifications: not scheduled in pg_cron" in text
+
+
+# -- trends ----------------------------------------------------------------
+
+
+async def test_trends_draw_the_job_log_of_the_last_day(
+    ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
+) -> None:
+    await ops_conn.execute("DELETE FROM system_job_log")
+    await log_run(ops_conn, "expire_rides", 0.5, seconds=3, records=4)
+    await log_run(ops_conn, "expire_rides", 3.5, seconds=1, records=2)
+    await log_run(ops_conn, "check_system_invariants", 0.2, records=6)
+    await log_run(ops_conn, "reconcile_seat_counts", 2.5, status="failed")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("h")
+        screen: TrendsScreen = await until(
+            pilot, lambda: isinstance(app.screen, TrendsScreen) and app.screen, "view"
+        )
+        await until(pilot, lambda: screen.buckets is not None, "trends read")
+        await pilot.pause()
+        durations = screen.query_one("#trend-duration-expire_rides", Sparkline).data
+        records = screen.query_one("#trend-records-expire_rides", Sparkline).data
+        violations = screen.query_one("#trend-violations", Sparkline).data
+        assert durations is not None and records is not None
+        assert len(durations) == 24
+        assert (durations[23], durations[20]) == (3.0, 1.0)
+        assert (records[23], records[20]) == (4.0, 2.0)
+        assert violations is not None and violations[23] == 6.0
+        text = screen_text(screen)
+        assert "2 runs" in text and "1 failed" in text
+        assert "now 6, peak 6" in text
+
+
+# -- themes and NO_COLOR ---------------------------------------------------
+
+
+def test_theme_names_match_the_cli() -> None:
+    assert tuple(THEMES) == THEME_CHOICES
+    for words in (["--theme", "light"], ["demo", "--theme", "ansi"]):
+        args = build_parser().parse_args([*words, "--wallboard"])
+        assert args.theme == words[-1] and args.wallboard
+    args = build_parser().parse_args(["serve", "--wallboard", "--theme", "light"])
+    assert (args.wallboard, args.theme) == (True, "light")
+
+
+async def test_theme_option_and_switch_key(ops_dsn: str, tmp_path: Path) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), theme="light")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert app.theme == "textual-light"
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.theme == "ansi-dark"
+        assert app.native_ansi_color
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.theme == "textual-dark"
+        assert "Theme: dark (textual-dark)." in notices(app)
+
+
+def hues_on_screen(app: DashboardApp) -> set[tuple[int, int, int]]:
+    """The non-grey colours of the screen as the terminal would get them."""
+    strips = app.screen._compositor.render_strips()
+    for line_filter in app._filters:
+        strips = [line_filter.apply(s, app.screen.styles.background) for s in strips]
+    found: set[tuple[int, int, int]] = set()
+    for strip in strips:
+        for segment in strip:
+            style = segment.style
+            for colour in (style.color, style.bgcolor) if style else ():
+                if colour is not None and colour.triplet is not None:
+                    r, g, b = colour.triplet
+                    if not r == g == b:
+                        found.add((r, g, b))
+    return found
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+async def test_no_color_turns_colour_off(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_color: bool
+) -> None:
+    await problems_db(ops_dsn)
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        assert app.no_color is no_color
+        assert bool(hues_on_screen(app)) is not no_color
+
+
+# -- copy and export -------------------------------------------------------
+
+
+async def focus_log(pilot: Pilot[Any]) -> JobLogTable:
+    """Wait for the data, then put the focus on the job log."""
+    app = await loaded(pilot)
+    log = app.dashboard.query_one("#log", JobLogTable)
+    log.focus()
+    await pilot.pause()
+    return log
+
+
+async def test_copy_sends_the_selected_id(ops_dsn: str, tmp_path: Path) -> None:
+    await problems_db(ops_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        log = await focus_log(pilot)
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.clipboard == log.selected_key
+        await pilot.press("t")
+        await pilot.pause()
+        table = app.dashboard.query_one("#violations", ViolationsTable)
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.clipboard == table.selected_key
+        assert f"Copied {table.selected_key}" in notices(app)[-1]
+
+
+@pytest.mark.parametrize("form", ["csv", "json"])
+async def test_export_writes_the_table_in_view(
+    ops_dsn: str, tmp_path: Path, form: str
+) -> None:
+    await problems_db(ops_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        log = await focus_log(pilot)
+        await pilot.press("o" if form == "csv" else "j")
+        path = await until(pilot, lambda: app.last_export, "export")
+        assert path.parent == app.settings.action_log.parent
+        assert path.suffix == f".{form}"
+        assert str(path) in notices(app)[-1]
+        text = path.read_text(encoding="utf-8")
+        if form == "csv":
+            rows = list(csv.DictReader(text.splitlines()))
+        else:
+            rows = json.loads(text)
+        shown = list(log.entries.values())
+        assert [r["id"] for r in rows] == [str(e.id) for e in shown]
+        assert [r["status"] for r in rows] == [e.status for e in shown]
+        failed = next(r for r in rows if r["status"] == "failed")
+        assert failed["error_message"] == "canceling statement due to lock timeout"
+        await pilot.press("t", "o" if form == "csv" else "j")
+        second = await until(
+            pilot, lambda: app.last_export != path and app.last_export, "second"
+        )
+        assert "violations" in second.name
+        text = second.read_text(encoding="utf-8")
+        rows = (
+            list(csv.DictReader(text.splitlines()))
+            if form == "csv"
+            else json.loads(text)
+        )
+        assert [r["check_name"] for r in rows] == ["seat_mismatch"]
+
+
+# -- the registry ----------------------------------------------------------
+
+
+def test_war_room_actions_write_nothing_and_stay_in_read_only() -> None:
+    from carpool_tui.models import Capabilities
+
+    caps = Capabilities(ops_layer_version="1", read_only=True)
+    for spec_id in WAR_ROOM:
+        spec = ACTIONS_BY_ID[spec_id]
+        assert not spec.writes
+        assert blocked_reason(spec, caps, selected={"row"}) is None
+    assert len({a.key for a in ACTIONS}) == len(ACTIONS)
+
+
+async def test_war_room_keys_work_in_a_read_only_session(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        for key, kind in (("c", ScheduleScreen), ("h", TrendsScreen)):
+            await pilot.press(key)
+            await until(pilot, lambda k=kind: isinstance(app.screen, k), kind.__name__)
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "back")
+        assert app.check_action("export", ("csv",))
