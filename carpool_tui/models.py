@@ -447,7 +447,8 @@ class ResolvePreview(_Open):
     """ops_preview_resolve_violation(): the row and whether its check fails now."""
 
     violation: dict[str, Any] = Field(default_factory=dict)
-    still_failing: bool
+    still_failing: bool | None
+    """None when the row names no check that can be run (an unknown check)."""
     current_count: int | None = None
 
 

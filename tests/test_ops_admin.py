@@ -199,3 +199,23 @@ async def test_previews_run_on_a_read_only_connection(
         assert expiry["due"] is False
     finally:
         await viewer.close()
+
+
+async def test_a_violation_naming_an_unknown_check_is_not_called_passing(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    row = await ops_conn.fetchval(
+        "INSERT INTO invariant_violations (check_name, severity, violation_count,"
+        " sample_data) VALUES ('system_invariant_check', 'critical', 1,"
+        ' \'[{"check": "INV-NOPE-999", "name": "mystery"}]\') RETURNING id'
+    )
+    preview = await call_json(ops_conn, "SELECT ops_preview_resolve_violation($1)", row)
+    assert preview["success"] is True
+    assert (preview["still_failing"], preview["current_count"]) == (None, None)
+    done = await call_json(
+        ops_conn,
+        "SELECT ops_resolve_violation($1, 'ann', 'checked by hand')",
+        row,
+    )
+    assert done["success"] is True
+    assert done["still_failing"] is None

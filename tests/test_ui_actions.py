@@ -437,3 +437,25 @@ async def test_help_shows_bracket_keys_literally(ops_dsn: str, tmp_path: Path) -
         assert "[[/]" not in text
         assert "      [  Newer runs" in text
         assert "      ]  Older runs" in text
+
+
+async def test_resolve_says_when_a_check_cannot_be_run(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO invariant_violations (check_name, severity,"
+            " violation_count, sample_data) VALUES ('system_invariant_check',"
+            " 'critical', 1, '[{\"check\": \"INV-NOPE-999\"}]')"
+        )
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "system_invariant_check")
+        await pilot.press("x")
+        dialog = await dialog_of(pilot, ResolveDialog)
+        shown = await shows(pilot, dialog, "cannot be run")
+        assert "safe to resolve" not in shown

@@ -815,6 +815,11 @@ def _still_failing(preview: ResolvePreview) -> str:
             f"[b $error]Its check still fails right now{count}.[/] Resolving only "
             "closes this row; fix the cause first if you can."
         )
+    if preview.still_failing is None:
+        return (
+            "[b $warning]Its check cannot be run:[/] the row names no check this "
+            "version knows. Resolve only if you have verified the cause is fixed."
+        )
     return "[b $success]Its check passes right now:[/] safe to resolve."
 
 

@@ -249,13 +249,16 @@ $$;
 
 -- How many findings the checks behind a violation row have right now: the
 -- row's own check for an ops-layer row; for a deployed row, every check named
--- in its samples.
+-- in its samples. NULL when the row names no check this version knows, so
+-- nobody is told an unknown check "passes".
 CREATE OR REPLACE FUNCTION ops_violation_current_count(p_violation invariant_violations)
 RETURNS integer
 LANGUAGE sql STABLE
 SET search_path = public, pg_temp
 AS $$
-    SELECT COALESCE(sum((ops_run_check(c.check_id) ->> 'count')::integer), 0)::integer
+    SELECT CASE WHEN count(*) = 0 THEN NULL
+                ELSE sum((ops_run_check(c.check_id) ->> 'count')::integer)::integer
+           END
       FROM ops_invariant_checks() c
      WHERE c.check_id = p_violation.check_id
         OR (p_violation.check_id IS NULL
