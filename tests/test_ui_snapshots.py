@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from test_ui_support import FIXED_NOW, frozen, make_settings, screen_text, until
+from test_warroom_repo import CRON_ROWS, fake_cron
 from textual.pilot import Pilot
 
 from carpool_tui.db.connect import connect
@@ -28,6 +29,8 @@ from carpool_tui.ui.dialogs import (
     SeatFixDialog,
     ViolationDialog,
 )
+from carpool_tui.ui.schedule import ScheduleScreen
+from carpool_tui.ui.wallboard import WallboardScreen
 from carpool_tui.ui.widgets import ViolationsTable
 
 SIZES = [(80, 24), (120, 40)]
@@ -64,9 +67,12 @@ async def seeded_dsn(ops_dsn: str) -> AsyncIterator[str]:
     yield ops_dsn
 
 
-def app_for(dsn: str, tmp_path: Path) -> DashboardApp:
+def app_for(dsn: str, tmp_path: Path, *, wallboard: bool = False) -> DashboardApp:
     return DashboardApp(
-        make_settings(dsn, tmp_path, refresh=300.0), clock=frozen(), label="demo"
+        make_settings(dsn, tmp_path, refresh=300.0),
+        clock=frozen(),
+        label="demo",
+        wallboard=wallboard,
     )
 
 
@@ -137,4 +143,52 @@ def test_dialog(
 ) -> None:
     assert snap_compare(
         app_for(seeded_dsn, tmp_path), terminal_size=size, run_before=CASES[case]
+    )
+
+
+@pytest.fixture
+async def cron_dsn(seeded_dsn: str) -> str:
+    """The seeded database with a stand-in pg_cron: one entry moved, one missing."""
+    conn = await connect(seeded_dsn, purpose="test", statement_timeout_ms=60_000)
+    try:
+        await fake_cron(conn, CRON_ROWS)
+    finally:
+        await conn.close()
+    return seeded_dsn
+
+
+async def _wallboard(pilot: Pilot[Any]) -> None:
+    app: DashboardApp = pilot.app  # type: ignore[assignment]
+    await _loaded(pilot)
+    board = app.screen
+    assert isinstance(board, WallboardScreen)
+    board.redraw()
+    await pilot.pause()
+
+
+async def _schedule(pilot: Pilot[Any]) -> None:
+    app: DashboardApp = pilot.app  # type: ignore[assignment]
+    await _loaded(pilot)
+    await pilot.press("c")
+    screen = await until(
+        pilot, lambda: isinstance(app.screen, ScheduleScreen) and app.screen, "view"
+    )
+    await until(pilot, lambda: screen.loaded, "cron read")
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_wallboard(
+    snap_compare: Any, seeded_dsn: str, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    app = app_for(seeded_dsn, tmp_path, wallboard=True)
+    assert snap_compare(app, terminal_size=size, run_before=_wallboard)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_schedule(
+    snap_compare: Any, cron_dsn: str, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    assert snap_compare(
+        app_for(cron_dsn, tmp_path), terminal_size=size, run_before=_schedule
     )

@@ -84,7 +84,7 @@ class ScheduleScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#schedule-table", DataTable)
-        table.add_columns("Job", "Manual", "pg_cron", "Schedule", "Due", "Last run")
+        table.add_columns("Job", "pg_cron", "Due", "Scheduled", "Manual", "Last run")
         self.render_rows()
         self._read()
 
@@ -147,10 +147,10 @@ class ScheduleScreen(Screen[None]):
             started = last_start(row.last_run)
             table.add_row(
                 Text(row.job.name),
-                Text(row.recommended),
                 verdict_text(row),
-                safe_text(row.scheduled, 40),
                 due,
+                safe_text(row.scheduled, 40),
+                Text(row.recommended),
                 Text(f"{fmt.stamp(started)} ({fmt.since(started, now)})"),
                 key=row.job.name,
             )

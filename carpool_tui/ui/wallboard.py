@@ -75,7 +75,7 @@ def _problems(result: CheckResult, snapshot: Snapshot) -> list[Problem]:
     for v in snapshot.violations:
         level = Level.CRITICAL if v.severity == "critical" else Level.WARNING
         count = f" ({v.violation_count})" if v.violation_count else ""
-        text = f"{v.severity} violation {v.check_name}{count}"
+        text = f"violation {v.check_name}{count}"
         found.append(Problem(level, text, v.detected_at))
     factor = result.thresholds.overdue_factor if result.thresholds else 0.0
     for job in result.jobs:
@@ -132,11 +132,11 @@ def board_state(
     health = snapshot.health
     critical = sum(1 for v in snapshot.violations if v.severity == "critical")
     counts: tuple[tuple[str, int | None], ...] = (
-        ("critical violations", critical),
-        ("open violations", len(snapshot.violations)),
-        ("failed runs 24 h", None if health is None else health.failed_jobs_24h),
-        ("jobs overdue", sum(1 for j in result.jobs if j.overdue)),
-        ("seat mismatches", None if health is None else health.seat_mismatches),
+        ("critical", critical),
+        ("violations", len(snapshot.violations)),
+        ("failed 24 h", None if health is None else health.failed_jobs_24h),
+        ("overdue", sum(1 for j in result.jobs if j.overdue)),
+        ("mismatches", None if health is None else health.seat_mismatches),
     )
     headline = {
         Level.OK: "ALL OK",
@@ -148,24 +148,26 @@ def board_state(
 
 
 def problem_line(problem: Problem, now: datetime) -> str:
-    """'CRITICAL  seat_mismatch (3) · since 03-04 02:19:00 (41 min)' as markup."""
+    """'CRITICAL   41 min  violation seat_mismatch (3) · since 03-04 02:19:00'.
+
+    The age comes first, so a line cut at the right edge still says since when.
+    """
     style = {
         Level.CRITICAL: "b reverse $error",
         Level.WARNING: "b reverse $warning",
         Level.UNKNOWN: "b reverse $error",
         Level.OK: "b",
     }[problem.level]
-    since = ""
+    age, since = "", ""
     if problem.since is not None:
         if problem.since > now:
-            since = f" · from {fmt.stamp(problem.since)}"
+            since = f" · due {fmt.stamp(problem.since)}"
         else:
-            since = (
-                f" · since {fmt.stamp(problem.since)} ({fmt.since(problem.since, now)})"
-            )
+            age = fmt.since(problem.since, now)
+            since = f" · since {fmt.stamp(problem.since)}"
     return (
-        f"[{style}] {problem.level.name:<8} [/] {safe_markup(problem.text, 90)}"
-        f"[b]{since}[/]"
+        f"[{style}] {problem.level.name:<8} [/] [b]{age:>7}[/]  "
+        f"{safe_markup(problem.text, 90)}{since}"
     )
 
 
@@ -191,7 +193,9 @@ class WallboardScreen(Screen[None]):
     .wb-digits { width: auto; text-style: bold; }
     .wb-count.-bad .wb-digits { color: $error; }
     .wb-label { width: auto; color: $foreground; }
-    #wb-problems { height: 1fr; margin-top: 1; }
+    #wb-problems {
+        height: 1fr; margin-top: 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     #wb-foot { height: 1; color: $foreground; }
     """
 
