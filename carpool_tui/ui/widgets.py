@@ -20,6 +20,7 @@ from carpool_tui.models import (
 )
 from carpool_tui.ui import fmt
 from carpool_tui.ui.text import safe_markup, safe_text
+from carpool_tui.warroom import overdue
 
 Cells = tuple[Text, ...]
 
@@ -203,8 +204,7 @@ def job_cells(
         took = fmt.duration(run.duration)
     else:
         took = fmt.duration(None if run.duration_ms is None else run.duration_ms / 1000)
-    overdue = started is None or (now - started) > frequency
-    if overdue:
+    if overdue(run, now, frequency):
         due = Text("OVERDUE", style="bold reverse red")
     else:
         due = Text("ok", style="green")
