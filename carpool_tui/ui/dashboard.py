@@ -120,6 +120,7 @@ class DashboardScreen(Screen[None]):
         self.caps: Capabilities | None = None
         self.snapshot: Snapshot | None = None
         self.last_ok: datetime | None = None
+        self._status_text = ""
         self.error: OpsError | None = None
         self.failures = 0
         self.paused = False
@@ -372,7 +373,11 @@ class DashboardScreen(Screen[None]):
                 parts.append("[b $warning]LEGACY[/]")
         parts.append("carpool-tui")
         status = self.query_one("#status", Static)
-        status.update(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self._status_text:
+            # One fixed-height line: no layout pass is needed to redraw it.
+            self._status_text = text
+            status.update(text, layout=False)
         if self.error is not None and self.snapshot is not None:
             status.tooltip = self.error.message
         if self.snapshot is None:
