@@ -76,4 +76,15 @@ def test_signal_stops_demo_and_its_server(signum: int, tmp_path: Path) -> None:
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+        _stop_leftover_server(data_dir)
         shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def _stop_leftover_server(data_dir: Path) -> None:
+    """After a failed or interrupted run, fast-stop the server the demo left."""
+    from carpool_tui.db.embedded import running_postmaster
+
+    leftover = running_postmaster(data_dir)
+    if leftover is not None:
+        os.kill(leftover, signal.SIGINT)  # PostgreSQL's fast shutdown
+        _gone(leftover, 15)
