@@ -59,6 +59,20 @@ AS $$
      WHERE r.id = h.id
 $$;
 
+-- The job writes each ride it expires once.
+--
+-- A ride's status and its seats are both in indexed columns (status in the
+-- partial indexes' predicates, available_seats in rides_ops_open_seats_idx and
+-- rides_ops_anomaly_idx), so every UPDATE of them writes a new row version
+-- with an entry in every index of rides. One UPDATE sets the status and the
+-- seats the trigger would have left, and only the orphans' rides (which keep
+-- their status) go through ops_resync_seats. The UPDATE also tests the status,
+-- so the planner finds the rides through the open rides' partial index rather
+-- than a scan of all rides.
+--
+-- Locking: rides first, then their bookings, both SKIP LOCKED; a ride with a
+-- booking locked elsewhere waits whole for the next run.
+
 CREATE OR REPLACE FUNCTION ops_expire_rides_work()
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -148,17 +162,28 @@ BEGIN
                FOR UPDATE SKIP LOCKED) stranded;
 
     -- Every ride whose bookings change below is locked by this job, so the
-    -- per-booking seat trigger may stand aside while one UPDATE per ride set
-    -- does its work.
+    -- per-booking seat trigger may stand aside while the job sets the seats.
     PERFORM set_config('carpool.seat_sync_deferred', 'on', true);
 
     SELECT c.bookings_closed, c.notifications_created
       INTO v_completed, v_notified
       FROM ops_close_bookings(v_bookings, 'completed') c;
 
-    UPDATE rides
-       SET status = 'completed', updated_at = now()
-     WHERE id = ANY (v_rides);
+    -- Status and seats in one new row version: the seats are what the trigger
+    -- would have left (total minus the seats still pending or confirmed,
+    -- floored at 0), read after the bookings above were closed. The status
+    -- test lets the rows be found through the open rides' partial index
+    -- instead of a scan of all rides.
+    UPDATE rides r
+       SET status = 'completed',
+           available_seats = GREATEST(0, r.total_seats - COALESCE((
+               SELECT sum(b.seats_requested)
+                 FROM ride_bookings b
+                WHERE b.ride_id = r.id
+                  AND b.status IN ('pending', 'confirmed')), 0)),
+           updated_at = now()
+     WHERE r.id = ANY (v_rides)
+       AND r.status IN ('active', 'in-progress');
     GET DIAGNOSTICS v_expired = ROW_COUNT;
 
     -- Each orphan ends the way its ride ended.
@@ -172,7 +197,9 @@ BEGIN
      CROSS JOIN LATERAL ops_close_bookings(o.ids, o.outcome) c;
 
     PERFORM set_config('carpool.seat_sync_deferred', 'off', true);
-    PERFORM ops_resync_seats(v_rides || v_orphan_rides);
+    IF cardinality(v_orphan_rides) > 0 THEN
+        PERFORM ops_resync_seats(v_orphan_rides);
+    END IF;
     PERFORM ops_compact_row_counts();
 
     RETURN jsonb_build_object(
