@@ -341,6 +341,11 @@ class JobResult(_Open):
                 checks = "check" if failing == 1 else "checks"
                 parts[0] += f" in {failing} {checks}"
             return ", ".join([head, *parts]) + "."
+        if job == "repair_missing_notifications" and data.get("scope"):
+            whole = data["scope"] == "full"
+            parts.append(
+                "checked all 30 days" if whole else "checked since the last run"
+            )
         if job == "reconcile_seat_counts" and data.get("overbooked_rides"):
             parts.append(f"{len(data['overbooked_rides'])} overbooked ride(s) reported")
         if not parts:

@@ -16,6 +16,7 @@ import asyncpg
 from factories import job, make_booking, make_ride
 
 from carpool_tui.db.connect import connect
+from carpool_tui.models import JobResult
 
 REPAIR = "repair_missing_notifications"
 
@@ -239,3 +240,12 @@ async def test_app_roles_deleting_notifications_still_note_the_recheck(
     assert await ops_conn.fetchval("SELECT count(*) FROM ops_repair_recheck") == 1
     again = await job(ops_conn, REPAIR)
     assert again["booking_requests_created"] == 1
+
+
+async def test_the_operator_is_told_how_far_a_run_looked(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    first = JobResult.model_validate(await job(ops_conn, REPAIR))
+    later = JobResult.model_validate(await job(ops_conn, REPAIR))
+    assert first.describe(REPAIR).endswith("checked all 30 days.")
+    assert later.describe(REPAIR).endswith("checked since the last run.")
