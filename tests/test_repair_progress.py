@@ -105,6 +105,28 @@ async def test_a_later_run_finds_new_events_only_from_where_it_stopped(
     assert await _noted(ops_conn, hidden, "BOOKING_REQUEST") == 1
 
 
+async def test_a_cancellation_that_left_updated_at_alone_is_found(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    ride = await make_ride(ops_conn)
+    booking = await make_booking(ops_conn, ride, status="confirmed")
+    await _age(ops_conn, booking, 10)
+    await _settled(ops_conn)
+    # Only cancelled_at says when it changed; the booking's other times are old.
+    await ops_conn.execute(
+        "UPDATE ride_bookings SET status = 'cancelled', cancelled_at = now(),"
+        " updated_at = now() - interval '10 days' WHERE id = $1",
+        booking,
+    )
+
+    later = await job(ops_conn, REPAIR)
+
+    assert later["scope"] == "since_last_run"
+    assert later["cancellations_created"] == 1, later
+    assert later["total_notifications_created"] == 1, later
+    assert await _noted(ops_conn, booking, "BOOKING_CANCELLED") == 1
+
+
 async def test_a_deleted_notification_is_made_again_on_the_next_run(
     ops_conn: asyncpg.Connection,
 ) -> None:
