@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 
 from carpool_tui.db.connect import connect
-from carpool_tui.db.errors import NotMigrated
+from carpool_tui.db.errors import NotMigrated, OpsError
 from carpool_tui.db.migrate import load, migrate, plan
 
 
@@ -48,3 +50,60 @@ async def test_two_migrations_at_once_both_succeed(empty_dsn: str) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def _hold_snapshot(conn: asyncpg.Connection) -> Transaction:
+    """A report's transaction, open with its snapshot taken, as a backup holds it."""
+    report = conn.transaction(isolation="repeatable_read")
+    await report.start()
+    await conn.fetchval("SELECT count(*) FROM profiles")
+    return report
+
+
+async def test_a_concurrent_index_build_waits_for_an_older_transaction(
+    empty_dsn: str,
+) -> None:
+    conn = await connect(empty_dsn, purpose="migrate", statement_timeout_ms=0)
+    reader = await connect(empty_dsn, purpose="test")
+    try:
+        await migrate(conn, ("base",))
+        # A report holding its snapshot for longer than the session's 2 s lock
+        # timeout: the index builds must wait for it, not fail.
+        report = await _hold_snapshot(reader)
+
+        async def finish_report() -> None:
+            await asyncio.sleep(3.5)
+            await report.commit()
+
+        done, _ = await asyncio.gather(migrate(conn, ("ops",)), finish_report())
+        assert all(i.state == "pending" for i in done)
+        assert await conn.fetchval("SHOW lock_timeout") == "2s"
+        invalid = await conn.fetchval(
+            "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+        )
+        assert invalid == 0
+    finally:
+        await reader.close()
+        await conn.close()
+
+
+async def test_a_migrate_whose_session_is_ended_says_so(empty_dsn: str) -> None:
+    conn = await connect(empty_dsn, purpose="migrate", statement_timeout_ms=0)
+    admin = await connect(empty_dsn, purpose="test")
+    try:
+        await migrate(conn, ("base",))
+        # Keep the index builds waiting, then end the migrating session.
+        report = await _hold_snapshot(admin)
+
+        async def end_it() -> None:
+            await asyncio.sleep(1.5)
+            await admin.fetchval(
+                "SELECT pg_terminate_backend($1)", conn.get_server_pid()
+            )
+
+        with pytest.raises(OpsError, match="cannot reach the database"):
+            await asyncio.gather(migrate(conn, ("ops",)), end_it())
+        await report.rollback()
+    finally:
+        await admin.close()
+        await conn.close()

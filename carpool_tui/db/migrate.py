@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -17,6 +19,9 @@ GROUPS: tuple[Group, ...] = ("base", "ops")
 LEGACY_FILE = "legacy/deployed_functions.sql"
 _LOCK_KEY = 0x0CA2_9001  # advisory lock that serialises concurrent migrate runs
 LOCK_WAIT_S = 600.0  # how long a second migrate waits for the first
+# How long a concurrent index build waits for the transactions older than it.
+CONCURRENT_WAIT_MIN = 10
+_CONCURRENT = re.compile(r"\bCREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY\b", re.I)
 
 _LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ops_schema_migrations (
@@ -141,7 +146,13 @@ async def migrate(
             await _apply_one(conn, item.migration)
         return items
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        # A session that is gone has released its advisory lock with it; trying
+        # to unlock there would hide the error that ended it.
+        if not conn.is_closed():
+            with contextlib.suppress(
+                asyncpg.InterfaceError, asyncpg.PostgresConnectionError
+            ):
+                await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
 async def _take_lock(conn: asyncpg.Connection) -> None:
@@ -177,12 +188,42 @@ async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
                 await conn.execute(record, migration.name, migration.checksum)
         else:
             for statement in _split_statements(migration.sql):
-                await conn.execute(statement)
+                if _CONCURRENT.search(statement):
+                    await _build_concurrently(conn, statement, migration.name)
+                else:
+                    await conn.execute(statement)
             await conn.execute(record, migration.name, migration.checksum)
     except OpsError:
         raise
     except Exception as exc:
         raise translate(exc, doing=f"Applying {migration.name}") from exc
+
+
+async def _build_concurrently(
+    conn: asyncpg.Connection, statement: str, name: str
+) -> None:
+    """Build an index concurrently, waiting minutes rather than seconds.
+
+    The build waits for every transaction that was open when it started (a
+    report, a backup), which the session's short lock timeout would turn into
+    a failure after two seconds that looks like a locked row.
+    """
+    await conn.execute(f"SET lock_timeout = '{CONCURRENT_WAIT_MIN}min'")
+    try:
+        await conn.execute(statement)
+    except asyncpg.LockNotAvailableError as exc:
+        raise OpsError(
+            f"Applying {name}: building an index concurrently waited"
+            f" {CONCURRENT_WAIT_MIN} minutes for transactions that were open"
+            " when it started",
+            "End the long-running transactions (pg_stat_activity shows their"
+            " xact_start), then run migrate again; it drops the unfinished"
+            " index first.",
+            sqlstate=exc.sqlstate,
+        ) from exc
+    finally:
+        if not conn.is_closed():
+            await conn.execute("RESET lock_timeout")
 
 
 def _split_statements(sql: str) -> list[str]:
