@@ -40,7 +40,7 @@ from carpool_tui.config import (
     parse_limit,
     resolve_dsn,
 )
-from carpool_tui.db.errors import OpsError
+from carpool_tui.db.errors import OpsError, translate
 from carpool_tui.models import JOBS, JOBS_BY_NAME
 
 DEMO_DATABASE = "carpool_demo"
@@ -101,6 +101,19 @@ def _positive(text: str) -> int:
     if _number(text, int, "a whole number") < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return int(text)
+
+
+MAX_RIDES = 20_000_000  # about 60M bookings and 40 GB: past that, a typo
+
+
+def _ride_count(text: str) -> int:
+    rides = _positive(text)
+    if rides > MAX_RIDES:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_RIDES:,} (a generated platform of that size"
+            " already takes about 40 GB)"
+        )
+    return rides
 
 
 def _non_negative(text: str) -> int:
@@ -260,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--rides",
-        type=_positive,
+        type=_ride_count,
         default=DEMO_RIDES,
         help=f"rides to generate on first start (default {DEMO_RIDES})",
     )
@@ -294,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dsn(seed)
     seed.add_argument(
-        "--rides", type=_positive, default=200, help="rides (default 200)"
+        "--rides", type=_ride_count, default=200, help="rides (default 200)"
     )
     seed.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     seed.add_argument(
@@ -490,13 +503,25 @@ async def _seed(dsn: str | None, args: argparse.Namespace) -> list[str]:
         raise OpsError(str(exc), "") from exc
     conn = await connect(dsn, purpose="seed", statement_timeout_ms=0)
     try:
-        report = await seed_platform(
-            conn,
-            rides=args.rides,
-            seed=args.seed,
-            faults=faults,
-            history_days=args.history_days,
-        )
+        try:
+            report = await seed_platform(
+                conn,
+                rides=args.rides,
+                seed=args.seed,
+                faults=faults,
+                history_days=args.history_days,
+            )
+        except OpsError:
+            raise
+        except Exception as exc:
+            # Nothing was written: the seed is one transaction.
+            error = translate(exc, doing="Seeding (nothing was written)")
+            if error.sqlstate == "23505":  # unique_violation
+                error.hint = (
+                    "The database already holds rows of an earlier seed; seed a"
+                    " fresh database (drop and recreate this one)."
+                )
+            raise error from exc
         lines = report.lines()
         lines.append(await _check_after_seed(conn))
     finally:
@@ -511,7 +536,11 @@ async def _check_after_seed(conn: Any) -> str:
     )
     if not has_check:
         return "invariant check: not run (this database has no check function yet)"
-    result = await conn.fetchval("SELECT check_system_invariants()")
+    try:
+        result = await conn.fetchval("SELECT check_system_invariants()")
+    except Exception as exc:
+        # The seed is committed by now; say why the check did not run instead.
+        return f"invariant check: not run ({translate(exc, doing='Checking')})"
     found = result.get("total_violations", 0) if isinstance(result, dict) else "?"
     return f"invariant check: {found} violation(s) found and recorded"
 

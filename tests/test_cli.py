@@ -109,7 +109,12 @@ def test_port_out_of_range_is_one_line_without_the_password() -> None:
 
 
 def test_argument_errors_are_one_line() -> None:
-    for args in (("--refresh", "0"), ("seed", "--rides", "-5"), ("--bogus",)):
+    for args in (
+        ("--refresh", "0"),
+        ("seed", "--rides", "-5"),
+        ("seed", "--rides", "99999999999999999999"),
+        ("--bogus",),
+    ):
         result = run_cli(*args)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
@@ -146,3 +151,19 @@ async def test_seed_runs_the_invariant_check_so_faults_show(ops_dsn: str) -> Non
     finally:
         await conn.close()
     assert open_rows == 1
+
+
+async def test_a_seed_the_database_refuses_is_one_line(ops_dsn: str) -> None:
+    assert run_cli("seed", "--dsn", ops_dsn, "--rides", "20").returncode == 0
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        await conn.execute("TRUNCATE rides CASCADE")
+    finally:
+        await conn.close()
+    # The same seed's profiles are still there.
+    result = run_cli("seed", "--dsn", ops_dsn, "--rides", "20")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    out = result.stdout + result.stderr
+    assert "Seeding (nothing was written)" in out and "profiles" in out, out
+    assert "seed a fresh database" in out, out

@@ -409,3 +409,138 @@ async def test_ops_layer_sees_each_fault_and_gets_its_history_columns(
         )
         > 0
     )
+
+
+_SHAPE = """
+    SELECT string_agg(d, E'\\n' ORDER BY d) FROM (
+        SELECT format('%s %s valid=%s', i.indrelid::regclass,
+                      pg_get_indexdef(i.indexrelid), i.indisvalid) AS d
+          FROM pg_index i
+         WHERE i.indrelid = ANY ($1::regclass[])
+        UNION ALL
+        SELECT format('%s %s %s validated=%s', c.conrelid::regclass, c.conname,
+                      pg_get_constraintdef(c.oid), c.convalidated)
+          FROM pg_constraint c
+         WHERE c.conrelid = ANY ($1::regclass[])) x
+"""
+
+
+async def _shape(conn: asyncpg.Connection) -> str:
+    """Every index and constraint of the platform tables, as definitions."""
+    shape: str = await conn.fetchval(_SHAPE, list(PLATFORM_TABLES))
+    return shape
+
+
+async def test_seed_rebuilds_every_index_and_constraint_it_set_aside(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    before = await _shape(ops_conn)
+    assert "rides_ops_open_seats_idx" in before and "notifications_pkey" in before
+    await seed_platform(ops_conn, rides=300, history_days=1)
+    assert await _shape(ops_conn) == before
+    # The rebuilt unique index still refuses a second open booking.
+    ride, passenger = await ops_conn.fetchrow(
+        "SELECT ride_id, passenger_id FROM ride_bookings"
+        " WHERE status = 'pending' LIMIT 1"
+    )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await ops_conn.execute(
+            "INSERT INTO ride_bookings (ride_id, passenger_id, seats_requested, status)"
+            " VALUES ($1, $2, 1, 'pending')",
+            ride,
+            passenger,
+        )
+
+
+async def test_a_table_owner_without_superuser_seeds_too(
+    base_conn: asyncpg.Connection,
+) -> None:
+    before = await _shape(base_conn)
+    role = "carpool_test_seeder"
+    await base_conn.execute(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}')"
+        f" THEN CREATE ROLE {role} NOLOGIN; END IF; END $$"
+    )
+    for table in await base_conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    ):
+        await base_conn.execute(f"ALTER TABLE {table[0]} OWNER TO {role}")
+    try:
+        await base_conn.execute(f"SET ROLE {role}")
+        assert await base_conn.fetchval("SHOW is_superuser") == "off"
+        await seed_platform(base_conn, rides=200)
+        await base_conn.execute("RESET ROLE")
+        assert await _shape(base_conn) == before
+        assert await _check_counts(base_conn) == dict.fromkeys(CHECKS, 0)
+        assert await base_conn.fetchval("SELECT count(*) FROM ride_bookings") > 200
+    finally:
+        await base_conn.execute("RESET ROLE")
+        await base_conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+        await base_conn.execute(f"DROP ROLE {role}")
+
+
+async def test_seed_leaves_alone_what_it_could_not_rebuild_exactly(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    await ops_conn.execute(
+        "CREATE VIEW notification_ids AS"
+        " SELECT n.id, n.type, count(*) FROM notifications n GROUP BY n.id;"
+        " COMMENT ON INDEX rides_driver_id_idx IS 'kept';"
+        " ALTER INDEX notifications_ops_booking_idx ALTER COLUMN 1"
+        " SET STATISTICS 500"
+    )
+    before = await _shape(ops_conn)
+    await seed_platform(ops_conn, rides=100)
+    assert await _shape(ops_conn) == before
+    assert (
+        await ops_conn.fetchval(
+            "SELECT obj_description('rides_driver_id_idx'::regclass, 'pg_class')"
+        )
+        == "kept"
+    )
+    assert (
+        await ops_conn.fetchval(
+            "SELECT attstattarget FROM pg_attribute"
+            " WHERE attrelid = 'notifications_ops_booking_idx'::regclass"
+            " AND attnum = 1"
+        )
+        == 500
+    )
+    assert await ops_conn.fetchval("SELECT count(*) FROM notification_ids") > 0
+
+
+async def test_seed_loads_through_the_indexes_when_a_table_is_in_use(
+    ops_dsn: str, ops_conn: asyncpg.Connection
+) -> None:
+    before = await _shape(ops_conn)
+    other = await connect(ops_dsn, purpose="test")
+    try:
+        reader = other.transaction()
+        await reader.start()
+        await other.fetchval("SELECT count(*) FROM notifications")
+        await seed_platform(ops_conn, rides=100)
+        await reader.rollback()
+    finally:
+        await other.close()
+    assert await _shape(ops_conn) == before
+    assert await ops_conn.fetchval("SELECT count(*) FROM notifications") > 0
+
+
+async def test_seed_command_says_why_its_closing_check_did_not_run(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    from carpool_tui.cli import _check_after_seed
+
+    role = "carpool_test_nocheck"
+    await ops_conn.execute(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}')"
+        f" THEN CREATE ROLE {role} NOLOGIN; END IF; END $$"
+    )
+    try:
+        await ops_conn.execute(f"SET ROLE {role}")
+        line = await _check_after_seed(ops_conn)
+    finally:
+        await ops_conn.execute("RESET ROLE")
+        await ops_conn.execute(f"DROP ROLE {role}")
+    assert line.startswith("invariant check: not run ("), line
+    assert "check_system_invariants" in line, line
