@@ -347,15 +347,20 @@ def _ratios(rows: list[Row], smallest: int) -> None:
 
 def _table(rows: list[Row], largest: int) -> list[str]:
     lines = [
-        "| rides | operation | deployed median | ops median | target | met? |"
-        " ratio to smallest |",
-        "|---|---|---:|---:|---|---|---:|",
+        "| rides | operation | deployed median | ops median | times faster |"
+        " target | met? | ratio to smallest |",
+        "|---|---|---:|---:|---:|---|---|---:|",
     ]
     for r in rows:
         top = r.rides == largest
+        faster = (
+            f"{r.deployed / r.ops:.1f}x"
+            if r.op.unit == "ms" and r.deployed and r.ops
+            else ""
+        )
         lines.append(
             f"| {r.platform} | {r.op.title} | {fmt(r.deployed, r.op.unit)} |"
-            f" {fmt(r.ops, r.op.unit)} | {r.target_text() if top else ''} |"
+            f" {fmt(r.ops, r.op.unit)} | {faster} | {r.target_text() if top else ''} |"
             f" {r.met(top)} | {fmt(r.ratio, 'x') if r.ratio else ''} |"
         )
     return lines
@@ -451,6 +456,7 @@ def _write(
         " the server's processes spent in such a round (`/proc/<pid>/schedstat`,"
         " own cluster only; statement time otherwise) over the same for a round"
         " with one dashboard.",
+        "- Times faster: deployed median over ops median, same platform, same run.",
         "- Ratio: ops median over the ops median of the same operation on the"
         " smallest platform.",
         "",
