@@ -165,11 +165,15 @@ async def test_cancel_reaches_the_server_and_the_failure_is_shown(
                 " AND application_name = 'carpool-tui job expire_rides'"
             )
             assert waiting == 1
-            await pilot.press("escape")  # refuses to close while running
-            assert app.screen is running
+            for key in ("escape", "q"):  # neither closes it while it runs
+                await pilot.press(key)
+                assert app.screen is running
             await pilot.press("c")
             shown = await shows(pilot, running, "Failed")
             assert "57014" in shown
+            await pilot.press("q")  # closes the finished run, not the app
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+            assert app.is_running
         row = await conn.fetchrow(
             "SELECT status, sqlstate FROM system_job_log"
             " WHERE job_name = 'expire_rides'"
@@ -291,7 +295,7 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
             await shows(pilot, dialog, "Its check still fails right now (1 now)")
             await pilot.press("enter")
             await shows(pilot, dialog, NOTE_REQUIRED)
-            await type_text(pilot, "known drift, ticket 42")
+            await type_text(pilot, "known drift, queue ticket 42")
             await pilot.press("enter")
             await shows(pilot, dialog, "Resolved.")
             await pilot.press("escape")
@@ -304,12 +308,12 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
         )
         assert row["resolved_at"] is not None
         assert (row["notes"], row["resolved_by"]) == (
-            "known drift, ticket 42",
+            "known drift, queue ticket 42",
             OPERATOR,
         )
         audit = await seat_fix_audit(conn)
         assert [(a["operator"], a["note"]) for a in audit] == [
-            (OPERATOR, "known drift, ticket 42")
+            (OPERATOR, "known drift, queue ticket 42")
         ]
         assert action_log(app)[0]["action"] == "resolve_violation"
     finally:

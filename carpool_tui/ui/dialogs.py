@@ -71,10 +71,15 @@ class Outcome(Message):
 
 
 class Dialog(ModalScreen[R]):
-    """A centred modal box that closes with Escape."""
+    """A centred modal box that closes with Escape.
+
+    ``q`` closes it too: the dashboard's footer, still visible beneath, offers
+    ``q``, and a dialog in the way of quitting should go first. Typed into a
+    note field, ``q`` is just a letter.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Close", show=False)
+        Binding("escape,q", "close", "Close", show=False)
     ]
 
     @property
