@@ -836,6 +836,17 @@ def _wants_check(argv: Sequence[str]) -> bool:
     return "check" in argv
 
 
+# What Ctrl-C leaves behind, for the commands where that is not obvious.
+INTERRUPTED = {
+    "seed": "nothing was written (a seed is one transaction).",
+    "migrate": (
+        "each migration that finished is recorded; the one in progress is not,"
+        " and the next `carpool-tui migrate` runs it again (first dropping an"
+        " index it left half-built)."
+    ),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``carpool-tui`` console script."""
     parser = build_parser()
@@ -856,4 +867,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"carpool-tui: {exc}")
         return 1
     except KeyboardInterrupt:
+        left = INTERRUPTED.get(args.command)
+        _say("carpool-tui: interrupted" + (f"; {left}" if left else ""))
         return 130

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 import sys
+import time
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
+
+from carpool_tui.db.migrate import migrate
 
 
 def run_cli(
@@ -167,3 +172,105 @@ async def test_a_seed_the_database_refuses_is_one_line(ops_dsn: str) -> None:
     out = result.stdout + result.stderr
     assert "Seeding (nothing was written)" in out and "profiles" in out, out
     assert "seed a fresh database" in out, out
+
+
+def _default_sigint() -> None:
+    """Let Ctrl-C reach the child even when the suite runs as a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+async def _seeding(conn: asyncpg.Connection) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'carpool-tui seed' AND state = 'active'"
+        )
+    )
+
+
+async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> None:
+    seed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carpool_tui",
+            "seed",
+            "--dsn",
+            ops_dsn,
+            "--rides",
+            "200000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        deadline = time.monotonic() + 60
+        while not await _seeding(conn):
+            assert seed.poll() is None, seed.communicate()
+            assert time.monotonic() < deadline, "the seed never started"
+            await asyncio.sleep(0.05)
+        seed.send_signal(signal.SIGINT)
+        out, err = seed.communicate(timeout=60)
+        assert seed.returncode == 130, (out, err)
+        assert "Traceback" not in err, err
+        assert "interrupted; nothing was written" in err, err
+        while await _seeding(conn):  # the server ends the cancelled statement
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
+    finally:
+        if seed.poll() is None:
+            seed.kill()
+        await conn.close()
+
+
+async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
+    empty_dsn: str,
+) -> None:
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        await migrate(conn, ("base",))
+        # A report's open snapshot keeps the ops layer's first concurrent index
+        # build waiting, half-built, until the operator gives up.
+        report = conn.transaction(isolation="repeatable_read")
+        await report.start()
+        await conn.fetchval("SELECT count(*) FROM rides")
+        observer = await asyncpg.connect(empty_dsn)
+        migrating = subprocess.Popen(
+            [sys.executable, "-m", "carpool_tui", "migrate", "--dsn", empty_dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not await observer.fetchval(
+                "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+            ):
+                assert migrating.poll() is None, migrating.communicate()
+                assert time.monotonic() < deadline, "no index build started"
+                await asyncio.sleep(0.05)
+            migrating.send_signal(signal.SIGINT)
+            out, err = migrating.communicate(timeout=60)
+        finally:
+            if migrating.poll() is None:
+                migrating.kill()
+            await observer.close()
+        assert migrating.returncode == 130, (out, err)
+        assert "Traceback" not in err, err
+        assert "interrupted; each migration that finished is recorded" in err, err
+        await report.rollback()
+
+        again = run_cli("migrate", "--dsn", empty_dsn)
+        assert again.returncode == 0, again.stderr
+        assert "applied ops/0102_ops_indexes.sql" in again.stdout
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+            == 0
+        )
+    finally:
+        await conn.close()
