@@ -132,9 +132,31 @@ async def test_a_missing_database_is_not_retried(
         await until(pilot, lambda: screen.failures >= 1, "the first attempt")
         text = static_text(screen.query_one("#startup-message", Static))
         assert "does not exist" in text and "database name" in text
-        assert "Not retrying" in text
+        assert "Not retrying" in text and "press r to try again" in text
         await pilot.pause(2.5)
         assert screen.failures == 1
+
+
+async def test_r_tries_again_once_the_missing_database_exists(
+    pg_server: Any, tmp_path: Path
+) -> None:
+    name = f"carpool_later_{uuid.uuid4().hex[:8]}"
+    app = DashboardApp(make_settings(pg_server.dsn(name), tmp_path))
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.dashboard
+            await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+            assert screen.retry_at is None  # stopped: it will not fix itself
+            await admin.execute(
+                f"CREATE DATABASE {name} TEMPLATE {pg_server.template('ops')}"
+            )
+            await pilot.press("r")
+            await until(pilot, lambda: screen.snapshot is not None, "the dashboard")
+            assert screen.error is None
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
 
 
 @pytest.mark.parametrize(

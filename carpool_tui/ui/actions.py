@@ -68,10 +68,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "r",
         "r",
         "Refresh",
-        "Poll the database now.",
+        "Poll the database now, or try again after an error stopped polling.",
         "refresh",
         footer=True,
-        needs_db=True,
     ),
     ActionSpec(
         "pause",

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
 from carpool_tui.checks import EXPIRE_CHECKS
 from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
-from carpool_tui.db.errors import ConnectionLost, OpsError
+from carpool_tui.db.errors import ConnectionLost, OpsError, SettingsInvalid
 from carpool_tui.models import JOBS_BY_NAME, Capabilities, JobLogEntry, Snapshot
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import (
@@ -286,7 +286,7 @@ class DashboardScreen(Screen[None]):
             self.retry_at = None
             if self.snapshot is not None:
                 self.notify(
-                    f"{message.error} Not retrying.",
+                    f"{message.error} Not retrying; r tries again.",
                     title="Polling stopped",
                     severity="error",
                     timeout=30,
@@ -426,10 +426,15 @@ class DashboardScreen(Screen[None]):
                 then = (
                     f"Attempt {self.failures}; {retry or 'retrying'}. Press q to quit."
                 )
-            else:
+            elif isinstance(self.error, SettingsInvalid):
                 then = (
                     "Not retrying: this will not fix itself. Correct the settings "
                     "and start again; q quits."
+                )
+            else:
+                then = (
+                    "Not retrying: this will not fix itself. Once it is fixed, "
+                    "press r to try again; q quits."
                 )
             text = (
                 f"[b]Cannot open the dashboard on {target}[/]\n\n"
