@@ -520,3 +520,25 @@ async def test_jobs_columns_grow_so_later_values_are_never_cut(
                 cell = jobs.get_cell_at(Coordinate(row, jobs.get_column_index(key)))
                 width = cell.cell_len if isinstance(cell, Text) else len(str(cell))
                 assert column.content_width >= width, (key.value, str(cell))
+
+
+def test_the_health_strip_never_parts_a_count_from_its_label() -> None:
+    health = HealthSummary(
+        seat_mismatches=7,
+        unresolved_violations=8,
+        expired_active_rides=4,
+        failed_jobs_24h=6,
+        active_rides=26,
+        in_progress_rides=3,
+        pending_bookings=30,
+        confirmed_bookings=43,
+        total_rides=400,
+        total_bookings=1_200,
+    )
+    for width in (78, 60, 40):
+        lines = Text.from_markup(health_markup(health, None, width=width)).plain
+        for line in lines.splitlines():
+            assert len(line) <= width, (width, line)
+            words = line.split()
+            assert not words[-1].isdigit(), f"a count without its label: {line!r}"
+    assert "\n" not in health_markup(health, None)

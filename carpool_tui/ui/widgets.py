@@ -51,12 +51,18 @@ def level(value: int | None, warn: int | None, alert: int | None) -> str:
 
 
 def health_markup(
-    health: HealthSummary | None, error: PanelError | None, *, critical: bool = False
+    health: HealthSummary | None,
+    error: PanelError | None,
+    *,
+    critical: bool = False,
+    width: int | None = None,
 ) -> str:
     """The health strip as markup: counts coloured by threshold.
 
     With `critical` (a critical violation is open) the unresolved count is red
-    whatever its size; warnings alone follow the thresholds.
+    whatever its size; warnings alone follow the thresholds. With `width` the
+    counts are packed into lines of that many cells, so a count is never
+    parted from its label where the strip wraps.
     """
     if health is None:
         if error is not None:
@@ -64,7 +70,8 @@ def health_markup(
                 f"\n[dim]{safe_markup(error.hint)}[/]" if error.hint else ""
             )
         return "[dim]Waiting for the first health summary…[/]"
-    parts: list[str] = []
+    lines: list[str] = []
+    used = 0
     data = health.model_dump()
     for key, label, warn, alert in HEALTH_FIELDS:
         if key not in data or data[key] is None:
@@ -74,20 +81,38 @@ def health_markup(
         if key == "unresolved_violations" and critical and value:
             shade = "alert"
         style = {"ok": "b", "warn": "b $warning", "alert": "b reverse $error"}[shade]
-        parts.append(f"[{style}] {fmt.count(value)} [/] {label}")
-    return "  ".join(parts)
+        count = fmt.count(value)
+        part = f"[{style}] {count} [/] {label}"
+        cells = len(count) + 3 + len(label)
+        if lines and (width is None or used + 2 + cells <= width):
+            lines[-1] += "  " + part
+            used += 2 + cells
+        else:
+            lines.append(part)
+            used = cells
+    return "\n".join(lines)
 
 
 class HealthStrip(Static):
     """The counts of get_system_health_summary(), coloured by threshold."""
 
+    _shown: Snapshot | None = None
+
     def show(self, snapshot: Snapshot) -> None:
+        self._shown = snapshot
         critical = any(v.severity == "critical" for v in snapshot.violations)
         self.update(
             health_markup(
-                snapshot.health, snapshot.errors.get("health"), critical=critical
+                snapshot.health,
+                snapshot.errors.get("health"),
+                critical=critical,
+                width=self.content_size.width or None,
             )
         )
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(self._shown)
 
 
 def status_style(status: str) -> str:
