@@ -76,7 +76,7 @@ def test_job_check_reads_the_action_result() -> None:
     assert r.verify([]).ok  # type: ignore[union-attr]
     assert r.advance() is None
     assert r.finished and r.healthy
-    assert r.ending() == "Finished: verified healthy."
+    assert r.ending() == "Finished: every check of this procedure passed."
 
 
 def test_skip_needs_a_reason_and_blocks_a_health_claim() -> None:

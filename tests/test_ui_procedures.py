@@ -123,7 +123,8 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
             assert "PASSED The job completed." in screen_text(screen)
             await next_step(pilot, screen)
             assert screen.run.healthy
-            assert "Finished: verified healthy." in screen_text(screen)
+            ending = "Finished: every check of this procedure passed."
+            assert ending in screen_text(screen)
             await pilot.press("m")
             await until(
                 pilot, lambda: "Timeline written to" in screen_text(screen), "export"
@@ -136,7 +137,7 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
         assert "| alice@oncall | 4.1 Jobs are failing | 2. Run the job again |" in md
         assert "| run reconcile_seat_counts | Found 0 mismatches" in md
         assert "passed: The job completed." in md
-        assert "| finish | Finished: verified healthy. |" in md
+        assert f"| finish | {ending} |" in md
         assert [e["action"] for e in action_log(app)] == ["run_job"]
         assert (
             await conn.fetchval(
@@ -391,3 +392,39 @@ def test_snapshot_procedure_mid_way(
     assert snap_compare(
         app_for(seeded_dsn, tmp_path), terminal_size=(80, 24), run_before=before
     )
+
+
+async def test_a_fixed_violation_does_not_claim_the_system_healthy(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await seed_platform(
+            conn, rides=80, seed=5, faults=["seat_mismatch", "invalid_ride_status"]
+        )
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("g")
+            screen = await procedure(pilot)
+            await follow(pilot, screen, "not expected")
+            assert screen.run.healthy
+            final = screen_text(screen)
+            assert "Finished: every check of this procedure passed." in final
+            assert "of other checks are still open" in final
+            assert "verified healthy" not in final
+            # At 80x24 the ending is scrolled into view, below the rows.
+            page = screen.query_one("#procedure")
+            verdict = screen.query_one("#proc-verdict")
+            await until(
+                pilot,
+                lambda: (
+                    verdict.region.y >= page.region.y
+                    and verdict.region.bottom <= page.region.bottom
+                ),
+                "the ending in view",
+            )
+    finally:
+        await conn.close()

@@ -397,6 +397,26 @@ class Run:
             )
         )
 
+    def _healthy_ending(self) -> str:
+        """What a procedure whose checks all passed may claim.
+
+        Its checks cover its own problem; only the last invariant check run in
+        it says whether the whole system is healthy.
+        """
+        last = next(
+            (r for r in reversed(self.results) if r and "total_violations" in r),
+            None,
+        )
+        if last is not None and last.get("healthy"):
+            return "Finished: verified healthy."
+        text = "Finished: every check of this procedure passed."
+        if last is not None and last.get("total_violations"):
+            text += (
+                f" {last['total_violations']} violation(s) of other checks are"
+                " still open; see the violations panel."
+            )
+        return text
+
     def ending(self) -> str:
         """How the procedure ended, in one sentence."""
         if self.stopped:
@@ -405,7 +425,7 @@ class Run:
             return "In progress."
         skipped = [i + 1 for i, s in enumerate(self.states) if s == "skipped"]
         if self.healthy:
-            return "Finished: verified healthy."
+            return self._healthy_ending()
         if not self.procedure.can_end_healthy:
             return (
                 "Finished, NOT healthy: no automatic fix exists; the rows above "

@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
@@ -137,6 +138,9 @@ def opening_for(item: Any) -> Opening | None:
     return None
 
 
+SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
+
+
 class ProcedureScreen(Screen[None]):
     """One procedure, one step at a time, checked against the live database."""
 
@@ -183,6 +187,19 @@ class ProcedureScreen(Screen[None]):
             yield reason
             yield Static("", id="proc-message")
         yield Static("", id="proc-keys", classes="keys")
+
+    def on_resize(self, event: Resize) -> None:
+        # A short terminal shows fewer rows, so the step's result fits below.
+        self.set_class(event.size.height < SHORT_HEIGHT, "-short")
+
+    def reveal(self) -> None:
+        """Scroll to the end of the step, where its result and messages appear.
+
+        The rows table keeps the focus (and with it the scrolling keys), so on a
+        short terminal a verdict or a cause would otherwise land out of sight.
+        """
+        page = self.query_one("#procedure", VerticalScroll)
+        self.call_after_refresh(page.scroll_end, animate=False)
 
     def on_mount(self) -> None:
         target, row = self.initial
@@ -238,6 +255,8 @@ class ProcedureScreen(Screen[None]):
         self.query_one("#proc-action", Static).update(self._action_text())
         self.query_one("#proc-verdict", Static).update(self._verdict_text())
         self.query_one("#proc-keys", Static).update(self._keys())
+        if self.run.over:
+            self.reveal()
 
     def _action_text(self) -> str:
         step = self.run.step
@@ -317,12 +336,16 @@ class ProcedureScreen(Screen[None]):
         table.clear(columns=True)
         columns = list(rowset.columns)
         failed = rowset.view == "failed_runs"
-        table.add_columns(*(columns + (["cause"] if failed else [])))
+        # The cause goes right after the job's name, where a narrow terminal
+        # still shows it.
+        at = columns.index("job_name") + 1 if failed and "job_name" in columns else 0
+        shown = [*columns[:at], "cause", *columns[at:]] if failed else columns
+        table.add_columns(*shown)
         for n, row in enumerate(rowset.rows):
             cells = [safe_text(row.get(c), 60) for c in columns]
             if failed:
                 cause = diagnose(row.get("sqlstate"), row.get("error_message"))
-                cells.append(Text(cause.name))
+                cells.insert(at, Text(cause.name))
             table.add_row(*cells, key=str(n))
         table.display = True
         query = f"{rowset.query}"
@@ -362,9 +385,13 @@ class ProcedureScreen(Screen[None]):
             if verdict is not None:
                 self.set_message("")
         self.render_step()
+        if message.verify:
+            self.reveal()
 
     def set_message(self, markup: str) -> None:
         self.query_one("#proc-message", Static).update(markup)
+        if markup:
+            self.reveal()
 
     # -- keys ------------------------------------------------------------
 
@@ -380,6 +407,7 @@ class ProcedureScreen(Screen[None]):
         if self.run.step.check is not None:
             self.run.verify(self.rowset.rows)
         self.render_step()
+        self.reveal()
 
     def action_act(self) -> None:
         run = self.run
@@ -456,6 +484,7 @@ class ProcedureScreen(Screen[None]):
         reason = self.query_one("#skip-reason", Input)
         reason.display = True
         reason.focus()
+        self.reveal()
 
     @on(Input.Submitted, "#skip-reason")
     def _skip_reason(self, event: Input.Submitted) -> None:
