@@ -12,9 +12,10 @@ import asyncpg
 from factories import job, make_booking, make_ride
 from test_ui_dashboard import db, loaded, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Checkbox, Input
 
 from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
@@ -463,3 +464,44 @@ async def test_resolve_says_when_a_check_cannot_be_run(
         dialog = await dialog_of(pilot, ResolveDialog)
         shown = await shows(pilot, dialog, "cannot be run")
         assert "safe to resolve" not in shown
+
+
+async def test_expiring_a_ride_not_yet_due_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn, departs_in=timedelta(hours=3), total_seats=6)
+        for _ in range(4):
+            await make_booking(conn, ride, status="confirmed")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            await pilot.press("e")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Due              no")
+            # The preview is taller than the dialog: PgDn scrolls it from the note.
+            page = dialog.query_one(".dialog", VerticalScroll)
+            assert page.max_scroll_y > 0
+            await pilot.press("pagedown")
+            await until(pilot, lambda: page.scroll_y > 0, "the preview to scroll")
+            await type_text(pilot, "driver cancelled by phone")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "This ride is not due yet.")
+            # The box the message names is on screen, above the note.
+            allow = dialog.query_one("#allow", Checkbox)
+            note = dialog.query_one("#note", Input)
+            assert allow.display
+            assert 0 <= allow.region.y < note.region.y
+            assert allow.region.bottom <= page.region.bottom
+            await pilot.press("shift+tab", "space")
+            assert allow.value
+            await pilot.press("tab", "enter")
+            await shows(pilot, dialog, "Expired.")
+        assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+            "completed"
+        )
+    finally:
+        await conn.close()

@@ -20,6 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from carpool_tui.db.errors import OpsError
@@ -460,7 +461,16 @@ class WriteDialog(Dialog[bool]):
 
 
 class RideDialog(WriteDialog):
-    """A write on one ride: type or receive its id, preview, then apply."""
+    """A write on one ride: type or receive its id, preview, then apply.
+
+    PageUp and PageDown scroll the preview from the note field, for a preview
+    taller than a small terminal.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("pageup", "scroll_preview(-1)", "Scroll up", show=False),
+        Binding("pagedown", "scroll_preview(1)", "Scroll down", show=False),
+    ]
 
     def __init__(self, ride_id: str | None = None) -> None:
         super().__init__()
@@ -485,6 +495,13 @@ class RideDialog(WriteDialog):
             )
         self.query_one("#ride", Input).focus()
 
+    def action_scroll_preview(self, direction: int) -> None:
+        page = self.query_one(".dialog", VerticalScroll)
+        if direction < 0:
+            page.scroll_page_up(animate=False)
+        else:
+            page.scroll_page_down(animate=False)
+
     def _start_preview(self, text: str) -> None:
         try:
             ride = parse_uuid(text)
@@ -495,9 +512,13 @@ class RideDialog(WriteDialog):
         self.set_message("Reading the ride…")
         self.call_db("preview", partial(self.preview_call, ride))
 
-    def foot(self, verb: str) -> ComposeResult:
-        """The note, the message and the keys, docked so they stay in view."""
+    def foot(self, verb: str, *controls: Widget) -> ComposeResult:
+        """The note, the message and the keys, docked so they stay in view.
+
+        ``controls`` (a confirmation box) go above the note, in view with it.
+        """
         with Vertical(classes="foot"):
+            yield from controls
             yield Input(placeholder="note: why (required)", id="note", disabled=True)
             yield Static("", id="message")
             yield Static(
@@ -646,8 +667,7 @@ class ExpireRideDialog(RideDialog):
             yield bookings
             allow = Checkbox("Expire although it is not due yet", id="allow")
             allow.display = False
-            yield allow
-            yield from self.foot("expire")
+            yield from self.foot("expire", allow)
 
     async def preview_call(self, ride: UUID) -> Any:
         return await self.dash.repo.preview_expire_ride(ride)
@@ -669,8 +689,9 @@ class ExpireRideDialog(RideDialog):
         allow = self.query_one("#allow", Checkbox).value
         if not preview.due and not allow:
             self.set_message(
-                "[b $warning]This ride is not due yet.[/] Tick the box above "
-                "(Tab to it, Space) to expire it anyway."
+                "[b $warning]This ride is not due yet.[/] To expire it anyway, "
+                "tick the box above the note (Shift+Tab, Space), then Enter on "
+                "the note."
             )
             return
         self.set_message("Expiring…")
