@@ -505,3 +505,58 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
         )
     finally:
         await conn.close()
+
+
+async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        shown = await seat_mismatch(conn)
+        typed = await seat_mismatch(conn)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            ride_field = dialog.query_one("#ride", Input)
+            note = dialog.query_one("#note", Input)
+            await type_text(pilot, str(shown))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "available_seats 1 → 2")
+            assert not note.disabled
+
+            # Another id typed over it, not previewed: nothing can be applied.
+            ride_field.focus()
+            ride_field.value = ""
+            await type_text(pilot, str(typed))
+            await shows(pilot, dialog, "The ride id changed")
+            assert note.disabled and dialog.preview is None
+            assert str(shown) not in screen_text(dialog)
+
+            # A typo previews nothing and leaves nothing to apply to either.
+            ride_field.value = str(uuid.uuid4())
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Refused (not_found)")
+            assert note.disabled and dialog.preview is None
+
+            ride_field.value = str(typed)
+            await pilot.press("enter")
+            await shows(pilot, dialog, f"{typed} (active)")
+            await type_text(pilot, "fix the typed ride")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Fixed.")
+            assert ride_field.disabled  # one dialog, one write
+        seats = dict(
+            await conn.fetch(
+                "SELECT id, available_seats FROM rides WHERE id = ANY($1::uuid[])",
+                [shown, typed],
+            )
+        )
+        assert seats == {shown: 1, typed: 2}
+        audit = await seat_fix_audit(conn)
+        assert [(a["target_id"], a["note"]) for a in audit] == [
+            (typed, "fix the typed ride")
+        ]
+    finally:
+        await conn.close()

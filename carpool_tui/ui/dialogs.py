@@ -416,9 +416,12 @@ class WriteDialog(Dialog[bool]):
         return note
 
     def finish(self, markup: str) -> None:
+        """The write is done: one dialog, one write; the inputs are closed."""
         self.done = True
         self.set_message(markup)
         self.query_one("#note", Input).disabled = True
+        for target in self.query("#ride").results(Input):
+            target.disabled = True
         self.query_one(".keys", Static).update(keys_line(("Esc", "close")))
         self.focus_next()
 
@@ -472,6 +475,9 @@ class RideDialog(WriteDialog):
         Binding("pagedown", "scroll_preview(1)", "Scroll down", show=False),
     ]
 
+    preview: Any = None
+    """The preview on screen (None: none, and the note is disabled)."""
+
     def __init__(self, ride_id: str | None = None) -> None:
         super().__init__()
         self.initial = ""
@@ -503,6 +509,7 @@ class RideDialog(WriteDialog):
             page.scroll_page_down(animate=False)
 
     def _start_preview(self, text: str) -> None:
+        self.forget_preview()
         try:
             ride = parse_uuid(text)
         except ValueError as exc:
@@ -511,6 +518,38 @@ class RideDialog(WriteDialog):
             return
         self.set_message("Reading the ride…")
         self.call_db("preview", partial(self.preview_call, ride))
+
+    def forget_preview(self) -> None:
+        """Drop the preview on screen, so no write can go to a ride not in view.
+
+        The note is disabled until a new preview arrives: a write only ever
+        applies to the ride the id field names and the preview shows.
+        """
+        self.preview = None
+        self.query_one("#preview", Static).update("")
+        self.query_one("#bookings", DataTable).display = False
+        self.query_one("#note", Input).disabled = True
+        for box in self.query("#allow").results(Checkbox):
+            box.value = False
+            box.display = False
+
+    def previewed(self) -> UUID | None:
+        """The ride of the preview on screen, if the id field still names it."""
+        if self.preview is None:
+            return None
+        try:
+            typed = parse_uuid(self.query_one("#ride", Input).value)
+        except ValueError:
+            return None
+        shown = UUID(str(self.preview.ride_id))
+        return shown if typed == shown else None
+
+    @on(Input.Changed, "#ride")
+    def _ride_edited(self) -> None:
+        if self.done or self.preview is None or self.previewed() is not None:
+            return
+        self.forget_preview()
+        self.set_message("The ride id changed: press Enter on it to preview that ride.")
 
     def foot(self, verb: str, *controls: Widget) -> ComposeResult:
         """The note, the message and the keys, docked so they stay in view.
@@ -560,8 +599,8 @@ class SeatFixDialog(RideDialog):
     def _note_submitted(self) -> None:
         if self.done:
             return
-        if self.preview is None:
-            self.set_message("[b $error]Preview a ride first.[/]")
+        if self.previewed() is None:
+            self.set_message("[b $error]Preview the ride first (Enter on its id).[/]")
             return
         note = self.note_text()
         if note is None:
@@ -677,8 +716,8 @@ class ExpireRideDialog(RideDialog):
         if self.done:
             return
         preview = self.preview
-        if preview is None:
-            self.set_message("[b $error]Preview a ride first.[/]")
+        if preview is None or self.previewed() is None:
+            self.set_message("[b $error]Preview the ride first (Enter on its id).[/]")
             return
         note = self.note_text()
         if note is None:
