@@ -152,7 +152,8 @@ class JobLogEntry(BaseModel):
     status: str
     records_processed: int | None = None
     errors_encountered: int | None = None
-    details: dict[str, Any] | list[Any] | None = None
+    details: Any = None
+    """Whatever JSON the row holds; a dict where the ops layer wrote it."""
     error_message: str | None = None
     sqlstate: str | None = None
     triggered_by: str | None = None
@@ -230,8 +231,12 @@ class Violation(BaseModel):
             return []
         if isinstance(value, dict):
             inner = value.get("samples") or value.get("violations")
-            return inner if isinstance(inner, list) else [value]
-        return value
+            value = inner if isinstance(inner, list) else [value]
+        if not isinstance(value, list):
+            value = [value]
+        # A sample that is not an object (a bare string from a hand-written
+        # check) is kept, as its value, rather than hiding the whole row.
+        return [v if isinstance(v, dict) else {"value": v} for v in value]
 
     @property
     def legacy(self) -> bool:

@@ -290,3 +290,30 @@ def test_a_bad_config_file_is_unknown(cli_env: dict[str, str], tmp_path: Path) -
     done = cli(cli_env, "check", "--config", str(bad))
     assert done.returncode == 3
     assert f"config file {bad}, line 2, column 19: Invalid value" in done.stdout
+
+
+async def test_hand_written_rows_of_any_json_shape_still_count(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    await seed(ops_dsn)
+    run_jobs(cli_env, ops_dsn)
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        # What a hand-written check or script might leave behind.
+        await conn.execute(
+            "INSERT INTO invariant_violations"
+            " (check_name, severity, violation_count, sample_data)"
+            " VALUES ('custom_check', 'critical', 1, '[\"just a string sample\"]')"
+        )
+        await conn.execute(
+            "UPDATE system_job_log SET details = '\"ok\"'"
+            " WHERE id = (SELECT id FROM system_job_log ORDER BY started_at DESC"
+            " LIMIT 1)"
+        )
+    finally:
+        await conn.close()
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2, data
+    assert data["metrics"]["critical_violations"] == 1
+    assert problems(data).get("critical_violations") == "CRITICAL"
+    assert "settings are not valid" not in json.dumps(data)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pydantic
+
+from carpool_tui.db.errors import SettingsInvalid, translate
 from carpool_tui.models import (
     JOBS,
     Capabilities,
@@ -242,3 +245,15 @@ def test_the_invariant_check_counts_the_checks_that_failed() -> None:
     assert legacy.describe("check_system_invariants") == (
         "Violations found, 2 violations in 1 check."
     )
+
+
+def test_a_row_the_models_cannot_read_is_not_called_a_settings_problem() -> None:
+    try:
+        JobLogEntry.model_validate({"id": 1, "job_name": "x", "status": None})
+    except pydantic.ValidationError as exc:
+        err = translate(exc, doing="Reading the job log")
+    else:
+        raise AssertionError("the row should not validate")
+    assert not isinstance(err, SettingsInvalid)
+    assert "a row has a shape this version cannot read" in err.message
+    assert err.retryable

@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import asyncpg
+import pydantic
 
 
 class OpsError(Exception):
@@ -132,6 +133,13 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
         return OpsError(
             f"{doing}: a row it needs is locked by another session ({text})",
             "Usually self-resolving; try again in a moment.",
+            state,
+        )
+    if isinstance(exc, pydantic.ValidationError):
+        # Also a ValueError, but about a row, not the settings.
+        return OpsError(
+            f"{doing}: a row has a shape this version cannot read ({text})",
+            "Look at that row in the database; the other panels are unaffected.",
             state,
         )
     if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):
