@@ -522,6 +522,7 @@ async def _seed(dsn: str | None, args: argparse.Namespace) -> list[str]:
                     " fresh database (drop and recreate this one)."
                 )
             raise error from exc
+        _SEED_WRITTEN[0] = True
         lines = report.lines()
         lines.append(await _check_after_seed(conn))
     finally:
@@ -538,11 +539,24 @@ async def _check_after_seed(conn: Any) -> str:
         return "invariant check: not run (this database has no check function yet)"
     try:
         result = await conn.fetchval("SELECT check_system_invariants()")
+        rows, still_open = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL)"
+            " FROM invariant_violations"
+        )
     except Exception as exc:
         # The seed is committed by now; say why the check did not run instead.
         return f"invariant check: not run ({translate(exc, doing='Checking')})"
-    found = result.get("total_violations", 0) if isinstance(result, dict) else "?"
-    return f"invariant check: {found} violation(s) found and recorded"
+    if not isinstance(result, dict) or result.get("success") is False:
+        why = result.get("error") if isinstance(result, dict) else None
+        return (
+            f"invariant check: failed ({why or 'no result'}); the seed is kept,"
+            " run `carpool-tui run-job check_system_invariants` again"
+        )
+    found = result.get("total_violations", "?")
+    return (
+        f"invariant check: {found} violation(s) found; invariant_violations now"
+        f" holds {rows} row(s), {still_open} open"
+    )
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -836,6 +850,9 @@ def _wants_check(argv: Sequence[str]) -> bool:
     return "check" in argv
 
 
+# Whether this process's seed has committed (Ctrl-C after that keeps it).
+_SEED_WRITTEN = [False]
+
 # What Ctrl-C leaves behind, for the commands where that is not obvious.
 INTERRUPTED = {
     "seed": "nothing was written (a seed is one transaction).",
@@ -868,5 +885,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         left = INTERRUPTED.get(args.command)
+        if args.command == "seed" and _SEED_WRITTEN[0]:
+            left = (
+                "the seed was written; only its closing invariant check was cut"
+                " short (run `carpool-tui run-job check_system_invariants`)."
+            )
         _say("carpool-tui: interrupted" + (f"; {left}" if left else ""))
         return 130

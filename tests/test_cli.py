@@ -274,3 +274,47 @@ async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
         )
     finally:
         await conn.close()
+
+
+async def test_ctrl_c_during_the_closing_check_says_the_seed_was_kept(
+    ops_dsn: str,
+) -> None:
+    holder = await asyncpg.connect(ops_dsn)
+    await holder.execute(
+        "SELECT pg_advisory_lock(ops_job_lock_key('check_system_invariants'))"
+    )
+    seed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "carpool_tui",
+            "seed",
+            "--dsn",
+            ops_dsn,
+            "--rides",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not await holder.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND application_name = 'carpool-tui seed'"
+        ):
+            assert seed.poll() is None, seed.communicate()
+            assert time.monotonic() < deadline, "the check never waited"
+            await asyncio.sleep(0.05)
+        seed.send_signal(signal.SIGINT)
+        out, err = seed.communicate(timeout=60)
+        assert seed.returncode == 130, (out, err)
+        assert "interrupted; the seed was written" in err, err
+        assert "nothing was written" not in err
+        assert await holder.fetchval("SELECT count(*) FROM rides") == 50
+    finally:
+        if seed.poll() is None:
+            seed.kill()
+        await holder.close()

@@ -544,3 +544,46 @@ async def test_seed_command_says_why_its_closing_check_did_not_run(
         await ops_conn.execute(f"DROP ROLE {role}")
     assert line.startswith("invariant check: not run ("), line
     assert "check_system_invariants" in line, line
+
+
+async def test_seed_command_says_when_its_closing_check_failed(
+    ops_conn: asyncpg.Connection, ops_dsn: str
+) -> None:
+    from carpool_tui.cli import _check_after_seed
+
+    holder = await asyncpg.connect(ops_dsn)
+    try:
+        # Another check is running: this one gives up on the job's lock.
+        await holder.execute(
+            "SELECT pg_advisory_lock(ops_job_lock_key('check_system_invariants'))"
+        )
+        await ops_conn.execute("SET carpool.lock_timeout = '200ms'")
+        line = await _check_after_seed(ops_conn)
+    finally:
+        await ops_conn.execute("RESET carpool.lock_timeout")
+        await holder.close()
+    assert line.startswith("invariant check: failed ("), line
+    assert "lock timeout" in line and "run-job check_system_invariants" in line
+    assert "0 violation" not in line
+
+
+async def test_seed_command_counts_the_rows_its_check_left(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    from carpool_tui.cli import _check_after_seed
+
+    await seed_platform(ops_conn, rides=60, faults=["seat_mismatch"])
+    line = await _check_after_seed(ops_conn)
+    rows, still_open = await ops_conn.fetchrow(
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at IS NULL)"
+        " FROM invariant_violations"
+    )
+    found = await ops_conn.fetchval(
+        "SELECT sum(violation_count) FROM invariant_violations"
+        " WHERE resolved_at IS NULL"
+    )
+    assert still_open >= 1
+    assert line == (
+        f"invariant check: {found} violation(s) found; invariant_violations now"
+        f" holds {rows} row(s), {still_open} open"
+    )
