@@ -179,51 +179,55 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-async def _seeding(conn: asyncpg.Connection) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = 'carpool-tui seed' AND state = 'active'"
-        )
-    )
+async def ctrl_c_when(
+    conn: asyncpg.Connection, ready: str, what: str, *args: str
+) -> tuple[str, str]:
+    """Run the command, press Ctrl-C once ``ready`` (a SQL count) is non-zero.
 
-
-async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> None:
-    seed = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carpool_tui",
-            "seed",
-            "--dsn",
-            ops_dsn,
-            "--rides",
-            "200000",
-        ],
+    Returns what it printed; it must have exited 130 without a traceback.
+    """
+    command = subprocess.Popen(
+        [sys.executable, "-m", "carpool_tui", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=_default_sigint,
     )
-    conn = await asyncpg.connect(ops_dsn)
     try:
         deadline = time.monotonic() + 60
-        while not await _seeding(conn):
-            assert seed.poll() is None, seed.communicate()
-            assert time.monotonic() < deadline, "the seed never started"
+        while not await conn.fetchval(ready):
+            assert command.poll() is None, command.communicate()
+            assert time.monotonic() < deadline, f"never reached: {what}"
             await asyncio.sleep(0.05)
-        seed.send_signal(signal.SIGINT)
-        out, err = seed.communicate(timeout=60)
-        assert seed.returncode == 130, (out, err)
-        assert "Traceback" not in err, err
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    return out, err
+
+
+SEEDING = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE application_name = 'carpool-tui seed' AND state = 'active'"
+)
+
+
+async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> None:
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        _, err = await ctrl_c_when(
+            conn, SEEDING, "the seed", "seed", "--dsn", ops_dsn, "--rides", "200000"
+        )
         assert "interrupted; nothing was written" in err, err
-        while await _seeding(conn):  # the server ends the cancelled statement
+        deadline = time.monotonic() + 60
+        while await conn.fetchval(SEEDING):  # the server ends the statement
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
     finally:
-        if seed.poll() is None:
-            seed.kill()
         await conn.close()
 
 
@@ -231,6 +235,7 @@ async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
     empty_dsn: str,
 ) -> None:
     conn = await asyncpg.connect(empty_dsn)
+    observer = await asyncpg.connect(empty_dsn)
     try:
         await migrate(conn, ("base",))
         # A report's open snapshot keeps the ops layer's first concurrent index
@@ -238,30 +243,14 @@ async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
         report = conn.transaction(isolation="repeatable_read")
         await report.start()
         await conn.fetchval("SELECT count(*) FROM rides")
-        observer = await asyncpg.connect(empty_dsn)
-        migrating = subprocess.Popen(
-            [sys.executable, "-m", "carpool_tui", "migrate", "--dsn", empty_dsn],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_default_sigint,
+        _, err = await ctrl_c_when(
+            observer,
+            "SELECT count(*) FROM pg_index WHERE NOT indisvalid",
+            "an index build",
+            "migrate",
+            "--dsn",
+            empty_dsn,
         )
-        try:
-            deadline = time.monotonic() + 60
-            while not await observer.fetchval(
-                "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
-            ):
-                assert migrating.poll() is None, migrating.communicate()
-                assert time.monotonic() < deadline, "no index build started"
-                await asyncio.sleep(0.05)
-            migrating.send_signal(signal.SIGINT)
-            out, err = migrating.communicate(timeout=60)
-        finally:
-            if migrating.poll() is None:
-                migrating.kill()
-            await observer.close()
-        assert migrating.returncode == 130, (out, err)
-        assert "Traceback" not in err, err
         assert "interrupted; each migration that finished is recorded" in err, err
         await report.rollback()
 
@@ -273,6 +262,7 @@ async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
             == 0
         )
     finally:
+        await observer.close()
         await conn.close()
 
 
@@ -280,41 +270,23 @@ async def test_ctrl_c_during_the_closing_check_says_the_seed_was_kept(
     ops_dsn: str,
 ) -> None:
     holder = await asyncpg.connect(ops_dsn)
-    await holder.execute(
-        "SELECT pg_advisory_lock(ops_job_lock_key('check_system_invariants'))"
-    )
-    seed = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carpool_tui",
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_lock(ops_job_lock_key('check_system_invariants'))"
+        )
+        _, err = await ctrl_c_when(
+            holder,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND application_name = 'carpool-tui seed'",
+            "the check waiting",
             "seed",
             "--dsn",
             ops_dsn,
             "--rides",
             "50",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not await holder.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND application_name = 'carpool-tui seed'"
-        ):
-            assert seed.poll() is None, seed.communicate()
-            assert time.monotonic() < deadline, "the check never waited"
-            await asyncio.sleep(0.05)
-        seed.send_signal(signal.SIGINT)
-        out, err = seed.communicate(timeout=60)
-        assert seed.returncode == 130, (out, err)
+        )
         assert "interrupted; the seed was written" in err, err
         assert "nothing was written" not in err
         assert await holder.fetchval("SELECT count(*) FROM rides") == 50
     finally:
-        if seed.poll() is None:
-            seed.kill()
         await holder.close()
