@@ -68,6 +68,32 @@ def test_malformed_dsn_is_one_readable_line() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_dsn_that_is_not_a_url_is_one_line_and_check_says_unknown() -> None:
+    for dsn in ("postgresql://u:pw@[::1/db", "postgresql://u@[zz]:5/db"):
+        result = run_cli("migrate", "--dsn", dsn)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "not a valid connection URL" in result.stderr
+        checked = run_cli("check", "--dsn", dsn)
+        assert checked.returncode == 3, checked.stdout + checked.stderr
+        assert checked.stdout.startswith("CARPOOL UNKNOWN")
+        assert "Traceback" not in checked.stderr
+
+
+async def test_a_keyword_dsn_with_a_socket_directory_and_a_port(ops_dsn: str) -> None:
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        port = await conn.fetchval("SELECT current_setting('port')")
+    finally:
+        await conn.close()
+    words = _as_keywords(ops_dsn)
+    if "port=" not in words:
+        words += f" port={port}"
+    result = run_cli("migrate", "--dry-run", "--dsn", words)
+    assert result.returncode == 0, result.stderr
+    assert "0 would apply" in result.stdout
+
+
 def test_unreachable_host_says_so() -> None:
     result = run_cli("migrate", "--dsn", "postgresql://nobody@127.0.0.1:1/x")
     assert result.returncode == 1

@@ -150,3 +150,7 @@ def test_the_database_name_falls_back_to_the_libpq_environment() -> None:
     env = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGDATABASE": "carpool"}
     assert short_target(None, env=env) == "carpool@127.0.0.1:5432"
     assert short_target(None, env={"PGUSER": "ops"}) == "ops"
+
+
+def test_an_unreadable_dsn_is_named_as_such_not_a_crash() -> None:
+    assert short_target("postgresql://u:pw@[::1/db", env={}) == "(unreadable DSN)"

@@ -29,7 +29,12 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     dsn = dsn.strip()
     if "://" not in dsn and "=" in dsn:
         dsn = _keywords_to_url(dsn)
-    parts = urlsplit(dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address, say
+        raise OpsError(
+            f"The DSN is not a valid connection URL ({exc})", _BAD_DSN_HINT
+        ) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     timeout = CONNECT_TIMEOUT_S
     kept = []
@@ -83,11 +88,17 @@ def _keywords_to_url(text: str) -> str:
         else (f"{user}@" if user else "")
     )
     host = pairs.get("host", "")
+    port = pairs.get("port")
     extra = {k: v for k, v in pairs.items() if k not in _URL_PARTS}
     if host.startswith("/"):
+        # A socket directory goes in the query, and its port with it: asyncpg
+        # reads a port in the URL's host part only together with a host there.
         extra["host"] = host
         host = ""
-    netloc = f"{auth}{host}" + (f":{pairs['port']}" if "port" in pairs else "")
+        if port is not None:
+            extra["port"] = port
+            port = None
+    netloc = f"{auth}{host}" + (f":{port}" if port is not None else "")
     path = "/" + quote(pairs.get("dbname", ""), safe="")
     return urlunsplit(("postgresql", netloc, path, urlencode(extra), ""))
 

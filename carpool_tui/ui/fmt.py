@@ -75,7 +75,10 @@ def short_target(dsn: str | None, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     found: dict[str, str] = {}
     if dsn and "://" in dsn:
-        url = urlsplit(dsn)
+        try:
+            url = urlsplit(dsn)
+        except ValueError:
+            return "(unreadable DSN)"
         netloc = url.netloc.rsplit("@", 1)[-1]
         if "@" in url.netloc:
             found["user"] = unquote(url.netloc.rsplit("@", 1)[0].split(":", 1)[0])
