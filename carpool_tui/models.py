@@ -475,13 +475,16 @@ class Refusal(_Open):
 
     code: str
     error: str
-    preview: SeatFixPreview | None = None
+    preview: SeatFixPreview | ExpirePreview | None = None
 
     @field_validator("preview", mode="before")
     @classmethod
-    def _only_seat_previews(cls, value: Any) -> Any:
+    def _known_previews(cls, value: Any) -> Any:
+        """The fresh preview a stale_preview refusal carries, by its shape."""
         if isinstance(value, dict) and "computed" in value:
-            return value
+            return SeatFixPreview.model_validate(value)
+        if isinstance(value, dict) and "expires_at" in value:
+            return ExpirePreview.model_validate(value)
         return None
 
 

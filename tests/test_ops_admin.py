@@ -142,6 +142,30 @@ async def test_expire_one_ride_by_hand(ops_conn: asyncpg.Connection) -> None:
     assert forced["success"] is True
 
 
+async def test_expire_refuses_when_the_open_bookings_changed_since_the_preview(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    ride = await make_ride(ops_conn, departs_in=timedelta(hours=-1), total_seats=4)
+    seen = await make_booking(ops_conn, ride, status="confirmed")
+    expire = "SELECT ops_expire_ride($1, 'ann', 'stuck ride', false, $2::uuid[])"
+
+    late = await make_booking(ops_conn, ride, status="pending")
+    stale = await call_json(ops_conn, expire, ride, [seen])
+    assert stale["code"] == "stale_preview", stale
+    assert "now 2, you saw 1" in stale["error"]
+    fresh = stale["preview"]
+    assert sorted(b["booking_id"] for b in fresh["bookings"]) == sorted(
+        [str(seen), str(late)]
+    )
+    assert await ops_conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+        "active"
+    )
+    assert await ops_conn.fetchval("SELECT count(*) FROM notifications") == 0
+
+    done = await call_json(ops_conn, expire, ride, [late, seen])
+    assert done["success"] is True and done["bookings_completed"] == 2
+
+
 async def test_resolve_violation_with_preview_and_audit(
     ops_conn: asyncpg.Connection,
 ) -> None:

@@ -560,3 +560,33 @@ async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(
         ]
     finally:
         await conn.close()
+
+
+async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+        await make_booking(conn, ride, status="confirmed")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("e")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "1 pending/confirmed booking(s)")
+            late = await make_booking(conn, ride, status="pending")
+            await type_text(pilot, "expiry job down")
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "changed since the preview")
+            assert "Nothing was written" in shown
+            assert "2 pending/confirmed booking(s)" in shown and str(late) in shown
+            assert await conn.fetchval(
+                "SELECT status FROM rides WHERE id = $1", ride
+            ) == ("active")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Expired. Completed 2 booking(s)")
+    finally:
+        await conn.close()

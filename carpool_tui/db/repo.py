@@ -678,17 +678,27 @@ class Repository:
         return _preview_or_refusal(ExpirePreview, data)
 
     async def expire_ride(
-        self, ride_id: UUID, note: str, *, allow_not_due: bool = False
+        self,
+        ride_id: UUID,
+        note: str,
+        *,
+        allow_not_due: bool = False,
+        seen_bookings: list[str] | None = None,
     ) -> ExpireApplied | Refusal:
-        """Expire one ride by hand (manual 4.3)."""
+        """Expire one ride by hand (manual 4.3).
+
+        With ``seen_bookings`` (the preview's open bookings) the server refuses
+        with ``stale_preview`` when the ride's open bookings are no longer those.
+        """
         self._refuse_if_read_only("Expiring the ride")
         data = await self._call(
             "Expiring the ride",
-            "SELECT ops_expire_ride($1, $2, $3, $4)",
+            "SELECT ops_expire_ride($1, $2, $3, $4, $5::uuid[])",
             ride_id,
             self.settings.operator,
             note,
             allow_not_due,
+            None if seen_bookings is None else [UUID(b) for b in seen_bookings],
         )
         result = _applied_or_refusal(ExpireApplied, data)
         self._log_write("expire_ride", str(ride_id), note, result)

@@ -668,6 +668,8 @@ class SeatFixDialog(RideDialog):
         if refusal.code != "stale_preview":
             return False
         fresh = refusal.preview
+        if not isinstance(fresh, SeatFixPreview):
+            fresh = None
         if fresh is not None:
             self.show_preview(fresh)
         if fresh is not None and not fresh.needs_fix:
@@ -741,8 +743,21 @@ class ExpireRideDialog(RideDialog):
                 UUID(preview.ride_id),
                 note,
                 allow_not_due=allow,
+                seen_bookings=[b.booking_id for b in preview.bookings],
             ),
         )
+
+    def refused(self, refusal: Refusal) -> bool:
+        if refusal.code != "stale_preview" or not isinstance(
+            refusal.preview, ExpirePreview
+        ):
+            return False
+        self.show_preview(refusal.preview)
+        self.set_message(
+            f"[b $warning]{safe_markup(refusal.error, 300)}[/] Nothing was "
+            "written; check the bookings above and press Enter on the note again."
+        )
+        return True
 
     def show_preview(self, preview: ExpirePreview) -> None:
         self.preview = preview
