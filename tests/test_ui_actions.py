@@ -17,6 +17,7 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Checkbox, Input
 
+from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
@@ -181,6 +182,50 @@ async def test_cancel_reaches_the_server_and_the_failure_is_shown(
         )
         assert (row["status"], row["sqlstate"]) == ("failed", "57014")
         assert action_log(app)[-1]["outcome"] == "failed"
+    finally:
+        await blocker.close()
+        await conn.close()
+
+
+async def test_a_lost_poll_connection_leaves_a_running_job_alone(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
+    ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+    await make_booking(conn, ride, status="confirmed")
+    blocker = await db(ops_dsn)
+    try:
+        # The job waits to write its notification; the panels never read there.
+        await blocker.execute("BEGIN; LOCK TABLE notifications IN SHARE MODE")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("1", "enter")
+            running = await dialog_of(pilot, JobRunDialog)
+            await until(pilot, lambda: app.repo.job_running, "the job connection")
+            # A poll round times out, as over a link that stalls for a while.
+            polls = app.repo.poll
+
+            async def stalled(**_: Any) -> Any:
+                app.repo.poll = polls  # type: ignore[method-assign]
+                raise ConnectionLost("Reading the health summary: timed out", "")
+
+            app.repo.poll = stalled  # type: ignore[method-assign]
+            app.dashboard.start_round()
+            await until(pilot, lambda: app.dashboard.failures >= 1, "the poll to fail")
+            await pilot.pause(0.5)
+            assert app.repo.job_running
+            await blocker.execute("ROLLBACK")
+            await shows(pilot, running, "Done")
+        status = await conn.fetchval(
+            "SELECT status FROM system_job_log WHERE job_name = 'expire_rides'"
+        )
+        assert status == "completed"
+        assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
+            "completed"
+        )
     finally:
         await blocker.close()
         await conn.close()

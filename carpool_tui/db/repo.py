@@ -211,17 +211,26 @@ class Repository:
         try:
             self.capabilities = await self._detect()
         except OpsError:
-            await self.close()
+            await self.close_pool()
             raise
         return self.capabilities
 
     async def close(self) -> None:
-        """Close the pool and any job connection."""
-        pool, self._pool = self._pool, None
-        self.capabilities = None
+        """Close the pool and any job connection (the dashboard is ending)."""
         if self._job_conn is not None:
             self._job_conn.terminate()
             self._job_conn = None
+        await self.close_pool()
+
+    async def close_pool(self) -> None:
+        """Close the polling pool after a lost connection; a running job goes on.
+
+        The job has a connection of its own: a poll that timed out or lost its
+        server says nothing about it, and ending it would report a job that
+        commits as failed.
+        """
+        pool, self._pool = self._pool, None
+        self.capabilities = None
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=2)

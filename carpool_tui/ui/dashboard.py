@@ -226,7 +226,7 @@ class DashboardScreen(Screen[None]):
             )
         except OpsError as err:
             if isinstance(err, ConnectionLost):
-                await repo.close()
+                await repo.close_pool()
             self.post_message(PollFailed(err))
             return
         self.post_message(SnapshotReady(snapshot))
