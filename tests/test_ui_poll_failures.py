@@ -159,6 +159,26 @@ async def test_r_tries_again_once_the_missing_database_exists(
         await admin.close()
 
 
+async def test_a_database_dropped_under_the_dashboard_stops_polling(
+    pg_server: Any, tmp_path: Path
+) -> None:
+    name = await pg_server.create_database(template=pg_server.template("ops"))
+    app = DashboardApp(make_settings(pg_server.dsn(name), tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        await pg_server.drop_database(name)
+        await until(
+            pilot,
+            lambda: isinstance(screen.error, DatabaseMissing),
+            "the missing database",
+        )
+        await pilot.pause(2.5)  # past the first backoff: no new attempt
+        assert screen.retry_at is None
+        assert "does not exist" in status(app) or "not retrying" in status(app)
+        assert screen.caps is None  # the write keys say why they are off
+
+
 @pytest.mark.parametrize(
     ("exc", "kind", "retryable"),
     [

@@ -403,19 +403,22 @@ class Repository:
             return_exceptions=True,
         )
         errors: dict[str, PanelError] = {}
+        failures: list[OpsError] = []
         for panel, result in zip(PANELS, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
                 err = translate(result, doing=f"Reading {panel.replace('_', ' ')}")
+                failures.append(err)
                 errors[panel] = PanelError(
                     message=err.message, hint=err.hint, kind=type(err).__name__
                 )
         if len(errors) == len(PANELS):
-            lost = [e for e in errors.values() if e.kind == "ConnectionLost"]
-            first = lost[0] if lost else next(iter(errors.values()))
-            kind = ConnectionLost if lost else OpsError
-            raise kind(first.message, first.hint)
+            # Every panel failed: the round fails with the most telling error,
+            # a lost connection (or its kinds, a missing database or refused
+            # login, which are not worth retrying) first.
+            lost = [e for e in failures if isinstance(e, ConnectionLost)]
+            raise (lost or failures)[0]
         health, latest, log, violations = results
         return Snapshot(
             fetched_at=self.clock(),
