@@ -132,6 +132,20 @@ def test_timeline_markdown_escapes_cells(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == text
 
 
+def test_two_timelines_written_in_the_same_second_both_keep(tmp_path: Path) -> None:
+    alice, bob = Timeline(), Timeline()
+    Run(THREE, operator="alice", clock=lambda: AT, timeline=alice).skip("a")
+    Run(THREE, operator="bob", clock=lambda: AT, timeline=bob).skip("b")
+    first = alice.export(tmp_path, AT)
+    second = bob.export(tmp_path, AT)
+    assert (first.name, second.name) == (
+        "incident-20250304-030000.md",
+        "incident-20250304-030000-2.md",
+    )
+    assert "alice" in first.read_text(encoding="utf-8")
+    assert "bob" in second.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("state", "message", "cause"),
     [

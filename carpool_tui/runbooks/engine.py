@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from carpool_tui.files import write_new
+
 ActionKind = Literal["job", "seat_fix", "expire_ride"]
 StepState = Literal["pending", "done", "skipped", "failed"]
 Rows = list[dict[str, Any]]
@@ -216,10 +218,8 @@ class Timeline:
 
     def export(self, folder: Path, now: datetime, *, database: str = "") -> Path:
         """Write the Markdown to a new file in `folder`; the file's path."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"incident-{now.strftime('%Y%m%d-%H%M%S')}.md"
-        path.write_text(self.to_markdown(database=database), encoding="utf-8")
-        return path
+        stem = f"incident-{now.strftime('%Y%m%d-%H%M%S')}"
+        return write_new(folder, stem, ".md", self.to_markdown(database=database))
 
 
 def _cell(value: Any) -> str:

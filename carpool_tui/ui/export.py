@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from carpool_tui.files import write_new
 from carpool_tui.models import JOBS, JobLogEntry, Snapshot
 from carpool_tui.warroom import last_start, overdue
 
@@ -109,22 +110,10 @@ def render(rows: Rows, form: Format) -> str:
     return "".join(lines)
 
 
-def export_path(folder: Path, kind: Kind, form: Format, now: datetime) -> Path:
-    """A new file name in `folder`: carpool-log-20250304T030000Z.csv, then -2, -3."""
-    stem = f"carpool-{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-    path = folder / f"{stem}.{form}"
-    number = 2
-    while path.exists():
-        path = folder / f"{stem}-{number}.{form}"
-        number += 1
-    return path
-
-
 def write_export(
     folder: Path, kind: Kind, form: Format, rows: Rows, now: datetime
 ) -> Path:
-    """Write the rows to a new file in `folder` and return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = export_path(folder, kind, form, now)
-    path.write_text(render(rows, form), encoding="utf-8")
-    return path
+    """Write the rows to a new file in `folder` and return its path:
+    carpool-log-20250304T030000Z.csv, then -2, -3."""
+    stem = f"carpool-{kind}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    return write_new(folder, stem, f".{form}", render(rows, form))
