@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -129,9 +130,12 @@ def _port(text: str) -> int:
 
 
 def _factor(text: str) -> float:
-    if _number(text, float, "a number") < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more (0 turns it off)")
-    return float(text)
+    value = _number(text, float, "a number")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            "must be a finite number, 0 or more (0 turns it off)"
+        )
+    return value
 
 
 def _limit(text: str) -> tuple[str, int | None]:

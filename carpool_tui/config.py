@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import re
 import socket
@@ -367,6 +368,7 @@ class _Parser:
         if factor is not None and (
             isinstance(factor, bool)
             or not isinstance(factor, int | float)
+            or not math.isfinite(factor)
             or factor < 0
         ):
             raise self.fail(

@@ -282,6 +282,10 @@ def test_usage_errors_are_unknown(cli_env: dict[str, str]) -> None:
     negative = cli(cli_env, "check", "--critical", "seat_mismatches=-1")
     assert negative.returncode == 3
     assert "below 0" in negative.stderr
+    for factor in ("nan", "inf"):
+        odd = cli(cli_env, "check", "--overdue-factor", factor)
+        assert odd.returncode == 3, odd.stdout
+        assert "finite number" in odd.stderr
 
 
 def test_a_bad_config_file_is_unknown(cli_env: dict[str, str], tmp_path: Path) -> None:

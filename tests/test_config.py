@@ -93,6 +93,11 @@ def test_the_example_file_parses() -> None:
             "config file /etc/carpool/c.toml, line 2: check.overdue_factor must be "
             "a number",
         ),
+        (
+            "[check]\noverdue_factor = nan\n",
+            "config file /etc/carpool/c.toml, line 2: check.overdue_factor must be "
+            "a number",
+        ),
     ],
 )
 def test_errors_name_the_file_the_line_and_the_problem(
