@@ -147,6 +147,8 @@ async def test_a_role_without_the_operator_grant_is_told_which_function(
             assert "ops_resolve_violation" in reason
             assert "carpool_ops_operator" in reason
             assert app.blocked("run-expire_rides") is not None
+            title = str(app.dashboard.query_one("#jobs").border_title)
+            assert title == "Jobs · this role may not run them"
     finally:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")

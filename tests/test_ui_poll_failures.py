@@ -115,6 +115,7 @@ async def test_a_malformed_dsn_is_not_retried(tmp_path: Path) -> None:
         assert "connection settings are not valid" in text
         assert "Use a DSN like" in text
         assert "Not retrying" in text and "q quits" in text
+        assert "NOT CONNECTED  not retrying" in status(app)
         await pilot.pause(2.5)  # past the first backoff (1 s)
         assert screen.failures == 1
         assert screen.retry_at is None

@@ -371,7 +371,7 @@ async def test_read_only_reads_and_runs_queries_but_writes_say_why(
         await pilot.press("a")
         await pilot.pause()
         assert app.screen is screen
-        assert "restart without --read-only" in screen_text(screen)
+        assert "Writes are off" in screen_text(screen)
     assert action_log(app) == []
 
 

@@ -74,6 +74,13 @@ _CONNECTION_STATES = {
 }
 
 
+READ_ONLY = (
+    "Writes are off: the session was started read-only (--read-only, or"
+    " read_only = true in its config target) or the server takes reads only (a"
+    " standby). To make changes, start one without it, on the primary."
+)
+
+
 def translate(exc: BaseException, *, doing: str) -> OpsError:
     """Map a driver or socket exception to an OpsError that says what to do."""
     if isinstance(exc, OpsError):
@@ -117,11 +124,7 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             state,
         )
     if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
-        return ReadOnlySession(
-            f"{doing}: this session is read-only",
-            "Restart without --read-only to make changes.",
-            state,
-        )
+        return ReadOnlySession(f"{doing}: this session is read-only", READ_ONLY, state)
     if isinstance(exc, asyncpg.QueryCanceledError):
         return OpsError(
             f"{doing}: the statement was cancelled or timed out ({text})",

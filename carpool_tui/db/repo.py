@@ -21,6 +21,7 @@ import asyncpg
 from carpool_tui.config import Settings
 from carpool_tui.db.connect import CONNECT_TIMEOUT_S, as_dict, connect, create_pool
 from carpool_tui.db.errors import (
+    READ_ONLY,
     ConnectionLost,
     NotMigrated,
     OpsError,
@@ -646,10 +647,7 @@ class Repository:
     def _refuse_if_read_only(self, doing: str) -> None:
         caps = self.capabilities
         if self.settings.read_only or (caps is not None and caps.read_only):
-            raise ReadOnlySession(
-                f"{doing}: this session is read-only",
-                "Restart without --read-only to make changes.",
-            )
+            raise ReadOnlySession(f"{doing}: this session is read-only", READ_ONLY)
 
     async def _call(self, doing: str, sql: str, *args: Any) -> dict[str, Any]:
         async def work(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from carpool_tui.db.errors import READ_ONLY
 from carpool_tui.models import JOBS, Capabilities
 
 Needs = Literal["violation", "row"] | None
@@ -276,10 +277,10 @@ def blocked_reason(
     """Why the action cannot run now, or None when it can."""
     if caps is None:
         if spec.needs_db or spec.writes:
-            return "Not connected to the database yet."
+            return "Not connected to the database."
         return None
     if spec.writes and caps.read_only:
-        return "Read-only session: restart without --read-only to make changes."
+        return f"Read-only session. {READ_ONLY}"
     if spec.needs_ops and not caps.ops_layer:
         return (
             "Needs the ops layer, which this database lacks (legacy functions "

@@ -173,12 +173,20 @@ class DashboardScreen(Screen[None]):
 
     def _title_jobs(self) -> None:
         """The jobs panel says how to run a job, or that this session cannot."""
+        caps = self.caps
         read_only = self.dash.settings.read_only or (
-            self.caps is not None and self.caps.read_only
+            caps is not None and caps.read_only
         )
-        self.query_one("#jobs", JobsTable).border_title = (
-            "Jobs · read-only" if read_only else "Jobs · keys 1-4 run one"
+        barred = caps is not None and all(
+            job.name in caps.missing_grants for job in JOBS_BY_NAME.values()
         )
+        if read_only:
+            title = "Jobs · read-only"
+        elif barred:
+            title = "Jobs · this role may not run them"
+        else:
+            title = "Jobs · keys 1-4 run one"
+        self.query_one("#jobs", JobsTable).border_title = title
 
     def on_resize(self, event: Resize) -> None:
         self._layout(event.size.width, event.size.height)
@@ -398,7 +406,7 @@ class DashboardScreen(Screen[None]):
                 )
             return f"[b reverse $warning] STALE [/] data {age} old{retry}"
         if self.error is not None:
-            return f"[b reverse $error] NOT CONNECTED [/]{retry}"
+            return f"[b reverse $error] NOT CONNECTED [/] {retry.lstrip(', ')}".rstrip()
         if self.last_ok is None:
             return "connecting…"
         age_s = (now - self.last_ok).total_seconds()
