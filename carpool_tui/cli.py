@@ -701,6 +701,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         admin_dsn = server.start()
         demo_dsn = server.dsn(DEMO_DATABASE)
         _run(_prepare_demo(admin_dsn, demo_dsn, args.rides))
+        _say(f"Demo database (for --dsn while the demo runs): {demo_dsn}")
         from carpool_tui.ui.app import run_dashboard
 
         return run_dashboard(_settings(args, demo_dsn), **_view(args))

@@ -109,7 +109,7 @@ CHECK_METRICS: dict[str, tuple[str, int | None, int | None]] = {
     "critical_violations": ("unresolved critical violations", None, 0),
     "unresolved_violations": ("unresolved violations", 0, 5),
     "expired_active_rides": ("expired rides still active", 0, 20),
-    "failing_jobs": ("jobs whose last run failed", None, 0),
+    "failing_jobs": ("job(s) whose last run failed", None, 0),
     "failed_runs_24h": ("failed runs in 24 h", 0, None),
     "overdue_jobs": ("overdue jobs", 0, None),
 }

@@ -377,8 +377,9 @@ class Repository:
             raise NotMigrated(
                 f"Database {caps.database} has no carpool health function, job "
                 "log or violations table",
-                "Apply the ops layer with `carpool-tui migrate --dsn ...`, or "
-                "point --dsn at the platform database.",
+                "Point --dsn at the platform database, or apply the ops layer "
+                "with `carpool-tui migrate --dsn ...` (with --base on an empty "
+                "database, which also creates the platform's tables).",
             )
         return caps
 
