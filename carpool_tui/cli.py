@@ -441,8 +441,10 @@ def _setup_logging() -> None:
             level=logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-    except OSError:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    except OSError as exc:
+        # Not to the terminal: the dashboard would have log lines drawn over it.
+        logging.basicConfig(handlers=[logging.NullHandler()])
+        _say(f"carpool-tui: diagnostics are off: cannot write {path} ({exc})")
 
 
 def _say(text: str) -> None:

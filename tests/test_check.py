@@ -321,3 +321,15 @@ async def test_hand_written_rows_of_any_json_shape_still_count(
     assert data["metrics"]["critical_violations"] == 1
     assert problems(data).get("critical_violations") == "CRITICAL"
     assert "settings are not valid" not in json.dumps(data)
+
+
+def test_an_unwritable_diagnostics_log_is_said_once_and_logs_nowhere(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    env = dict(cli_env, CARPOOL_TUI_LOG=str(blocker / "sub" / "x.log"))
+    done = cli(env, "check", "--dsn", UNREACHABLE)
+    assert done.returncode == 3
+    assert done.stderr.count("diagnostics are off: cannot write") == 1, done.stderr
+    assert "Traceback" not in done.stderr

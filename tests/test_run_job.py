@@ -136,3 +136,13 @@ async def test_legacy_database(legacy_dsn: str, cli_env: dict[str, str]) -> None
         done = cli(cli_env, "run-job", name, "--dsn", legacy_dsn, "--json")
         assert done.returncode == 0, done.stdout + done.stderr
         assert json.loads(done.stdout)["success"] is True
+
+
+async def test_an_action_log_that_cannot_be_written_is_said(
+    ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "state" / "actions.log").mkdir(parents=True)
+    done = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn)
+    assert done.returncode == 0, done.stderr
+    assert "warning: Could not append to the action log" in done.stderr
+    assert "job log or audit log" in done.stderr

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from factories import job, make_booking, make_ride
-from test_ui_dashboard import db, loaded, seat_mismatch
+from test_ui_dashboard import db, loaded, notices, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
@@ -635,3 +635,28 @@ async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
             await shows(pilot, dialog, "Expired. Completed 2 booking(s)")
     finally:
         await conn.close()
+
+
+async def test_an_action_log_that_cannot_be_written_is_said_once(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    settings = make_settings(ops_dsn, tmp_path)
+    settings.action_log.mkdir(parents=True)  # a folder where the file should be
+    app = DashboardApp(settings)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("1", "enter")
+        running = await dialog_of(pilot, JobRunDialog)
+        await shows(pilot, running, "Done")
+        await pilot.press("escape")
+        await until(
+            pilot,
+            lambda: any(
+                "Could not append to the action log" in n for n in notices(app)
+            ),
+            "the warning",
+        )
+        app.dashboard.start_round()
+        await pilot.pause(1)
+        said = [n for n in notices(app) if "Could not append to the action log" in n]
+        assert len(said) == 1

@@ -7,6 +7,7 @@ The reads run in a read-only session.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -106,6 +107,9 @@ async def run_one_job(settings: Settings, name: str) -> JobResult:
     """
     repo = Repository(settings)
     try:
-        return await repo.run_job(name)
+        result = await repo.run_job(name)
     finally:
         await repo.close()
+    if repo.action_log_error:
+        print(f"carpool-tui: warning: {repo.action_log_error}", file=sys.stderr)
+    return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -776,8 +777,11 @@ class Repository:
             self.action_log_error = None
         except OSError as exc:
             self.action_log_error = (
-                f"Could not append to {self.settings.action_log}: {exc}"
+                f"Could not append to the action log {self.settings.action_log}:"
+                f" {exc}. The database keeps its own record of it (job log or audit"
+                " log)."
             )
+            logging.getLogger(__name__).warning("%s", self.action_log_error)
 
 
 async def _server_seconds(

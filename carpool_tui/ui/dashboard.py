@@ -131,6 +131,7 @@ class DashboardScreen(Screen[None]):
         self.log_offset = 0
         self.failed_only = False
         self.active_pane = "log"
+        self._told_action_log: str | None = None
         self.log_view: tuple[int, bool] | None = None
         """The (offset, failed only) of the job-log page on screen."""
         self._timer: Timer | None = None
@@ -255,7 +256,15 @@ class DashboardScreen(Screen[None]):
         if not self.paused:
             self.start_round()
 
+    def _warn_action_log(self) -> None:
+        """Say once when the local action log could not take an entry."""
+        problem = self.dash.repo.action_log_error
+        if problem and problem != self._told_action_log:
+            self.notify(problem, title="Action log", severity="warning", timeout=30)
+        self._told_action_log = problem
+
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._warn_action_log()
         snap = message.snapshot
         first = self.snapshot is None
         self.snapshot = snap
