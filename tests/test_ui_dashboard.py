@@ -24,6 +24,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from carpool_tui.db.connect import connect
+from carpool_tui.db.migrate import migrate
 from carpool_tui.models import HealthSummary
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
@@ -542,3 +543,23 @@ def test_the_health_strip_never_parts_a_count_from_its_label() -> None:
             words = line.split()
             assert not words[-1].isdigit(), f"a count without its label: {line!r}"
     assert "\n" not in health_markup(health, None)
+
+
+async def test_r_after_a_migrate_finds_the_ops_layer_without_a_restart(
+    legacy_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(legacy_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert "LEGACY" in status(app)
+        assert screen.check_action("seat_fix", ()) is False
+        conn = await db(legacy_dsn)
+        try:
+            await migrate(conn, ("ops",))
+        finally:
+            await conn.close()
+        await pilot.press("r")
+        await until(pilot, lambda: "LEGACY" not in status(app), "the ops layer")
+        assert screen.caps is not None and screen.caps.ops_layer
+        assert screen.check_action("seat_fix", ()) is True

@@ -239,6 +239,14 @@ class Repository:
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 pool.terminate()
 
+    def rediscover(self) -> None:
+        """Read what the database offers again on the next poll.
+
+        A migrate run while the dashboard is open adds the ops layer or its
+        grants; an operator's refresh should see them without a restart.
+        """
+        self.capabilities = None
+
     def poll_deadline(self) -> float:
         """Seconds a poll round may take: the statement timeout and a margin."""
         return self.settings.statement_timeout_ms / 1000 + POLL_MARGIN_S

@@ -536,6 +536,7 @@ class DashboardScreen(Screen[None]):
         self.app.push_screen(HelpScreen())
 
     def action_refresh(self) -> None:
+        self.dash.repo.rediscover()
         self.start_round()
 
     def action_toggle_pause(self) -> None:
