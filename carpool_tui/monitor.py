@@ -204,7 +204,9 @@ def evaluate(
     values: dict[str, tuple[int | None, str]] = {
         "seat_mismatches": (health.seat_mismatches, ""),
         "critical_violations": (
-            len(critical_rows),
+            len(critical_rows)
+            if reading.critical_open is None
+            else max(reading.critical_open, len(critical_rows)),
             ", ".join(sorted({c for v in critical_rows for c in v.checks})),
         ),
         "unresolved_violations": (health.unresolved_violations, ""),

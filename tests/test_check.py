@@ -333,3 +333,21 @@ def test_an_unwritable_diagnostics_log_is_said_once_and_logs_nowhere(
     assert done.returncode == 3
     assert done.stderr.count("diagnostics are off: cannot write") == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_critical_violations_are_counted_past_the_dashboards_page(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO invariant_violations"
+            " (check_name, severity, violation_count, sample_data)"
+            " SELECT 'custom_check_' || n, 'critical', 1, '[]'"
+            "   FROM generate_series(1, 510) n"
+        )
+    finally:
+        await conn.close()
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2
+    assert data["metrics"]["critical_violations"] == 510

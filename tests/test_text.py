@@ -154,3 +154,8 @@ def test_the_database_name_falls_back_to_the_libpq_environment() -> None:
 
 def test_an_unreadable_dsn_is_named_as_such_not_a_crash() -> None:
     assert short_target("postgresql://u:pw@[::1/db", env={}) == "(unreadable DSN)"
+
+
+def test_a_count_cut_by_its_limit_says_so() -> None:
+    assert fmt.at_least(499, 500) == "499"
+    assert fmt.at_least(500, 500) == "500+"

@@ -38,6 +38,8 @@ class HealthReading:
     violations: list[Violation]
     server_now: datetime
     has_job_log: bool
+    critical_open: int | None = None
+    """Every unresolved critical row; ``violations`` holds at most a page."""
 
 
 class _Probe(Repository):
@@ -55,6 +57,18 @@ class _Probe(Repository):
             return int(value or 0)
 
         return await self._with_conn("Counting failed job runs", work)
+
+    async def critical_open(self) -> int:
+        """Unresolved critical violation rows, however many there are."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            value = await conn.fetchval(
+                "SELECT count(*) FROM invariant_violations"
+                " WHERE resolved_at IS NULL AND severity = 'critical'"
+            )
+            return int(value or 0)
+
+        return await self._with_conn("Counting critical violations", work)
 
 
 async def read_health(settings: Settings) -> HealthReading:
@@ -86,6 +100,7 @@ async def read_health(settings: Settings) -> HealthReading:
         violations = (
             await probe.unresolved_violations() if caps.violation_columns else []
         )
+        critical = await probe.critical_open() if caps.violation_columns else 0
     finally:
         await probe.close()
     return HealthReading(
@@ -96,6 +111,7 @@ async def read_health(settings: Settings) -> HealthReading:
         violations=violations,
         server_now=health.timestamp or utc_now(),
         has_job_log=has_log,
+        critical_open=critical,
     )
 
 

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 from carpool_tui.checks import EXPIRE_CHECKS
 from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
 from carpool_tui.db.errors import ConnectionLost, OpsError, SettingsInvalid
+from carpool_tui.db.repo import VIOLATION_LIMIT
 from carpool_tui.models import JOBS_BY_NAME, Capabilities, JobLogEntry, Snapshot
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import (
@@ -363,7 +364,7 @@ class DashboardScreen(Screen[None]):
             v_info.update("[$success]No unresolved violations.[/]")
         self.query_one(
             "#tab-violations", Tab
-        ).label = f"Violations ({len(snap.violations)})"
+        ).label = f"Violations ({fmt.at_least(len(snap.violations), VIOLATION_LIMIT)})"
 
     def render_status(self) -> None:
         """One line: the database, how fresh the data is, then the rest.

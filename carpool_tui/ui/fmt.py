@@ -65,6 +65,11 @@ def count(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
+def at_least(value: int, limit: int) -> str:
+    """A count read with a limit: '500+' when the limit cut it short."""
+    return f"{limit:,}+" if value >= limit else f"{value:,}"
+
+
 def short_target(dsn: str | None, env: Mapping[str, str] | None = None) -> str:
     """The database as 'dbname@host:port', or just 'dbname' on a unix socket.
 
