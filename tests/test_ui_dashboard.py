@@ -450,6 +450,32 @@ async def test_the_filter_or_page_moves_the_cursor_to_the_newest_row(
         assert table.cursor_row == 0
 
 
+async def test_a_log_that_shrank_under_an_older_page_shows_the_newest(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await log_runs(ops_dsn, 150, failed_every=1000)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        table = app.dashboard.query_one("#log", JobLogTable)
+        await pilot.press("]")
+        await until(pilot, lambda: table.row_count == 50, "the older page")
+        conn = await db(ops_dsn)
+        try:
+            await conn.execute(
+                "DELETE FROM system_job_log WHERE id NOT IN (SELECT id FROM"
+                " system_job_log ORDER BY started_at DESC LIMIT 30)"
+            )
+        finally:
+            await conn.close()
+        await pilot.press("r")
+        await until(pilot, lambda: table.row_count == 30, "the newest rows")
+        assert app.dashboard.log_offset == 0
+        info = static_text(app.dashboard.query_one("#log-info", Static))
+        assert "rows 1-30" in info
+        assert any("fewer rows now" in n for n in notices(app))
+
+
 def test_an_open_critical_violation_makes_the_count_red() -> None:
     health = HealthSummary(unresolved_violations=2)
     assert "[b $warning] 2 [/] unresolved violations" in health_markup(health, None)

@@ -328,7 +328,17 @@ class DashboardScreen(Screen[None]):
             panel_error_text(snap.errors["jobs"]) if "jobs" in snap.errors else ""
         )
         log_info = self.query_one("#log-info", Static)
-        if snap.job_log is not None:
+        if (
+            snap.job_log is not None
+            and snap.job_log.offset
+            and not snap.job_log.entries
+        ):
+            # The log got shorter than this page's start (rows deleted): show
+            # the newest page instead of an empty one, polling again at once.
+            self.log_offset = 0
+            self.again = True
+            self.notify("The job log has fewer rows now; showing the newest.")
+        elif snap.job_log is not None:
             page = snap.job_log
             log_table = self.query_one("#log", JobLogTable)
             log_table.show(page)
