@@ -32,7 +32,7 @@ from carpool_tui.db.seed import seed_platform
 
 SEED = 7
 HISTORY_DAYS = 30
-BUILD_VERSION = 3  # bump when the built shape changes, to rebuild kept clusters
+BUILD_VERSION = 4  # bump when the built shape changes, to rebuild kept clusters
 
 Log = Callable[[str], None]
 

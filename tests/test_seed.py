@@ -356,7 +356,8 @@ async def test_history_fills_the_ops_layer_columns_when_present(
         == 0
     )
     rows = await legacy_conn.fetch(
-        "SELECT check_name, check_id, last_seen_at FROM invariant_violations"
+        "SELECT check_name, check_id, detected_at, last_seen_at, resolved_at,"
+        " now() AS now FROM invariant_violations"
     )
     assert rows
     for row in rows:
@@ -364,7 +365,9 @@ async def test_history_fills_the_ops_layer_columns_when_present(
             ("seat_mismatch", "INV-SEAT-001"),
             ("expired_active_ride", "INV-TIME-001"),
         }
-        assert row["last_seen_at"] is not None
+        # Seen between detection and resolution, and never in the future.
+        assert row["detected_at"] <= row["last_seen_at"] <= row["resolved_at"]
+        assert row["resolved_at"] < row["now"]
 
 
 async def test_history_needs_the_job_table(base_conn: asyncpg.Connection) -> None:

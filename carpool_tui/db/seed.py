@@ -1047,7 +1047,7 @@ async def _violation_history(
         extra_vals += ", md5(h || ':row')::uuid"
     if "last_seen_at" in cols:
         extra_cols += ", last_seen_at"
-        extra_vals += ", resolved_at - interval '15 minutes'"
+        extra_vals += ", greatest(detected_at, resolved_at - interval '15 minutes')"
     if "resolved_by" in cols:
         extra_cols += ", resolved_by"
         extra_vals += ", CASE WHEN auto THEN NULL ELSE 'ops-admin' END"
@@ -1078,8 +1078,9 @@ async def _violation_history(
                    CASE WHEN seats THEN 'seat_mismatch'
                         ELSE 'expired_active_ride' END AS name,
                    CASE WHEN seats THEN 'critical' ELSE 'warning' END AS severity,
-                   f.detected_at + (0.25 + {_u(h, 5)} * 20) * interval '1 hour'
-                       AS resolved_at,
+                   least(f.detected_at
+                             + (0.25 + {_u(h, 5)} * 20) * interval '1 hour',
+                         $1::timestamptz - interval '1 minute') AS resolved_at,
                    (SELECT jsonb_agg(CASE WHEN f.seats THEN jsonb_build_object(
                                'check', 'INV-SEAT-001', 'name', 'seat_mismatch',
                                'severity', 'critical',
@@ -1103,8 +1104,7 @@ async def _violation_history(
         INSERT INTO invariant_violations (check_name, severity, violation_count,
                                           sample_data, detected_at, resolved_at,
                                           auto_resolved, notes{extra_cols})
-        SELECT {check_name}, severity, n, samples, detected_at,
-               least(resolved_at, $1::timestamptz - interval '1 minute'), auto,
+        SELECT {check_name}, severity, n, samples, detected_at, resolved_at, auto,
                CASE WHEN auto THEN 'cleared by the next scheduled job'
                     WHEN seats THEN 'Fixed manually by admin: ran reconcile_seat_counts'
                     ELSE 'Fixed manually by admin: expired the ride' END
