@@ -265,6 +265,10 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
             await type_text(pilot, "drift after double decrement")
             await pilot.press("enter")
             await shows(pilot, dialog, "Fixed.")
+            # The preview is read again: the ride as it is now.
+            shown = await shows(pilot, dialog, "Nothing to fix")
+            assert "available_seats 1 → 2" not in shown and "Fixed." in shown
+            assert dialog.query_one("#note", Input).disabled
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
 

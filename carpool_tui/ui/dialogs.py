@@ -649,6 +649,8 @@ class SeatFixDialog(RideDialog):
             lines.append("[b $success]Nothing to fix: the stored value is right.[/]")
         self.query_one("#preview", Static).update("\n".join(lines))
         _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        if self.done:
+            return  # the ride as it is after the fix: nothing more to apply here
         note = self.query_one("#note", Input)
         note.disabled = False
         note.focus()
@@ -656,13 +658,18 @@ class SeatFixDialog(RideDialog):
     def arrived(self, value: Any) -> None:
         if isinstance(value, SeatFixPreview):
             self.show_preview(value)
-            self.set_message("")
+            if not self.done:
+                self.set_message("")
         elif isinstance(value, SeatFixApplied):
             self.finish(
                 f"[b $success]Fixed.[/] Ride {safe_markup(value.ride_id, 40)}: "
                 f"available seats {_seats(value.before)} → {_seats(value.after)}. "
                 "Recorded in admin_audit_log with your note."
             )
+            # The preview above is now out of date: read the ride again.
+            self.query_one("#preview", Static).update("Reading the ride again…")
+            ride = UUID(value.ride_id)
+            self.call_db("preview", partial(self.preview_call, ride))
 
     def refused(self, refusal: Refusal) -> bool:
         if refusal.code != "stale_preview":
