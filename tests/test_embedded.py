@@ -117,3 +117,29 @@ async def test_a_server_restarted_meanwhile_is_still_stopped() -> None:
     server.stop()
     assert _wait_gone(second), "the restarted server was left running"
     shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me", encoding="utf-8")
+    owner = folder.stat().st_uid
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carpool_tui",
+            "demo",
+            "--reset",
+            "--data-dir",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "holds files but no PostgreSQL data" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (folder / "todo.txt").read_text(encoding="utf-8") == "keep me"
+    assert folder.stat().st_uid == owner

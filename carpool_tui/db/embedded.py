@@ -76,6 +76,7 @@ class EmbeddedServer:
             ) from exc
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
+            self._refuse_foreign_folder()
             prune_dead_handles(self.data_dir)
         mode = "delete" if self.delete_on_stop else "stop"
         try:
@@ -92,6 +93,26 @@ class EmbeddedServer:
                 f"See its log at {log}, or start afresh with --reset.",
             ) from exc
         return self.dsn()
+
+    def _refuse_foreign_folder(self) -> None:
+        """Touch nothing in a folder that holds files but no PostgreSQL data.
+
+        Starting there would hand the folder to the server's user before
+        initdb refused it: a mistyped --data-dir must not change anyone's files.
+        """
+        if not self.data_dir.is_dir():
+            raise OpsError(
+                f"{self.data_dir} is not a folder",
+                "Give --data-dir a new or empty folder for the demo's data.",
+            )
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if any(self.data_dir.iterdir()):
+            raise OpsError(
+                f"{self.data_dir} holds files but no PostgreSQL data; nothing in it"
+                " was changed",
+                "Give --data-dir a new or empty folder for the demo's data.",
+            )
 
     def dsn(self, database: str | None = None) -> str:
         """The DSN of a database on this server (default ``postgres``)."""
