@@ -466,9 +466,15 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
     finally:
         await conn.close()
     pending = [i.migration.name for i in items if i.state == "pending"]
+    newer = [i.migration.name for i in items if i.state == "newer"]
     verb = "would apply" if dry_run else "applied"
     lines = [f"{verb} {name}" for name in pending]
-    already = len(items) - len(pending)
+    if newer:
+        lines.append(
+            f"note: the database also records {', '.join(newer)}, applied by a"
+            " newer carpool-tui that this one does not know; upgrade carpool-tui"
+        )
+    already = len(items) - len(pending) - len(newer)
     what = "platform schema and ops layer" if base else "ops layer"
     lines.append(
         f"{len(pending)} {verb}, {already} already applied ({what})"

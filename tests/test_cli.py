@@ -59,6 +59,22 @@ async def test_migrate_refuses_when_an_applied_file_changed(ops_dsn: str) -> Non
     assert "Traceback" not in result.stderr
 
 
+async def test_migrate_says_when_a_newer_version_applied_more(ops_dsn: str) -> None:
+    conn = await asyncpg.connect(ops_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO ops_schema_migrations (name, checksum)"
+            " VALUES ('ops/9999_future.sql', 'x')"
+        )
+    finally:
+        await conn.close()
+    result = run_cli("migrate", "--dsn", ops_dsn)
+    assert result.returncode == 0, result.stderr
+    assert "also records ops/9999_future.sql" in result.stdout
+    assert "upgrade carpool-tui" in result.stdout
+    assert "0 applied" in result.stdout
+
+
 def test_malformed_dsn_is_one_readable_line() -> None:
     result = run_cli("migrate", "--dsn", "not a dsn")
     assert result.returncode == 1

@@ -60,7 +60,9 @@ class PlanItem:
     """What migrate will do, or did, with one file."""
 
     migration: Migration
-    state: Literal["applied", "pending", "changed"]
+    state: Literal["applied", "pending", "changed", "newer"]
+    """``newer``: recorded in the database but not shipped with this version
+    (a newer carpool-tui applied it); its ``sql`` is empty."""
 
 
 def read_sql(relative: str) -> str:
@@ -96,7 +98,8 @@ async def plan(conn: asyncpg.Connection, groups: tuple[Group, ...]) -> list[Plan
     """Each file of the groups with whether it is applied, pending or changed."""
     applied = await _applied(conn)
     items = []
-    for migration in load(groups):
+    shipped = load(groups)
+    for migration in shipped:
         recorded = applied.get(migration.name)
         if recorded is None:
             items.append(PlanItem(migration, "pending"))
@@ -104,6 +107,10 @@ async def plan(conn: asyncpg.Connection, groups: tuple[Group, ...]) -> list[Plan
             items.append(PlanItem(migration, "changed"))
         else:
             items.append(PlanItem(migration, "applied"))
+    known = {m.name for m in shipped}
+    for name in sorted(applied):
+        if name.split("/", 1)[0] in groups and name not in known:
+            items.append(PlanItem(Migration(name, ""), "newer"))
     return items
 
 
