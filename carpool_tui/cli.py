@@ -505,14 +505,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _seed(dsn: str | None, args: argparse.Namespace) -> list[str]:
+async def _seed(
+    dsn: str | None, args: argparse.Namespace, faults: tuple[str, ...]
+) -> list[str]:
     from carpool_tui.db.connect import connect
-    from carpool_tui.db.seed import parse_faults, seed_platform
+    from carpool_tui.db.seed import seed_platform
 
-    try:
-        faults = parse_faults(args.faults)
-    except ValueError as exc:
-        raise OpsError(str(exc), "") from exc
     conn = await connect(dsn, purpose="seed", statement_timeout_ms=0)
     try:
         try:
@@ -572,9 +570,15 @@ async def _check_after_seed(conn: Any) -> str:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    from carpool_tui.db.seed import parse_faults
+
+    try:
+        faults = parse_faults(args.faults)
+    except ValueError as exc:
+        raise OpsError(str(exc), "") from exc
     dsn = _dsn(args)
     _say(f"Seeding {describe_target(dsn)}")
-    for line in _run(_seed(dsn, args)):
+    for line in _run(_seed(dsn, args, faults)):
         print(line)
     return 0
 

@@ -75,6 +75,15 @@ async def test_migrate_says_when_a_newer_version_applied_more(ops_dsn: str) -> N
     assert "0 applied" in result.stdout
 
 
+def test_an_unknown_fault_is_refused_before_anything_starts() -> None:
+    result = run_cli(
+        "seed", "--dsn", "postgresql://nobody@127.0.0.1:1/x", "--faults", "bogus"
+    )
+    assert result.returncode == 1
+    assert "bogus" in result.stderr
+    assert "Seeding" not in result.stderr  # refused before it said it began
+
+
 def test_malformed_dsn_is_one_readable_line() -> None:
     result = run_cli("migrate", "--dsn", "not a dsn")
     assert result.returncode == 1
