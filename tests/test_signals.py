@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import select
 import shutil
 import signal
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -30,6 +33,16 @@ def _read_until(fd: int, needle: bytes, seconds: float) -> bytes:
             if needle in seen:
                 return seen
     raise AssertionError(f"{needle!r} did not appear; last output: {seen[-500:]!r}")
+
+
+def _end(pid: int, fd: int) -> None:
+    """Kill the child if it is still there, and close its terminal."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    os.close(fd)
 
 
 def _gone(pid: int, seconds: float) -> bool:
@@ -70,12 +83,7 @@ def test_signal_stops_demo_and_its_server(signum: int, tmp_path: Path) -> None:
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert _gone(postmaster, 15), "the embedded server was left running"
     finally:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        os.close(fd)
+        _end(pid, fd)
         _stop_leftover_server(data_dir)
         shutil.rmtree(data_dir.parent, ignore_errors=True)
 
@@ -88,3 +96,45 @@ def _stop_leftover_server(data_dir: Path) -> None:
     if leftover is not None:
         os.kill(leftover, signal.SIGINT)  # PostgreSQL's fast shutdown
         _gone(leftover, 15)
+
+
+def _wait_exit(pid: int, seconds: float) -> int | None:
+    """The exit status once the child ends within ``seconds``, else None."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    return None
+
+
+def test_sigterm_ends_a_dashboard_whose_terminal_stopped_reading(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A stalled SSH link: the terminal takes no more output, then SIGTERM."""
+    argv = [sys.executable, "-m", "carpool_tui", "--dsn", ops_dsn, "--refresh", "1"]
+    env = dict(
+        os.environ,
+        TERM="xterm-256color",
+        COLUMNS="100",
+        LINES="30",
+        CARPOOL_TUI_LOG=str(tmp_path / "state" / "carpool-tui.log"),
+    )
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(argv[0], argv, env)
+    try:
+        _read_until(fd, b"updated", 60)
+        # Stop reading, and make the dashboard redraw until its output backs up.
+        for n in range(60):
+            size = struct.pack("HHHH", 30 + n % 2, 100, 0, 0)
+            fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+            os.kill(pid, signal.SIGWINCH)
+            time.sleep(0.05)
+        time.sleep(2)
+        os.kill(pid, signal.SIGTERM)
+        status = _wait_exit(pid, 20)
+        assert status is not None, "the dashboard ignored SIGTERM"
+    finally:
+        _end(pid, fd)

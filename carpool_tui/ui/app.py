@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -66,6 +69,8 @@ class DashboardApp(WarRoomActions, App[int]):
         self.timeline = Timeline()
         """What was done in procedures this session, for the incident review."""
         self.stop_signal: str | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._watchdog: threading.Timer | None = None
         """The name of the signal that ended the session, if one did."""
 
     def on_mount(self) -> None:
@@ -77,19 +82,38 @@ class DashboardApp(WarRoomActions, App[int]):
     def _handle_stop_signals(self) -> None:
         """Quit cleanly on SIGTERM and SIGHUP (a closed SSH session).
 
-        The loop runs the handler between callbacks, so the app exits through
-        its normal path: workers cancelled, connections closed, terminal reset.
+        The handler asks the loop to exit, so the app leaves through its normal
+        path: workers cancelled, connections closed, terminal reset. It is a
+        plain signal handler, not the loop's: when the terminal stops taking
+        output (a stalled SSH link), the loop blocks on the full output queue
+        and would never run its own handler. A watchdog then ends the process
+        if the clean exit has not finished within STOP_GRACE_S.
         """
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                loop.add_signal_handler(signum, self._stop_on, signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                return  # not the main thread (tests) or no signal support
 
-    def _stop_on(self, signum: int) -> None:
-        self.stop_signal = signal.Signals(signum).name
-        self.exit(0)
+        def on_signal(signum: int, _frame: object) -> None:
+            if self.stop_signal is None:
+                self.stop_signal = signal.Signals(signum).name
+                self._watchdog = threading.Timer(STOP_GRACE_S, _give_up)
+                self._watchdog.daemon = True
+                self._watchdog.start()
+            # A closed loop means the app is already on its way out.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.exit, 0)
+
+        try:
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                self._previous_handlers[signum] = signal.signal(signum, on_signal)
+        except ValueError:
+            return  # not the main thread (tests)
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers from before the app ran; stop the watchdog."""
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
 
     @property
     def capabilities(self) -> Capabilities | None:
@@ -108,12 +132,27 @@ class DashboardApp(WarRoomActions, App[int]):
         await self.repo.close()
 
 
+STOP_GRACE_S = 10.0
+"""How long a stop signal waits for the clean exit before the process ends."""
+
+
+def _give_up() -> None:
+    """End the process now: the clean exit after a stop signal is stuck."""
+    os._exit(STOPPED_UNCLEANLY)
+
+
+STOPPED_UNCLEANLY = 3
+
+
 def run_dashboard(
     settings: Settings, *, wallboard: bool = False, theme: str | None = None
 ) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
     app = DashboardApp(settings, wallboard=wallboard, theme=theme)
-    app.run()
+    try:
+        app.run()
+    finally:
+        app.restore_signal_handlers()
     if app.stop_signal:
         print(f"Stopping on {app.stop_signal}.", file=sys.stderr, flush=True)
     return int(app.return_code or 0)
