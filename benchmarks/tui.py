@@ -97,6 +97,9 @@ class Tty:
         if pid == 0:  # the child: become the program
             os.execvpe(self.argv[0], self.argv, self.env)
         self.pid, self.fd = pid, fd
+        # Not into the next program spawned: holding this terminal open
+        # unread, it would leave this one blocked on output for good.
+        os.set_inheritable(fd, False)
         size = struct.pack("HHHH", LINES, COLUMNS, 0, 0)
         fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
 
@@ -175,7 +178,20 @@ def first_screens(argv: list[str], marker: bytes, log: Callable[[str], None]) ->
 def idle_together(
     ttys: dict[str, Tty], markers: dict[str, bytes], seconds: float
 ) -> dict[str, tuple[float, float]]:
-    """(share of a core, largest RSS in MB) of each process over ``seconds``."""
+    """(share of a core, largest RSS in MB) of each process over ``seconds``.
+
+    Both processes are stopped before it returns, whatever happens.
+    """
+    try:
+        return _measure_idle(ttys, markers, seconds)
+    finally:
+        for tty in ttys.values():
+            tty.stop()
+
+
+def _measure_idle(
+    ttys: dict[str, Tty], markers: dict[str, bytes], seconds: float
+) -> dict[str, tuple[float, float]]:
     for name, tty in ttys.items():
         tty.spawn()
         if tty.wait_for(markers[name], 30) is None:
