@@ -52,6 +52,17 @@ async def type_text(pilot: Pilot[Any], text: str) -> None:
     await pilot.press(*[("space" if c == " " else c) for c in text])
 
 
+async def preview_ride(
+    pilot: Pilot[Any], key: str, kind: type[Screen[Any]], ride: object, expect: str
+) -> tuple[Screen[Any], str]:
+    """Open a ride dialog with `key`, type the ride's id, wait for `expect`."""
+    await pilot.press(key)
+    dialog = await dialog_of(pilot, kind)
+    await type_text(pilot, str(ride))
+    await pilot.press("enter")
+    return dialog, await shows(pilot, dialog, expect)
+
+
 def action_log(app: DashboardApp) -> list[dict[str, Any]]:
     path = app.settings.action_log
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
@@ -380,11 +391,9 @@ async def test_expire_one_ride_previews_then_expires(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await pilot.press("e")
-            dialog = await dialog_of(pilot, ExpireRideDialog)
-            await type_text(pilot, str(ride))
-            await pilot.press("enter")
-            shown = await shows(pilot, dialog, "Due              yes")
+            dialog, shown = await preview_ride(
+                pilot, "e", ExpireRideDialog, ride, "Due              yes"
+            )
             assert "1 pending/confirmed booking(s)" in shown
             assert str(booking) in shown
             await pilot.press("enter")
@@ -526,11 +535,9 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
-            await pilot.press("e")
-            dialog = await dialog_of(pilot, ExpireRideDialog)
-            await type_text(pilot, str(ride))
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Due              no")
+            dialog, _ = await preview_ride(
+                pilot, "e", ExpireRideDialog, ride, "Due              no"
+            )
             # The preview is taller than the dialog: PgDn scrolls it from the note.
             page = dialog.query_one(".dialog", VerticalScroll)
             assert page.max_scroll_y > 0
@@ -621,11 +628,9 @@ async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await pilot.press("e")
-            dialog = await dialog_of(pilot, ExpireRideDialog)
-            await type_text(pilot, str(ride))
-            await pilot.press("enter")
-            await shows(pilot, dialog, "1 pending/confirmed booking(s)")
+            dialog, _ = await preview_ride(
+                pilot, "e", ExpireRideDialog, ride, "1 pending/confirmed booking(s)"
+            )
             late = await make_booking(conn, ride, status="pending")
             await type_text(pilot, "expiry job down")
             await pilot.press("enter")
