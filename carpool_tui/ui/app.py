@@ -69,9 +69,9 @@ class DashboardApp(WarRoomActions, App[int]):
         self.timeline = Timeline()
         """What was done in procedures this session, for the incident review."""
         self.stop_signal: str | None = None
+        """The name of the signal that ended the session, if one did."""
         self._previous_handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
-        """The name of the signal that ended the session, if one did."""
 
     def on_mount(self) -> None:
         self._handle_stop_signals()
@@ -134,14 +134,13 @@ class DashboardApp(WarRoomActions, App[int]):
 
 STOP_GRACE_S = 10.0
 """How long a stop signal waits for the clean exit before the process ends."""
+STOPPED_UNCLEANLY = 3
+"""The exit code when the watchdog, not the clean exit, ended the process."""
 
 
 def _give_up() -> None:
     """End the process now: the clean exit after a stop signal is stuck."""
     os._exit(STOPPED_UNCLEANLY)
-
-
-STOPPED_UNCLEANLY = 3
 
 
 def run_dashboard(

@@ -529,9 +529,12 @@ class RideDialog(WriteDialog):
         self.query_one("#preview", Static).update("")
         self.query_one("#bookings", DataTable).display = False
         self.query_one("#note", Input).disabled = True
-        for box in self.query("#allow").results(Checkbox):
-            box.value = False
-            box.display = False
+
+    def read_again(self, ride: UUID) -> None:
+        """After the write, show the ride as it is now: the preview is out of date."""
+        self.query_one("#preview", Static).update("Reading the ride again…")
+        self.query_one("#bookings", DataTable).display = False
+        self.call_db("preview", partial(self.preview_call, ride))
 
     def previewed(self) -> UUID | None:
         """The ride of the preview on screen, if the id field still names it."""
@@ -666,10 +669,7 @@ class SeatFixDialog(RideDialog):
                 f"available seats {_seats(value.before)} → {_seats(value.after)}. "
                 "Recorded in admin_audit_log with your note."
             )
-            # The preview above is now out of date: read the ride again.
-            self.query_one("#preview", Static).update("Reading the ride again…")
-            ride = UUID(value.ride_id)
-            self.call_db("preview", partial(self.preview_call, ride))
+            self.read_again(UUID(value.ride_id))
 
     def refused(self, refusal: Refusal) -> bool:
         if refusal.code != "stale_preview":
@@ -719,6 +719,12 @@ class ExpireRideDialog(RideDialog):
 
     async def preview_call(self, ride: UUID) -> Any:
         return await self.dash.repo.preview_expire_ride(ride)
+
+    def forget_preview(self) -> None:
+        super().forget_preview()
+        allow = self.query_one("#allow", Checkbox)
+        allow.value = False  # a confirmation given for another ride
+        allow.display = False
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
@@ -817,12 +823,8 @@ class ExpireRideDialog(RideDialog):
                 f"booking(s), created {value.notifications_created} "
                 "notification(s). Recorded in admin_audit_log with your note."
             )
-            # The preview above is now out of date: read the ride again.
-            self.query_one("#preview", Static).update("Reading the ride again…")
-            self.query_one("#bookings", DataTable).display = False
             if self.preview is not None:
-                ride = UUID(self.preview.ride_id)
-                self.call_db("preview", partial(self.preview_call, ride))
+                self.read_again(UUID(self.preview.ride_id))
 
 
 class ResolveDialog(WriteDialog):
