@@ -45,30 +45,28 @@ class HealthReading:
 class _Probe(Repository):
     """The repository with the counts that only a monitor needs."""
 
+    async def _count(self, doing: str, sql: str, *args: object) -> int:
+        async def work(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(sql, *args) or 0)
+
+        return await self._with_conn(doing, work)
+
     async def failed_runs_since(self, hours: int) -> int:
         """Failed system_job_log runs that started in the last ``hours`` hours."""
-
-        async def work(conn: asyncpg.Connection) -> int:
-            value = await conn.fetchval(
-                "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
-                " AND started_at > now() - make_interval(hours => $1)",
-                hours,
-            )
-            return int(value or 0)
-
-        return await self._with_conn("Counting failed job runs", work)
+        return await self._count(
+            "Counting failed job runs",
+            "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
+            " AND started_at > now() - make_interval(hours => $1)",
+            hours,
+        )
 
     async def critical_open(self) -> int:
         """Unresolved critical violation rows, however many there are."""
-
-        async def work(conn: asyncpg.Connection) -> int:
-            value = await conn.fetchval(
-                "SELECT count(*) FROM invariant_violations"
-                " WHERE resolved_at IS NULL AND severity = 'critical'"
-            )
-            return int(value or 0)
-
-        return await self._with_conn("Counting critical violations", work)
+        return await self._count(
+            "Counting critical violations",
+            "SELECT count(*) FROM invariant_violations"
+            " WHERE resolved_at IS NULL AND severity = 'critical'",
+        )
 
 
 async def read_health(settings: Settings) -> HealthReading:
