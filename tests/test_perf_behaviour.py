@@ -8,8 +8,10 @@ from datetime import timedelta
 import asyncpg
 from factories import job, make_booking, make_profile, make_ride
 
+from carpool_tui.config import Settings
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
+from carpool_tui.db.repo import Repository
 from carpool_tui.db.seed import seed_platform
 
 PAST = timedelta(hours=-1)
@@ -249,3 +251,24 @@ async def test_repair_checks_old_bookings_against_all_notifications(
     assert [r["booking"] for r in made] == [str(bare)]
     again = await job(ops_conn, "repair_missing_notifications")
     assert again["total_notifications_created"] == 0
+
+
+async def test_a_poll_round_trip_is_its_reads_only(
+    ops_conn: asyncpg.Connection, ops_dsn: str
+) -> None:
+    """Giving a pooled connection back sends nothing: no reset query per read."""
+    repo = Repository(Settings(dsn=ops_dsn))
+    await repo.open()
+    try:
+        await repo.snapshot()
+        await repo.snapshot()
+        last = await ops_conn.fetch(
+            "SELECT query FROM pg_stat_activity"
+            " WHERE application_name = 'carpool-tui dashboard'"
+            " AND datname = current_database()"
+        )
+    finally:
+        await repo.close()
+    assert last, "the dashboard's pooled connections were not found"
+    queries = [r["query"] for r in last]
+    assert not [q for q in queries if "RESET ALL" in q], queries
