@@ -450,12 +450,14 @@ def _write(
         f"- Dashboard poll: `Repository.snapshot()` (health summary, latest run per"
         f" job, a job log page, open violations); server time is the planning and"
         f" execution time of every statement of the round from `pg_stat_statements`;"
-        f" median of {POLL_ROUNDS} rounds {POLL_SPACING_S:g} s apart.",
+        f" median of {POLL_ROUNDS} rounds {POLL_SPACING_S:g} s apart, after"
+        f" {measure.WARM_ROUNDS} unmeasured rounds (a dashboard polls for hours:"
+        " its pooled connections have started and prepared their statements).",
         f"- {CONCURRENT_VIEWERS} dashboards: each round, {CONCURRENT_VIEWERS}"
         " repositories (each its own pool) poll at once; the figure is the CPU time"
         " the server's processes spent in such a round (`/proc/<pid>/schedstat`,"
         " own cluster only; statement time otherwise) over the same for a round"
-        " with one dashboard.",
+        " with one dashboard, both after the same unmeasured rounds.",
         "- Times faster: deployed median over ops median, same platform, same run.",
         "- Ratio: ops median over the ops median of the same operation on the"
         " smallest platform.",
