@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +131,15 @@ class Cluster:
         if not self.keep:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def cpu_ms(self) -> float:
-        """CPU time used so far by the server and every process it started.
+    def cpu_ms(self, pids: Sequence[int]) -> float:
+        """CPU time used so far by these server processes (all that are still up).
 
         Read from ``/proc/<pid>/schedstat`` (nanoseconds on a CPU), so the cost
         of a round of polls is what the server spent, not how long twenty
         statements waited for two cores.
         """
         total = 0
-        for pid in self.server_pids():
+        for pid in pids:
             try:
                 total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
             except (OSError, ValueError, IndexError):

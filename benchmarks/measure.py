@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +128,12 @@ class _Viewer:
             from carpool_tui.config import Settings
             from carpool_tui.db.repo import Repository
         except ImportError:
-            self.pool = await asyncpg.create_pool(self.dsn, min_size=3, max_size=3)
+            self.pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=3,
+                max_size=3,
+                server_settings={"application_name": VIEWER_APP},
+            )
             return "plain SQL (repository module missing)"
         self.repo = Repository(Settings(dsn=self.dsn, statement_timeout_ms=60_000))
         await self.repo.open()
@@ -189,19 +194,28 @@ SELECT COALESCE(sum(total_exec_time + total_plan_time), 0)
 """
 
 
+# The dashboards' backends: the repository names its pool's connections so.
+VIEWER_APP = "carpool-tui dashboard"
+_VIEWER_PIDS = (
+    "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+)
+
+
 async def time_polls(
     dsn: str,
     database: str,
     viewers: int,
     rounds: int,
     spacing_s: float,
-    cpu: Callable[[], float] | None = None,
+    cpu: Callable[[Sequence[int]], float] | None = None,
 ) -> PollResult:
     """``rounds`` rounds in which ``viewers`` dashboards each poll once, together.
 
     Rounds start ``spacing_s`` apart, as dashboards refreshing on a timer.
-    ``cpu`` reads the server's CPU time so far (own cluster only); each round's
-    CPU cost is recorded when it is given.
+    ``cpu`` reads the CPU time so far of the given server processes (own
+    cluster only); when it is given, each round records what the dashboards'
+    own backends spent, so autovacuum or a checkpoint in the background is not
+    charged to them.
     """
     target = with_database(dsn, database)
     admin = await db_conn(dsn, database)
@@ -228,12 +242,15 @@ async def time_polls(
                 await d.poll()
                 return 1000 * (time.perf_counter() - t0)
 
-            cpu0 = cpu() if cpu else 0.0
+            pids = [
+                r["pid"] for r in await admin.fetch(_VIEWER_PIDS, database, VIEWER_APP)
+            ]
+            cpu0 = cpu(pids) if cpu else 0.0
             t0 = time.perf_counter()
             latency += await asyncio.gather(*(timed(d) for d in dashboards))
             wall = 1000 * (time.perf_counter() - t0)
             if cpu:
-                cpu_ms.append(cpu() - cpu0)
+                cpu_ms.append(cpu(pids) - cpu0)
             if stats:
                 round_ms.append(float(await admin.fetchval(_ROUND_COST)))
             else:

@@ -18,7 +18,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +189,7 @@ async def measure_layer(
     ops: tuple[Operation, ...],
     runs: int,
     log: Callable[[str], None],
-    cpu: Callable[[], float] | None,
+    cpu: Callable[[Sequence[int]], float] | None,
 ) -> dict[str, tuple[float, str]]:
     """The median of each operation on one database, with a note on how."""
     out: dict[str, tuple[float, str]] = {}
@@ -243,7 +243,7 @@ async def run(args: argparse.Namespace) -> int:
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     log: Callable[[str], None] = lambda text: print(text, flush=True)  # noqa: E731
     cluster: Cluster | None = None
-    cpu: Callable[[], float] | None = None
+    cpu: Callable[[Sequence[int]], float] | None = None
     if args.dsn:
         dsn = args.dsn
     else:
@@ -455,8 +455,9 @@ def _write(
         " its pooled connections have started and prepared their statements).",
         f"- {CONCURRENT_VIEWERS} dashboards: each round, {CONCURRENT_VIEWERS}"
         " repositories (each its own pool) poll at once; the figure is the CPU time"
-        " the server's processes spent in such a round (`/proc/<pid>/schedstat`,"
-        " own cluster only; statement time otherwise) over the same for a round"
+        " the dashboards' own server processes (their backends, by"
+        " application_name) spent in such a round (`/proc/<pid>/schedstat`, own"
+        " cluster only; statement time otherwise) over the same for a round"
         " with one dashboard, both after the same unmeasured rounds.",
         "- Times faster: deployed median over ops median, same platform, same run.",
         "- Ratio: ops median over the ops median of the same operation on the"
