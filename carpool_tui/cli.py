@@ -153,6 +153,17 @@ def _limit(text: str) -> tuple[str, int | None]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _dsn_text(text: str) -> str:
+    """A --dsn value; an empty one (an unset shell variable) is refused, not
+    taken as "no --dsn", which would reach another database."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty (an unset shell variable?); give a DSN, or leave --dsn out"
+            " to use the target's, DATABASE_URL or the PG* variables"
+        )
+    return text
+
+
 def _job_name(text: str) -> str:
     if text not in JOBS_BY_NAME:
         raise argparse.ArgumentTypeError(
@@ -167,6 +178,7 @@ def _add_dsn(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     parser.add_argument(
         "--dsn",
         default=default,
+        type=_dsn_text,
         help="PostgreSQL DSN, e.g. postgresql://user@host:5432/db "
         "(default: the target's, then DATABASE_URL, then the PG* variables)",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -103,6 +104,19 @@ def test_a_dsn_that_is_not_a_url_is_one_line_and_check_says_unknown() -> None:
         assert checked.returncode == 3, checked.stdout + checked.stderr
         assert checked.stdout.startswith("CARPOOL UNKNOWN")
         assert "Traceback" not in checked.stderr
+
+
+def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
+    """`--dsn "$UNSET"` must not reach DATABASE_URL's (or libpq's) database."""
+    env = {**os.environ, "DATABASE_URL": ops_dsn}
+    for args in (("migrate", "--dsn", ""), ("--dsn", " ", "seed", "--rides", "1")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--dsn: is empty" in result.stderr
+        assert "Seeding" not in result.stdout
+    checked = run_cli("check", "--dsn", "", env=env)
+    assert checked.returncode == 3
+    assert checked.stdout.startswith("CARPOOL UNKNOWN - invalid command line")
 
 
 async def test_a_keyword_dsn_with_a_socket_directory_and_a_port(ops_dsn: str) -> None:
