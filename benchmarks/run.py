@@ -440,7 +440,9 @@ def _write(
         " shared cache off); the poll rows use the cache as a dashboard does.",
         f"- Functions and jobs: median of {args.runs} runs of server time"
         " (`clock_timestamp()` around `EXECUTE` inside the server: planning and"
-        " execution, no round trip); each job in a transaction rolled back after"
+        " execution, no round trip), after"
+        f" {measure.WARM_RUNS} unmeasured run (planning the functions' statements,"
+        " reading the pages in); each job in a transaction rolled back after"
         " the run.",
         "- Repair: *whole 30 days* is a run with no progress recorded (the first"
         " run, and the weekly whole check); *daily run* follows one committed"
