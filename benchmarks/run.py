@@ -29,7 +29,7 @@ from benchmarks import build, measure
 from benchmarks.cluster import DEFAULT_PORT, Cluster
 
 HERE = Path(__file__).resolve().parent
-POLL_ROUNDS = 5
+POLL_ROUNDS = 9
 POLL_SPACING_S = 2.5
 CONCURRENT_VIEWERS = 20
 
