@@ -602,24 +602,23 @@ class SeatFixDialog(RideDialog):
     def _note_submitted(self) -> None:
         if self.done:
             return
-        if self.previewed() is None:
+        preview = self.preview
+        if preview is None or self.previewed() is None:
             self.set_message("[b $error]Preview the ride first (Enter on its id).[/]")
             return
         note = self.note_text()
         if note is None:
             return
-        if self.preview.overbooked:
+        if preview.overbooked:
             self.set_message(
                 "[b $error]This ride is overbooked; a seat fix cannot help.[/]"
             )
             return
-        if not self.preview.needs_fix:
+        if not preview.needs_fix:
             self.set_message("Nothing to fix: the stored value is already right.")
             return
         self.set_message("Applying…")
-        self.call_db(
-            "apply", partial(self.dash.repo.apply_seat_fix, self.preview, note)
-        )
+        self.call_db("apply", partial(self.dash.repo.apply_seat_fix, preview, note))
 
     def show_preview(self, preview: SeatFixPreview) -> None:
         self.preview = preview
