@@ -145,19 +145,3 @@ class Cluster:
             except (OSError, ValueError, IndexError):
                 continue
         return total / 1e6
-
-    def server_pids(self) -> list[int]:
-        """The postmaster and every process it started."""
-        if self.pid is None:
-            return []
-        found = [self.pid]
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.pid:
-                found.append(int(entry.name))
-        return found

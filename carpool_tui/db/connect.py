@@ -117,8 +117,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     The pool's connections carry no session state: every read is one
     autocommit statement and every setting made is transaction-local. The
     default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would be
-    one more round trip per read, a quarter of what a polling dashboard costs
-    the server. asyncpg still rolls back a transaction left open.
+    one more round trip per read, about a quarter of what a dashboard's own
+    reads cost the server. asyncpg still rolls back a transaction left open.
     """
 
 
