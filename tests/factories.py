@@ -85,6 +85,15 @@ async def make_booking(
     )
 
 
+async def once(dsn: str, sql: str, *args: Any) -> Any:
+    """One statement on a connection of its own; its first value, if any."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
 async def call_json(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, Any]:
     """The jsonb object a function call returns, e.g. ``SELECT expire_rides()``."""
     return as_dict(await conn.fetchval(sql, *args))

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from factories import once
 
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import JOBS
@@ -248,11 +249,7 @@ async def test_database_without_the_functions_is_unknown(
     done = cli(cli_env, "check", "--dsn", base_dsn)
     assert done.returncode == 3
     assert "no carpool health function" in done.stdout
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        await conn.execute("DROP FUNCTION get_system_health_summary()")
-    finally:
-        await conn.close()
+    await once(ops_dsn, "DROP FUNCTION get_system_health_summary()")
     code, data = check_json(cli_env, ops_dsn)
     assert code == 3
     assert "no get_system_health_summary() function" in data["error"]
@@ -338,16 +335,13 @@ def test_an_unwritable_diagnostics_log_is_said_once_and_logs_nowhere(
 async def test_critical_violations_are_counted_past_the_dashboards_page(
     ops_dsn: str, cli_env: dict[str, str]
 ) -> None:
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        await conn.execute(
-            "INSERT INTO invariant_violations"
-            " (check_name, severity, violation_count, sample_data)"
-            " SELECT 'custom_check_' || n, 'critical', 1, '[]'"
-            "   FROM generate_series(1, 510) n"
-        )
-    finally:
-        await conn.close()
+    await once(
+        ops_dsn,
+        "INSERT INTO invariant_violations"
+        " (check_name, severity, violation_count, sample_data)"
+        " SELECT 'custom_check_' || n, 'critical', 1, '[]'"
+        "   FROM generate_series(1, 510) n",
+    )
     code, data = check_json(cli_env, ops_dsn)
     assert code == 2
     assert data["metrics"]["critical_violations"] == 510

@@ -11,6 +11,7 @@ import time
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
+from factories import once
 
 from carpool_tui.db.migrate import migrate
 
@@ -46,14 +47,11 @@ async def test_migrate_base_then_again_applies_nothing(empty_dsn: str) -> None:
 
 
 async def test_migrate_refuses_when_an_applied_file_changed(ops_dsn: str) -> None:
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        await conn.execute(
-            "UPDATE ops_schema_migrations SET checksum = 'x' "
-            "WHERE name = 'base/0001_platform_schema.sql'"
-        )
-    finally:
-        await conn.close()
+    await once(
+        ops_dsn,
+        "UPDATE ops_schema_migrations SET checksum = 'x' "
+        "WHERE name = 'base/0001_platform_schema.sql'",
+    )
     result = run_cli("migrate", "--dsn", ops_dsn, "--base")
     assert result.returncode == 1
     assert "base/0001_platform_schema.sql has changed" in result.stderr
@@ -61,14 +59,11 @@ async def test_migrate_refuses_when_an_applied_file_changed(ops_dsn: str) -> Non
 
 
 async def test_migrate_says_when_a_newer_version_applied_more(ops_dsn: str) -> None:
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        await conn.execute(
-            "INSERT INTO ops_schema_migrations (name, checksum)"
-            " VALUES ('ops/9999_future.sql', 'x')"
-        )
-    finally:
-        await conn.close()
+    await once(
+        ops_dsn,
+        "INSERT INTO ops_schema_migrations (name, checksum)"
+        " VALUES ('ops/9999_future.sql', 'x')",
+    )
     result = run_cli("migrate", "--dsn", ops_dsn)
     assert result.returncode == 0, result.stderr
     assert "also records ops/9999_future.sql" in result.stdout
@@ -120,11 +115,7 @@ def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
 
 
 async def test_a_keyword_dsn_with_a_socket_directory_and_a_port(ops_dsn: str) -> None:
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        port = await conn.fetchval("SELECT current_setting('port')")
-    finally:
-        await conn.close()
+    port = await once(ops_dsn, "SELECT current_setting('port')")
     words = _as_keywords(ops_dsn)
     if "port=" not in words:
         words += f" port={port}"
@@ -212,24 +203,17 @@ async def test_seed_runs_the_invariant_check_so_faults_show(ops_dsn: str) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert "invariant check:" in result.stdout
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        open_rows = await conn.fetchval(
-            "SELECT count(*) FROM invariant_violations"
-            " WHERE resolved_at IS NULL AND check_name = 'seat_mismatch'"
-        )
-    finally:
-        await conn.close()
+    open_rows = await once(
+        ops_dsn,
+        "SELECT count(*) FROM invariant_violations"
+        " WHERE resolved_at IS NULL AND check_name = 'seat_mismatch'",
+    )
     assert open_rows == 1
 
 
 async def test_a_seed_the_database_refuses_is_one_line(ops_dsn: str) -> None:
     assert run_cli("seed", "--dsn", ops_dsn, "--rides", "20").returncode == 0
-    conn = await asyncpg.connect(ops_dsn)
-    try:
-        await conn.execute("TRUNCATE rides CASCADE")
-    finally:
-        await conn.close()
+    await once(ops_dsn, "TRUNCATE rides CASCADE")
     # The same seed's profiles are still there.
     result = run_cli("seed", "--dsn", ops_dsn, "--rides", "20")
     assert result.returncode == 1

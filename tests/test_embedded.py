@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+from factories import once
 
 from carpool_tui.db.embedded import EmbeddedServer, prune_dead_handles
 
@@ -49,11 +50,7 @@ async def test_start_connect_stop() -> None:
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-a" / "pgdata"
     server = EmbeddedServer(data_dir, delete_on_stop=True)
     dsn = server.start()
-    conn = await asyncpg.connect(dsn)
-    try:
-        assert await conn.fetchval("SELECT 1") == 1
-    finally:
-        await conn.close()
+    assert await once(dsn, "SELECT 1") == 1
     pid = _postmaster_pid(data_dir)
     server.stop()
     assert _wait_gone(pid)
