@@ -22,6 +22,7 @@ from test_ui_support import (
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.widgets import Static
+from textual.widgets.data_table import ColumnKey
 
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
@@ -589,3 +590,37 @@ async def test_r_after_a_migrate_finds_the_ops_layer_without_a_restart(
         await until(pilot, lambda: "LEGACY" not in status(app), "the ops layer")
         assert screen.caps is not None and screen.caps.ops_layer
         assert screen.check_action("seat_fix", ()) is True
+
+
+async def test_a_wide_screen_shows_check_names_whole_and_a_narrow_one_cuts_them(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        ride = await make_ride(conn)
+        await make_booking(conn, ride, status="confirmed")
+        await conn.execute("UPDATE rides SET status = 'cancelled' WHERE id = $1", ride)
+        await job(conn, "check_system_invariants")
+    finally:
+        await conn.close()
+    whole = "INV-STATE-001 active_booking_on_terminal_ride"
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        table = app.dashboard.query_one("#violations", ViolationsTable)
+        table.focus()
+        await until(pilot, lambda: whole in table_text(table), "the whole name")
+
+        def check_width() -> int:
+            return table.columns[ColumnKey("check")].content_width
+
+        assert check_width() == len(whole)
+
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: whole not in table_text(table), "a cut name")
+        assert "INV-STATE-001 active_booking_on_t…" in table_text(table)
+        assert check_width() < len(whole)
+        assert table.selected_key == next(iter(table.violations))
+
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: whole in table_text(table), "the whole name again")

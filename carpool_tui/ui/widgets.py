@@ -149,9 +149,20 @@ class LiveTable(DataTable[Text]):
             return None
         return self._order[self.cursor_row]
 
-    def sync(self, rows: Sequence[tuple[str, Cells]]) -> None:
-        """Show exactly these rows; unchanged rows and the cursor's row stay put."""
+    def sync(self, rows: Sequence[tuple[str, Cells]], *, refit: bool = False) -> None:
+        """Show exactly these rows; unchanged rows and the cursor's row stay put.
+
+        Columns only ever grow to fit what they show; with `refit` they are laid
+        out afresh for these rows, so they can also narrow.
+        """
         keys = [key for key, _ in rows]
+        if refit:
+            selected, row_before = self.selected_key, self.cursor_row
+            self.clear(columns=True)
+            for key, label in self._column_spec:
+                self.add_column(label, key=key)
+            self._fill(rows, selected, row_before)
+            return
         if keys == self._order:
             columns = [key for key, _ in self._column_spec]
             for key, cells in rows:
@@ -169,6 +180,13 @@ class LiveTable(DataTable[Text]):
         selected = self.selected_key
         row_before = self.cursor_row
         self.clear()
+        self._fill(rows, selected, row_before)
+
+    def _fill(
+        self, rows: Sequence[tuple[str, Cells]], selected: str | None, row_before: int
+    ) -> None:
+        """Add `rows` to the emptied table and put the cursor back on its row."""
+        keys = [key for key, _ in rows]
         for key, cells in rows:
             self.add_row(*cells, key=key)
         self._order = keys
@@ -282,6 +300,14 @@ def log_cells(entry: JobLogEntry) -> Cells:
     )
 
 
+# The check column: the longest check of the manual with its id fits the wide
+# form, which the table takes from WIDE_TABLE cells on (a war-room screen); a
+# narrower table keeps room for the count and the detection time.
+CHECK_NARROW = 34
+CHECK_WIDE = 46
+WIDE_TABLE = 110
+
+
 class ViolationsTable(LiveTable):
     """Unresolved invariant violations, critical first then newest."""
 
@@ -298,13 +324,22 @@ class ViolationsTable(LiveTable):
             **kwargs,
         )
         self.violations: dict[str, Violation] = {}
+        self._check_width = CHECK_NARROW
 
     def show(self, violations: list[Violation]) -> None:
         self.violations = {str(v.id): v for v in violations}
-        self.sync([(str(v.id), violation_cells(v)) for v in violations])
+        width = CHECK_WIDE if self.size.width >= WIDE_TABLE else CHECK_NARROW
+        refit = width != self._check_width
+        self._check_width = width
+        self.sync(
+            [(str(v.id), violation_cells(v, width)) for v in violations], refit=refit
+        )
+
+    def on_resize(self) -> None:
+        self.show(list(self.violations.values()))
 
 
-def violation_cells(violation: Violation) -> Cells:
+def violation_cells(violation: Violation, check_width: int = CHECK_NARROW) -> Cells:
     check = violation.check_name
     if violation.legacy:
         check = f"legacy: {', '.join(violation.checks) or check}"
@@ -316,7 +351,7 @@ def violation_cells(violation: Violation) -> Cells:
     )
     return (
         safe_text(violation.severity, 10, severity_style(violation.severity)),
-        safe_text(check, 34),
+        safe_text(check, check_width),
         Text(fmt.count(violation.violation_count)),
         Text(fmt.stamp(violation.detected_at)),
         Text(fmt.stamp(violation.last_seen_at)),
