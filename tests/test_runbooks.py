@@ -9,16 +9,23 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from test_ui_dashboard import failed_run
+from test_ui_support import frozen, make_settings
 
 from carpool_tui.checks import CHECK_NAMES, CHECKS
-from carpool_tui.db.seed import FAULT_KINDS
+from carpool_tui.db.errors import OpsError
+from carpool_tui.db.repo import TARGETED_VIEWS, VIEWS, Repository
+from carpool_tui.db.seed import FAULT_KINDS, seed_platform
+from carpool_tui.models import RowSet
 from carpool_tui.runbooks.engine import Action, Check, Procedure, Run, Step, Timeline
 from carpool_tui.runbooks.procedures import (
     CHECK_KINDS,
+    JOBS_FAILING,
     PROCEDURES_BY_ID,
     diagnose,
     for_violation,
 )
+from carpool_tui.ui.procedures import follow_up
 
 AT = datetime(2025, 3, 4, 3, 0, tzinfo=UTC)
 
@@ -199,3 +206,61 @@ async def test_the_check_list_matches_the_server(ops_conn: asyncpg.Connection) -
     assert [(r["name"], r["check_id"], r["severity"]) for r in rows] == [
         (c.name, c.check_id, c.severity) for c in CHECKS
     ]
+
+
+async def test_every_step_view_reads_on_the_ops_layer_and_leads_on(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await views_lead_on(ops_dsn, "ops", tmp_path)
+
+
+async def test_every_step_view_reads_on_the_deployed_functions_and_leads_on(
+    legacy_dsn: str, tmp_path: Path
+) -> None:
+    await views_lead_on(legacy_dsn, "legacy", tmp_path)
+
+
+async def views_lead_on(dsn: str, layer: str, tmp_path: Path) -> None:
+    """Each step's query runs on the deployed functions and on ours, and the rows
+    of the start-of-shift steps lead to the procedures for what they found."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await seed_platform(conn, rides=40, seed=3, faults=FAULT_KINDS)
+        await conn.fetchval("SELECT check_system_invariants()")
+        await failed_run(conn, ops=layer == "ops")
+        ride = str(await conn.fetchval("SELECT id FROM rides ORDER BY id LIMIT 1"))
+    finally:
+        await conn.close()
+    repo = Repository(make_settings(dsn, tmp_path), clock=frozen())
+    read: dict[str, RowSet] = {}
+    failed: dict[str, str] = {}
+    try:
+        await repo.open()
+        for view in VIEWS:
+            target = ride if view in TARGETED_VIEWS else None
+            try:
+                read[view] = await repo.procedure_rows(view, target)
+            except OpsError as err:
+                failed[view] = err.message
+    finally:
+        await repo.close()
+    assert failed == {}
+    assert all(read[view].rows for view in ("latest_runs", "open_checks", "ride"))
+
+    latest = read["latest_runs"]
+    run = next(r for r in latest.rows if r["status"] == "failed")
+    assert run["sqlstate"] == "55P03"
+    opening = follow_up("latest_runs", run)
+    assert opening is not None and opening.procedure is JOBS_FAILING
+    assert opening.target == str(run["id"])
+    assert opening.row["error_message"] == "canceling statement due to lock timeout"
+    assert [follow_up("latest_runs", r) for r in latest.rows].count(None) == (
+        len(latest.rows) - 1
+    )
+
+    for row in read["open_checks"].rows:
+        opening = follow_up("open_checks", row)
+        if layer == "legacy" and row["check"] not in CHECK_KINDS:
+            continue
+        assert opening is not None
+        assert opening.procedure is PROCEDURES_BY_ID[f"violation:{row['check']}"]

@@ -348,6 +348,81 @@ async def test_start_of_shift_on_a_healthy_database(
         await conn.close()
 
 
+async def followed(pilot: Pilot[Any], screen: ProcedureScreen) -> ProcedureScreen:
+    """Press f on the row under the cursor; the procedure it opened, loaded."""
+    await pilot.press("f")
+    opened: ProcedureScreen = await until(
+        pilot,
+        lambda: (
+            isinstance(pilot.app.screen, ProcedureScreen)
+            and pilot.app.screen is not screen
+            and pilot.app.screen
+        ),
+        "the followed procedure",
+    )
+    await until(pilot, lambda: opened.rowset is not None, "its rows")
+    return opened
+
+
+async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    conn = await db(ops_dsn)
+    try:
+        await job(conn, "expire_rides")
+        await failed_run(conn)
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    finally:
+        await conn.close()
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        await next_step(pilot, shift)
+        assert "Step 2 of 3: Jobs" in screen_text(shift)
+        assert "f  follow its procedure" in screen_text(shift)
+        rows = shift.query_one("#proc-rows", DataTable)
+        assert shift.rowset is not None
+        jobs = [row["job_name"] for row in shift.rowset.rows]
+        assert jobs[0] == "check_system_invariants"
+
+        # A run that did not fail leads nowhere; the screen says what f is for.
+        await pilot.press("f")
+        await until(
+            pilot, lambda: "put the cursor on a failed run" in screen_text(shift), "why"
+        )
+        assert pilot.app.screen is shift
+
+        rows.move_cursor(row=jobs.index("reconcile_seat_counts"))
+        await pilot.pause()
+        failing = await followed(pilot, shift)
+        text = screen_text(failing)
+        assert "4.1 Jobs are failing · Step 1 of 2" in text
+        assert "Chosen:" in text and "Lock timeout" in text
+        assert await check(pilot, failing)
+        await pilot.press("escape")
+        await settled(pilot, shift)
+        assert "Step 2 of 3: Jobs" in screen_text(shift)
+
+        await skip_step(pilot, shift, "reconcile is handled in 4.1")
+        assert "Step 3 of 3" in screen_text(shift)
+        assert shift.rowset is not None
+        checks = [row["check"] for row in shift.rowset.rows]
+        rows.move_cursor(row=checks.index("seat_mismatch"))
+        await pilot.pause()
+        violation = await followed(pilot, shift)
+        assert "4.2 Violation: seat_mismatch · Step 1 of" in screen_text(violation)
+        await pilot.press("escape")
+        await settled(pilot, shift)
+
+    follows = [e for e in app.timeline.entries if e.action == "follow"]
+    assert [(e.step, e.result) for e in follows] == [
+        ("2. Jobs", "4.1 Jobs are failing"),
+        ("3. Run the invariant check again", "4.2 Violation: seat_mismatch"),
+    ]
+
+
 async def test_read_only_reads_and_runs_queries_but_writes_say_why(
     ops_dsn: str, tmp_path: Path
 ) -> None:

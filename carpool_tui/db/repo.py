@@ -102,12 +102,20 @@ PANELS = ("health", "jobs", "job_log", "violations")
 
 PROCEDURE_ROWS = 50
 _OPEN = "('pending', 'confirmed')"
+# Open rides with the seats they should have (manual 4.4), in plain SQL so that
+# the steps read the same on the deployed functions as on the ops layer.
+_OPEN_SEATS = (
+    "(SELECT r.id, r.status, r.total_seats, r.available_seats,"
+    " r.total_seats - COALESCE((SELECT sum(b.seats_requested) FROM ride_bookings b"
+    f" WHERE b.ride_id = r.id AND b.status IN {_OPEN}), 0) AS expected_seats"
+    " FROM rides r WHERE r.status IN ('active', 'in-progress')) AS s"
+)
 # The read-only queries procedure steps show and run, by view name. The
 # findings queries use the same predicates as check_system_invariants().
 FINDINGS: dict[str, str] = {
     "seat_mismatch": "SELECT id AS ride_id, status, total_seats,"
     " available_seats AS current, expected_seats AS should_be"
-    " FROM ops_open_ride_seats WHERE available_seats <> expected_seats ORDER BY id",
+    f" FROM {_OPEN_SEATS} WHERE available_seats <> expected_seats ORDER BY id",
     "negative_seats": "SELECT id AS ride_id, status, total_seats,"
     " available_seats AS current FROM rides WHERE available_seats < 0 ORDER BY id",
     "seat_overflow": "SELECT id AS ride_id, status, total_seats,"
@@ -141,7 +149,9 @@ VIEWS: dict[str, str] = {
     " error_message FROM system_job_log l WHERE status = 'failed'"
     " ORDER BY started_at DESC",
     "latest_runs": "SELECT DISTINCT ON (job_name) job_name, status, started_at,"
-    " error_message FROM system_job_log ORDER BY job_name, started_at DESC",
+    " error_message,"
+    " COALESCE(to_jsonb(l) ->> 'sqlstate', l.details ->> 'sqlstate') AS sqlstate,"
+    " id FROM system_job_log l ORDER BY job_name, started_at DESC",
     "open_checks": "SELECT check_name AS check, severity,"
     " violation_count AS open_count FROM invariant_violations"
     " WHERE resolved_at IS NULL ORDER BY severity, check_name",
@@ -149,7 +159,7 @@ VIEWS: dict[str, str] = {
     " WHERE key <> 'recent_job_status' ORDER BY key",
     "overbooked": "SELECT id AS ride_id, status, total_seats,"
     " available_seats AS current, expected_seats AS should_be"
-    " FROM ops_open_ride_seats WHERE expected_seats < 0 ORDER BY id",
+    f" FROM {_OPEN_SEATS} WHERE expected_seats < 0 ORDER BY id",
     "ride": "SELECT r.id AS ride_id, r.status, r.departure_time, r.available_until,"
     " (SELECT count(*) FROM ride_bookings b WHERE b.ride_id = r.id"
     f" AND b.status IN {_OPEN}) AS open_bookings FROM rides r WHERE r.id = $1",

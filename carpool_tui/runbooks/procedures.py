@@ -68,10 +68,15 @@ FINAL_CHECK = "invariants"
 
 def _recheck(kind: str | None) -> Step:
     what = kind or "every check"
+    purpose = (
+        "Verify the fix: check_system_invariants() counts every check again. "
+        "The table shows the open violations before and the counts after."
+    )
+    if kind is None:
+        purpose += " A check with open violations: f on it follows its 4.2 path."
     return Step(
         title="Run the invariant check again",
-        purpose="Verify the fix: check_system_invariants() counts every check "
-        "again. The table shows the open violations before and the counts after.",
+        purpose=purpose,
         view="open_checks",
         action=Action("job", "Run check_system_invariants", "check_system_invariants"),
         check=Check("check_passes", f"{what} passes", kind),
@@ -293,7 +298,8 @@ START_OF_SHIFT = Procedure(
         ),
         Step(
             title="Jobs",
-            purpose="The latest run of each job. A failed one: follow 4.1.",
+            purpose="The latest run of each job. A failed one: f on it follows "
+            "4.1 for that run.",
             view="latest_runs",
             check=Check("no_failed_latest", "the latest run of every job succeeded"),
         ),

@@ -138,6 +138,26 @@ def opening_for(item: Any) -> Opening | None:
     return None
 
 
+def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
+    """The procedure a row of a step leads to, with that row chosen.
+
+    A failed latest run leads to 4.1 and a check with open violations to its
+    4.2 path, so the start-of-shift check hands over to the procedure that
+    deals with what it found.
+    """
+    if view == "latest_runs" and row.get("status") == "failed" and row.get("id"):
+        chosen = {
+            key: row.get(key) for key in ("id", "job_name", "sqlstate", "error_message")
+        }
+        return Opening(JOBS_FAILING, str(row["id"]), chosen)
+    if view == "open_checks" and row.get("open_count"):
+        proc = for_violation([str(row.get("check"))])
+        if proc is not None:
+            kind = proc.id.split(":", 1)[1]
+            return Opening(proc, kind, {"check": kind})
+    return None
+
+
 SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
 
 
@@ -151,6 +171,7 @@ class ProcedureScreen(Screen[None]):
         Binding("b", "back", "Back", show=False),
         Binding("k", "skip", "Skip", show=False),
         Binding("r", "reload", "Reload", show=False),
+        Binding("f", "follow", "Follow", show=False),
         Binding("m", "export", "Export timeline", show=False),
         Binding("escape", "stop", "Stop", show=False),
     ]
@@ -298,6 +319,10 @@ class ProcedureScreen(Screen[None]):
         if self.run.step.action is not None:
             pairs.append(("a", "act"))
         pairs += [("c", "check"), ("n", "next"), ("b", "back"), ("k", "skip")]
+        if self.rowset is not None and any(
+            follow_up(self.rowset.view, row) for row in self.rowset.rows
+        ):
+            pairs.append(("f", "follow its procedure"))
         pairs += [("m", "timeline"), ("Esc", "stop")]
         return keys_line(*pairs)
 
@@ -452,6 +477,25 @@ class ProcedureScreen(Screen[None]):
         summary = "applied (see admin_audit_log)" if done else "closed without applying"
         self.run.acted(what, {"success": bool(done)}, summary)
         self.show_step(verify=True)
+
+    def action_follow(self) -> None:
+        """Open the procedure for the row under the cursor; back here after it."""
+        opening = None
+        table = self.query_one("#proc-rows", DataTable)
+        if self.rowset is not None and 0 <= table.cursor_row < len(self.rowset.rows):
+            opening = follow_up(self.rowset.view, self.rowset.rows[table.cursor_row])
+        if opening is None or opening.procedure.id == self.procedure.id:
+            self.set_message(
+                "f follows a row to its procedure: put the cursor on a failed run "
+                "(4.1) or on a check with open violations (4.2)."
+            )
+            return
+        proc = opening.procedure
+        self.run.log("follow", f"{proc.section} {proc.title}")
+        self.app.push_screen(
+            ProcedureScreen(proc, opening.target, opening.row),
+            lambda _: self.show_step(),
+        )
 
     def action_check(self) -> None:
         if self.run.over or self.run.step.check is None:
