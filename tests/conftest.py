@@ -18,8 +18,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from factories import connected
 
-from carpool_tui.db.connect import connect
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import apply_legacy, migrate
 
@@ -59,8 +59,7 @@ class PgServer:
 
     async def create_database(self, template: str | None = None) -> str:
         name = f"carpool_t_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
+        async with connected(self.admin_dsn, plain=True) as conn:
             tpl = f" TEMPLATE {template}" if template else ""
             for attempt in range(20):
                 try:
@@ -70,58 +69,41 @@ class PgServer:
                     if attempt == 19:
                         raise
                     await asyncio.sleep(0.1)
-        finally:
-            await conn.close()
         return name
 
     async def drop_database(self, name: str) -> None:
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
+        async with connected(self.admin_dsn, plain=True) as conn:
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await conn.close()
 
 
 async def _drop_templates(server: PgServer) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
+    async with connected(server.admin_dsn, plain=True) as conn:
         for name in TEMPLATES.values():
             await conn.execute(
                 f"UPDATE pg_database SET datistemplate = false WHERE datname = '{name}'"
             )
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
 
 
 async def _build_templates(server: PgServer) -> None:
     await _drop_templates(server)
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
+    async with connected(server.admin_dsn, plain=True) as conn:
         for name in TEMPLATES.values():
             await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
     for kind, name in TEMPLATES.items():
-        db = await connect(
-            server.dsn(name), purpose="test-setup", statement_timeout_ms=120_000
-        )
-        try:
+        async with connected(
+            server.dsn(name), purpose="test-setup", timeout_ms=120_000
+        ) as db:
             await migrate(db, ("base",))
             if kind in ("legacy", "legacy_ops"):
                 await apply_legacy(db)
             if kind in ("ops", "legacy_ops"):
                 await migrate(db, ("ops",))
-        finally:
-            await db.close()
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
+    async with connected(server.admin_dsn, plain=True) as conn:
         for name in TEMPLATES.values():
             await conn.execute(
                 f"UPDATE pg_database SET datistemplate = true WHERE datname = '{name}'"
             )
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -195,18 +177,12 @@ async def empty_dsn(pg_server: PgServer) -> AsyncIterator[str]:
 @pytest.fixture
 async def ops_conn(ops_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a fresh ops-layer database."""
-    conn = await connect(ops_dsn, purpose="test", statement_timeout_ms=60_000)
-    try:
+    async with connected(ops_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 async def legacy_conn(legacy_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a fresh legacy-shape database."""
-    conn = await connect(legacy_dsn, purpose="test", statement_timeout_ms=60_000)
-    try:
+    async with connected(legacy_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()

@@ -1,4 +1,4 @@
-"""Small async helpers that insert platform rows for tests.
+"""Small async helpers for tests: connections, and platform rows to start from.
 
 Rows go straight into the tables (the seat-sync trigger still runs), so a test
 can build any state, including the faults the invariant checks look for.
@@ -7,12 +7,42 @@ can build any state, including the faults the invariant checks look for.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from carpool_tui.db.connect import as_dict
+from carpool_tui.db.connect import as_dict, connect
+
+
+@asynccontextmanager
+async def connected(
+    dsn: str,
+    *,
+    purpose: str = "test",
+    timeout_ms: int = 60_000,
+    read_only: bool = False,
+    plain: bool = False,
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for a test's setup or checks, closed on the way out.
+
+    It is opened as the tool opens its own: named ``carpool-tui <purpose>``,
+    with a statement timeout of ``timeout_ms`` (0: none) and json decoded.
+    ``plain`` opens a bare asyncpg connection instead, with the server's
+    defaults and json left as text, as an outside client would.
+    """
+    if plain:
+        conn = await asyncpg.connect(dsn)
+    else:
+        conn = await connect(
+            dsn, purpose=purpose, statement_timeout_ms=timeout_ms, read_only=read_only
+        )
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def make_profile(
@@ -87,11 +117,8 @@ async def make_booking(
 
 async def once(dsn: str, sql: str, *args: Any) -> Any:
     """One statement on a connection of its own; its first value, if any."""
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn, plain=True) as conn:
         return await conn.fetchval(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def call_json(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, Any]:

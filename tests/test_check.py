@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from factories import once
+from factories import connected, once
 
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import JOBS
@@ -49,25 +48,19 @@ def cli(
 
 async def seed(dsn: str, *faults: str, rides: int = 120) -> None:
     """A generated platform with the given faults."""
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn, plain=True) as conn:
         await seed_platform(conn, rides=rides, faults=faults)
-    finally:
-        await conn.close()
 
 
 async def freeze_rides(dsn: str) -> None:
     """Make every update of a ride fail (SQLSTATE P0042), so expire_rides fails."""
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn, plain=True) as conn:
         await conn.execute(
             "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
             " $$BEGIN RAISE EXCEPTION 'rides are frozen' USING ERRCODE = 'P0042';"
             " END$$; CREATE TRIGGER test_refuse BEFORE UPDATE ON rides"
             " FOR EACH ROW EXECUTE FUNCTION test_refuse()"
         )
-    finally:
-        await conn.close()
 
 
 def run_jobs(env: dict[str, str], dsn: str, *names: str) -> None:
@@ -298,8 +291,7 @@ async def test_hand_written_rows_of_any_json_shape_still_count(
 ) -> None:
     await seed(ops_dsn)
     run_jobs(cli_env, ops_dsn)
-    conn = await asyncpg.connect(ops_dsn)
-    try:
+    async with connected(ops_dsn, plain=True) as conn:
         # What a hand-written check or script might leave behind.
         await conn.execute(
             "INSERT INTO invariant_violations"
@@ -311,8 +303,6 @@ async def test_hand_written_rows_of_any_json_shape_still_count(
             " WHERE id = (SELECT id FROM system_job_log ORDER BY started_at DESC"
             " LIMIT 1)"
         )
-    finally:
-        await conn.close()
     code, data = check_json(cli_env, ops_dsn)
     assert code == 2, data
     assert data["metrics"]["critical_violations"] == 1

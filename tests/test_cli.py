@@ -11,7 +11,7 @@ import time
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
-from factories import once
+from factories import connected, once
 
 from carpool_tui.db.migrate import migrate
 
@@ -32,11 +32,8 @@ async def test_migrate_base_then_again_applies_nothing(empty_dsn: str) -> None:
     dry = run_cli("migrate", "--dsn", empty_dsn, "--base", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would apply base/0001_platform_schema.sql" in dry.stdout
-    conn = await asyncpg.connect(empty_dsn)
-    try:
+    async with connected(empty_dsn, plain=True) as conn:
         assert await conn.fetchval("SELECT to_regclass('rides')") is None
-    finally:
-        await conn.close()
 
     first = run_cli("migrate", "--dsn", empty_dsn, "--base")
     assert first.returncode == 0, first.stderr
@@ -265,8 +262,7 @@ SEEDING = (
 
 
 async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> None:
-    conn = await asyncpg.connect(ops_dsn)
-    try:
+    async with connected(ops_dsn, plain=True) as conn:
         _, err = await ctrl_c_when(
             conn, SEEDING, "the seed", "seed", "--dsn", ops_dsn, "--rides", "200000"
         )
@@ -276,16 +272,15 @@ async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> No
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
-    finally:
-        await conn.close()
 
 
 async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
     empty_dsn: str,
 ) -> None:
-    conn = await asyncpg.connect(empty_dsn)
-    observer = await asyncpg.connect(empty_dsn)
-    try:
+    async with (
+        connected(empty_dsn, plain=True) as conn,
+        connected(empty_dsn, plain=True) as observer,
+    ):
         await migrate(conn, ("base",))
         # A report's open snapshot keeps the ops layer's first concurrent index
         # build waiting, half-built, until the operator gives up.
@@ -310,16 +305,12 @@ async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
             await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
             == 0
         )
-    finally:
-        await observer.close()
-        await conn.close()
 
 
 async def test_ctrl_c_during_the_closing_check_says_the_seed_was_kept(
     ops_dsn: str,
 ) -> None:
-    holder = await asyncpg.connect(ops_dsn)
-    try:
+    async with connected(ops_dsn, plain=True) as holder:
         await holder.execute(
             "SELECT pg_advisory_lock(ops_job_lock_key('check_system_invariants'))"
         )
@@ -337,5 +328,3 @@ async def test_ctrl_c_during_the_closing_check_says_the_seed_was_kept(
         assert "interrupted; the seed was written" in err, err
         assert "nothing was written" not in err
         assert await holder.fetchval("SELECT count(*) FROM rides") == 50
-    finally:
-        await holder.close()

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from factories import connected
 
-from carpool_tui.db.connect import connect
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 
 JOBS = (
@@ -121,11 +121,8 @@ async def platform(legacy_conn: asyncpg.Connection) -> Platform:
 
 @pytest.fixture
 async def second_conn(legacy_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(legacy_dsn, purpose="test-2", statement_timeout_ms=60_000)
-    try:
+    async with connected(legacy_dsn, purpose="test-2") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def _job_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:

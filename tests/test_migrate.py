@@ -7,15 +7,14 @@ import asyncio
 import asyncpg
 import pytest
 from asyncpg.transaction import Transaction
+from factories import connected
 
-from carpool_tui.db.connect import connect
 from carpool_tui.db.errors import NotMigrated, OpsError
 from carpool_tui.db.migrate import load, migrate, plan
 
 
 async def test_fresh_base_and_ops_apply_then_nothing_pending(empty_dsn: str) -> None:
-    conn = await connect(empty_dsn, purpose="test")
-    try:
+    async with connected(empty_dsn, timeout_ms=5_000) as conn:
         done = await migrate(conn, ("base", "ops"))
         assert {i.state for i in done} == {"pending"}
         again = await plan(conn, ("base", "ops"))
@@ -23,23 +22,19 @@ async def test_fresh_base_and_ops_apply_then_nothing_pending(empty_dsn: str) -> 
         assert await conn.fetchval("SELECT to_regclass('rides') IS NOT NULL")
         rows = await conn.fetchval("SELECT count(*) FROM ops_schema_migrations")
         assert rows == len(load(("base", "ops")))
-    finally:
-        await conn.close()
 
 
 async def test_ops_group_refuses_database_without_platform(empty_dsn: str) -> None:
-    conn = await connect(empty_dsn, purpose="test")
-    try:
+    async with connected(empty_dsn, timeout_ms=5_000) as conn:
         with pytest.raises(NotMigrated, match="no platform tables"):
             await migrate(conn, ("ops",))
-    finally:
-        await conn.close()
 
 
 async def test_two_migrations_at_once_both_succeed(empty_dsn: str) -> None:
-    first = await connect(empty_dsn, purpose="test", statement_timeout_ms=0)
-    second = await connect(empty_dsn, purpose="test", statement_timeout_ms=0)
-    try:
+    async with (
+        connected(empty_dsn, timeout_ms=0) as first,
+        connected(empty_dsn, timeout_ms=0) as second,
+    ):
         one, two = await asyncio.gather(
             migrate(first, ("base", "ops")), migrate(second, ("base", "ops"))
         )
@@ -47,9 +42,6 @@ async def test_two_migrations_at_once_both_succeed(empty_dsn: str) -> None:
         assert sorted(applied) == [0, len(load(("base", "ops")))]
         rows = await first.fetchval("SELECT count(*) FROM ops_schema_migrations")
         assert rows == len(load(("base", "ops")))
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def _hold_snapshot(conn: asyncpg.Connection) -> Transaction:
@@ -63,9 +55,10 @@ async def _hold_snapshot(conn: asyncpg.Connection) -> Transaction:
 async def test_a_concurrent_index_build_waits_for_an_older_transaction(
     empty_dsn: str,
 ) -> None:
-    conn = await connect(empty_dsn, purpose="migrate", statement_timeout_ms=0)
-    reader = await connect(empty_dsn, purpose="test")
-    try:
+    async with (
+        connected(empty_dsn, purpose="migrate", timeout_ms=0) as conn,
+        connected(empty_dsn, timeout_ms=5_000) as reader,
+    ):
         await migrate(conn, ("base",))
         # A report holding its snapshot for longer than the session's 2 s lock
         # timeout: the index builds must wait for it, not fail.
@@ -82,15 +75,13 @@ async def test_a_concurrent_index_build_waits_for_an_older_transaction(
             "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
         )
         assert invalid == 0
-    finally:
-        await reader.close()
-        await conn.close()
 
 
 async def test_a_migrate_whose_session_is_ended_says_so(empty_dsn: str) -> None:
-    conn = await connect(empty_dsn, purpose="migrate", statement_timeout_ms=0)
-    admin = await connect(empty_dsn, purpose="test")
-    try:
+    async with (
+        connected(empty_dsn, purpose="migrate", timeout_ms=0) as conn,
+        connected(empty_dsn, timeout_ms=5_000) as admin,
+    ):
         await migrate(conn, ("base",))
         # Keep the index builds waiting, then end the migrating session.
         report = await _hold_snapshot(admin)
@@ -104,6 +95,3 @@ async def test_a_migrate_whose_session_is_ended_says_so(empty_dsn: str) -> None:
         with pytest.raises(OpsError, match="cannot reach the database"):
             await asyncio.gather(migrate(conn, ("ops",)), end_it())
         await report.rollback()
-    finally:
-        await admin.close()
-        await conn.close()

@@ -6,9 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
-from factories import call_json, job, make_booking, make_ride
-
-from carpool_tui.db.connect import connect
+from factories import call_json, connected, job, make_booking, make_ride
 
 APPLY = "SELECT ops_apply_seat_fix($1, $2, $3, $4, $5)"
 
@@ -214,15 +212,14 @@ async def test_previews_run_on_a_read_only_connection(
     ops_conn: asyncpg.Connection, ops_dsn: str
 ) -> None:
     ride = await make_ride(ops_conn)
-    viewer = await connect(ops_dsn, purpose="viewer", read_only=True)
-    try:
+    async with connected(
+        ops_dsn, purpose="viewer", timeout_ms=5_000, read_only=True
+    ) as viewer:
         assert (await job(viewer, "get_system_health_summary"))["total_rides"] == 1
         seat = await call_json(viewer, "SELECT ops_preview_seat_fix($1)", ride)
         assert seat["needs_fix"] is False
         expiry = await call_json(viewer, "SELECT ops_preview_expire_ride($1)", ride)
         assert expiry["due"] is False
-    finally:
-        await viewer.close()
 
 
 async def test_a_violation_naming_an_unknown_check_is_not_called_passing(

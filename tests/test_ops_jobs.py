@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from factories import call_json, job, make_booking, make_profile, make_ride
+from factories import call_json, connected, job, make_booking, make_profile, make_ride
 
 from carpool_tui.db.connect import connect
 
@@ -29,11 +29,8 @@ PAST = timedelta(hours=-1)
 @pytest.fixture
 async def other(ops_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A second connection to the same database, for locks and races."""
-    conn = await connect(ops_dsn, purpose="test-other", statement_timeout_ms=60_000)
-    try:
+    async with connected(ops_dsn, purpose="test-other") as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def _job_while_locked(
@@ -451,8 +448,9 @@ async def test_reconcile_under_live_booking_traffic_ends_consistent(
 
     async def traffic(seed: int) -> None:
         rng = random.Random(seed)
-        conn = await connect(ops_dsn, purpose=f"traffic-{seed}")
-        try:
+        async with connected(
+            ops_dsn, purpose=f"traffic-{seed}", timeout_ms=5_000
+        ) as conn:
             for _ in range(60):
                 if made and rng.random() < 0.4:
                     target = rng.choice(made)
@@ -470,19 +468,14 @@ async def test_reconcile_under_live_booking_traffic_ends_consistent(
                             rng.choice(passengers),
                         )
                     )
-        finally:
-            await conn.close()
 
     async def reconciler() -> list[dict[str, object]]:
-        conn = await connect(ops_dsn, purpose="reconciler")
         runs = []
-        try:
+        async with connected(ops_dsn, purpose="reconciler", timeout_ms=5_000) as conn:
             while not done.is_set():
                 runs.append(await job(conn, "reconcile_seat_counts"))
                 await asyncio.sleep(0.005)
             runs.append(await job(conn, "reconcile_seat_counts"))
-        finally:
-            await conn.close()
         return runs
 
     watcher = asyncio.create_task(reconciler())

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from factories import call_json, job, make_ride
+from factories import call_json, connected, job, make_ride
 
 from carpool_tui.db.connect import connect
 
@@ -45,8 +45,7 @@ async def _all_functions(conn: asyncpg.Connection) -> list[str]:
 
 
 async def _assert_locked_out(dsn: str, nobody: str) -> None:
-    conn = await connect(dsn, purpose="test")
-    try:
+    async with connected(dsn, timeout_ms=5_000) as conn:
         functions = await _all_functions(conn)
         assert len(functions) > 20
         for role in ("anon", "authenticated", nobody):
@@ -69,8 +68,6 @@ async def _assert_locked_out(dsn: str, nobody: str) -> None:
                     )
             finally:
                 await conn.execute("RESET ROLE")
-    finally:
-        await conn.close()
 
 
 async def test_api_roles_and_public_cannot_execute_anything(

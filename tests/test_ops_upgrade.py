@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import asyncpg
-from factories import job, make_booking, make_ride
+from factories import connected, job, make_booking, make_ride
 
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import _split_statements, load, migrate
@@ -68,12 +68,9 @@ async def test_legacy_database_with_data_upgrades_and_runs_every_job(
 
 
 async def test_legacy_ops_template_runs_every_job(legacy_ops_dsn: str) -> None:
-    conn = await connect(legacy_ops_dsn, purpose="test")
-    try:
+    async with connected(legacy_ops_dsn, timeout_ms=5_000) as conn:
         for name in JOBS:
             assert (await job(conn, name))["success"] is True
-    finally:
-        await conn.close()
 
 
 async def test_health_summary_shape_on_a_fresh_database(

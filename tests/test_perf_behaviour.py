@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
-from factories import job, make_booking, make_profile, make_ride
+from factories import connected, job, make_booking, make_profile, make_ride
 
 from carpool_tui.config import Settings
-from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import Repository
 from carpool_tui.db.seed import seed_platform
@@ -55,14 +54,11 @@ async def test_totals_are_exact_through_inserts_deletes_and_rollbacks(
     assert await _totals(ops_conn) == await _counted(ops_conn) == (2, 3)
 
     # A writer that has not committed is not counted by anyone else.
-    writer = await connect(ops_dsn, purpose="test-writer")
-    try:
+    async with connected(ops_dsn, purpose="test-writer", timeout_ms=5_000) as writer:
         async with writer.transaction():
             await make_booking(writer, ride)
             assert await _totals(ops_conn) == (2, 3)
         assert await _totals(ops_conn) == (2, 4)
-    finally:
-        await writer.close()
 
     # Folding the deltas into the base keeps the totals.
     await job(ops_conn, "expire_rides")
@@ -132,8 +128,9 @@ async def test_viewers_share_a_summary_for_the_ttl(
     first = await job(ops_conn, "get_system_health_summary")
     assert first["cached"] is False
 
-    viewer = await connect(ops_dsn, purpose="viewer", read_only=True)
-    try:
+    async with connected(
+        ops_dsn, purpose="viewer", timeout_ms=5_000, read_only=True
+    ) as viewer:
         await make_ride(ops_conn)
         shared = await job(viewer, "get_system_health_summary")
         assert shared["cached"] is True
@@ -143,8 +140,6 @@ async def test_viewers_share_a_summary_for_the_ttl(
         await viewer.execute("SET carpool.health_cache = 'off'")
         fresh = await job(viewer, "get_system_health_summary")
         assert (fresh["cached"], fresh["total_rides"]) == (False, 2)
-    finally:
-        await viewer.close()
 
     await ops_conn.execute("SET carpool.health_cache_ttl = '0'")
     again = await job(ops_conn, "get_system_health_summary")
@@ -156,11 +151,10 @@ async def test_read_only_viewer_never_writes_the_kept_summary(
 ) -> None:
     await _share_from_the_first_open_ride(ops_conn)
     await make_ride(ops_conn)
-    viewer = await connect(ops_dsn, purpose="viewer", read_only=True)
-    try:
+    async with connected(
+        ops_dsn, purpose="viewer", timeout_ms=5_000, read_only=True
+    ) as viewer:
         health = await job(viewer, "get_system_health_summary")
-    finally:
-        await viewer.close()
     assert health["cached"] is False
     assert await ops_conn.fetchval("SELECT count(*) FROM ops_health_cache") == 0
 

@@ -13,9 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from factories import job, make_booking, make_ride
+from factories import connected, job, make_booking, make_ride
 
-from carpool_tui.db.connect import connect
 from carpool_tui.models import JobResult
 
 REPAIR = "repair_missing_notifications"
@@ -217,8 +216,7 @@ async def test_an_open_transaction_holds_the_checked_range_back(
     """A booking written by a transaction that began before the run but commits
     after it carries a date the run has passed; the next run must still see it."""
     ride = await make_ride(ops_conn)
-    writer = await connect(ops_dsn, purpose="test-writer")
-    try:
+    async with connected(ops_dsn, purpose="test-writer", timeout_ms=5_000) as writer:
         async with writer.transaction():
             await writer.execute("SELECT txid_current()")  # it holds an xid
             began = await writer.fetchval("SELECT now()")
@@ -230,8 +228,6 @@ async def test_an_open_transaction_holds_the_checked_range_back(
             assert checked <= began - timedelta(hours=1)
             late = await make_booking(writer, ride)
         again = await job(ops_conn, REPAIR)
-    finally:
-        await writer.close()
     assert again["scope"] == "since_last_run"
     assert again["booking_requests_created"] == 1
     assert await _noted(ops_conn, late, "BOOKING_REQUEST") == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from factories import job
+from factories import connected, job
 from test_ui_actions import dialog_of, select_violation, shows
 from test_ui_dashboard import db, loaded, seat_mismatch, status
 from test_ui_support import make_settings, static_text, until
@@ -65,12 +65,9 @@ async def _ops_database(server: EmbeddedServer) -> str:
     await admin.execute("CREATE DATABASE carpool")
     await admin.close()
     dsn = server.dsn("carpool")
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn, plain=True) as conn:
         await migrate(conn, ("base", "ops"))
         await job(conn, "expire_rides")
-    finally:
-        await conn.close()
     return dsn
 
 
@@ -105,16 +102,13 @@ async def test_server_restart_marks_data_stale_then_recovers(
 async def test_a_slow_query_times_out_in_its_own_panel(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await job(conn, "expire_rides")
         await conn.execute(
             "ALTER FUNCTION get_system_health_summary() RENAME TO health_fast;"
             "CREATE FUNCTION get_system_health_summary() RETURNS jsonb"
             " LANGUAGE sql AS $$ SELECT health_fast() FROM pg_sleep(30) $$"
         )
-    finally:
-        await conn.close()
     settings = make_settings(ops_dsn, tmp_path)
     settings = type(settings)(**{**settings.__dict__, "statement_timeout_ms": 500})
     app = DashboardApp(settings)
@@ -156,8 +150,7 @@ async def test_a_role_without_the_operator_grant_is_told_which_function(
 
 
 async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -177,24 +170,19 @@ async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) ->
         )
         assert stored == HOSTILE_NOTE
         assert await conn.fetchval("SELECT count(*) FROM rides") == 1
-    finally:
-        await conn.close()
 
 
 async def test_hostile_database_text_is_shown_safely(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     message = "[bold red]not markup[/] \x1b[31mred\x07 " + "y" * 5_000
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await conn.execute(
             "INSERT INTO system_job_log (job_name, status, started_at, completed_at,"
             " error_message, details) VALUES ('expire_rides', 'failed', now(), now(),"
             " $1, jsonb_build_object('note', $1::text))",
             message,
         )
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)

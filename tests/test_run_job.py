@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import asyncpg
 import pytest
+from factories import connected
 from test_check import UNREACHABLE, cli, freeze_rides, isolated_env, seed
 
 from carpool_tui.models import JOBS
@@ -30,15 +30,12 @@ async def test_each_job_runs_and_records_the_operator(
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["success"] is True
-    conn = await asyncpg.connect(ops_dsn)
-    try:
+    async with connected(ops_dsn, plain=True) as conn:
         row = await conn.fetchrow(
             "SELECT job_name, status, triggered_by FROM system_job_log"
             " WHERE id = $1::uuid",
             result["job_log_id"],
         )
-    finally:
-        await conn.close()
     assert dict(row) == {
         "job_name": name,
         "status": "completed",

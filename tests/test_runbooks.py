@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from factories import connected
 from test_ui_dashboard import failed_run
 from test_ui_support import frozen, make_settings
 
@@ -223,14 +224,11 @@ async def test_every_step_view_reads_on_the_deployed_functions_and_leads_on(
 async def views_lead_on(dsn: str, layer: str, tmp_path: Path) -> None:
     """Each step's query runs on the deployed functions and on ours, and the rows
     of the start-of-shift steps lead to the procedures for what they found."""
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with connected(dsn, plain=True) as conn:
         await seed_platform(conn, rides=40, seed=3, faults=FAULT_KINDS)
         await conn.fetchval("SELECT check_system_invariants()")
         await failed_run(conn, ops=layer == "ops")
         ride = str(await conn.fetchval("SELECT id FROM rides ORDER BY id LIMIT 1"))
-    finally:
-        await conn.close()
     repo = Repository(make_settings(dsn, tmp_path), clock=frozen())
     read: dict[str, RowSet] = {}
     failed: dict[str, str] = {}

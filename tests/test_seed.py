@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from factories import connected
 
-from carpool_tui.db.connect import connect
 from carpool_tui.db.errors import NotMigrated, OpsError
 from carpool_tui.db.seed import FAULT_KINDS, parse_faults, seed_platform
 
@@ -64,11 +64,8 @@ async def _digest(conn: asyncpg.Connection, tables: tuple[str, ...]) -> dict[str
 
 @pytest.fixture
 async def base_conn(base_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await connect(base_dsn, purpose="test", statement_timeout_ms=60_000)
-    try:
+    async with connected(base_dsn) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 def _pinned_now() -> datetime:
@@ -105,8 +102,7 @@ async def test_same_seed_gives_identical_rows_in_two_databases(
     digests = []
     try:
         for dsn in (legacy_dsn, pg_server.dsn(other)):  # type: ignore[attr-defined]
-            conn = await connect(dsn, purpose="test", statement_timeout_ms=60_000)
-            try:
+            async with connected(dsn) as conn:
                 await seed_platform(
                     conn,
                     rides=300,
@@ -116,8 +112,6 @@ async def test_same_seed_gives_identical_rows_in_two_databases(
                     now=now,
                 )
                 digests.append(await _digest(conn, tables))
-            finally:
-                await conn.close()
     finally:
         await pg_server.drop_database(other)  # type: ignore[attr-defined]
     assert digests[0] == digests[1]
@@ -128,12 +122,9 @@ async def test_another_seed_gives_other_rows(base_dsn: str, legacy_dsn: str) -> 
     now = _pinned_now()
     digests = []
     for dsn, seed in ((base_dsn, 1), (legacy_dsn, 2)):
-        conn = await connect(dsn, purpose="test", statement_timeout_ms=60_000)
-        try:
+        async with connected(dsn) as conn:
             await seed_platform(conn, rides=100, seed=seed, now=now)
             digests.append(await _digest(conn, ("rides",)))
-        finally:
-            await conn.close()
     assert digests[0] != digests[1]
 
 
@@ -516,15 +507,12 @@ async def test_seed_loads_through_the_indexes_when_a_table_is_in_use(
     ops_dsn: str, ops_conn: asyncpg.Connection
 ) -> None:
     before = await _shape(ops_conn)
-    other = await connect(ops_dsn, purpose="test")
-    try:
+    async with connected(ops_dsn, timeout_ms=5_000) as other:
         reader = other.transaction()
         await reader.start()
         await other.fetchval("SELECT count(*) FROM notifications")
         await seed_platform(ops_conn, rides=100)
         await reader.rollback()
-    finally:
-        await other.close()
     assert await _shape(ops_conn) == before
     assert await ops_conn.fetchval("SELECT count(*) FROM notifications") > 0
 

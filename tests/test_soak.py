@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from factories import connected
 
 from benchmarks.soak import JOBS, SoakReport, soak
-from carpool_tui.db.connect import connect
 from carpool_tui.db.seed import seed_platform
 
 CLIENTS = 4
@@ -25,12 +25,9 @@ SECONDS = 4.0
 @pytest.fixture
 async def seeded(ops_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     """A seeded ops-layer database and a connection to inspect it."""
-    conn = await connect(ops_dsn, purpose="test-soak", statement_timeout_ms=60_000)
-    try:
+    async with connected(ops_dsn, purpose="test-soak") as conn:
         await seed_platform(conn, rides=200, seed=7)
         yield conn
-    finally:
-        await conn.close()
 
 
 async def _duplicate_notifications(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from factories import job, make_booking, make_ride
+from factories import connected, job, make_booking, make_ride
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
 from textual.containers import VerticalScroll
@@ -104,8 +104,7 @@ async def select_violation(pilot: Pilot[Any], app: DashboardApp, check: str) -> 
 async def test_run_a_job_shows_what_it_does_then_the_result(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))
         await make_booking(conn, ride, status="confirmed")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -148,8 +147,6 @@ async def test_run_a_job_shows_what_it_does_then_the_result(
             ("run_job", "expire_rides", "ok")
         ]
         assert logged[0]["operator"] == OPERATOR
-    finally:
-        await conn.close()
 
 
 async def test_cancel_reaches_the_server_and_the_failure_is_shown(
@@ -252,8 +249,7 @@ async def seat_fix_audit(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -295,15 +291,12 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
         assert [(e["action"], e["target"], e["note"]) for e in logged] == [
             ("seat_fix", str(ride), "drift after double decrement")
         ]
-    finally:
-        await conn.close()
 
 
 async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
@@ -333,15 +326,12 @@ async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
         assert seats == 2
         assert [a["note"] for a in await seat_fix_audit(conn)] == ["fix after edit"]
         assert [e["outcome"] for e in action_log(app)] == ["stale_preview", "ok"]
-    finally:
-        await conn.close()
 
 
 async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
         violation = await conn.fetchval(
@@ -377,15 +367,12 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
             (OPERATOR, "known drift, queue ticket 42")
         ]
         assert action_log(app)[0]["action"] == "resolve_violation"
-    finally:
-        await conn.close()
 
 
 async def test_expire_one_ride_previews_then_expires(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-3))
         booking = await make_booking(conn, ride, status="confirmed")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -418,15 +405,12 @@ async def test_expire_one_ride_previews_then_expires(
         assert [(a["operator"], a["note"]) for a in audit] == [
             (OPERATOR, "expiry job down")
         ]
-    finally:
-        await conn.close()
 
 
 async def test_a_stale_preview_that_needs_no_fix_offers_no_apply(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
@@ -439,8 +423,6 @@ async def test_a_stale_preview_that_needs_no_fix_offers_no_apply(
             assert "nothing is left to fix" in shown
             assert "press Enter on the note to apply" not in shown
             assert await seat_fix_audit(conn) == []
-    finally:
-        await conn.close()
 
 
 HOSTILE_RIDE_ID = "6fdf766f\n[b red]boom[/]\x1b[2J"
@@ -449,8 +431,7 @@ HOSTILE_RIDE_ID = "6fdf766f\n[b red]boom[/]\x1b[2J"
 async def test_a_sample_ride_id_that_is_not_a_uuid_is_not_prefilled(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await conn.execute(
             "INSERT INTO invariant_violations (check_name, check_id, severity,"
             " violation_count, sample_data, detected_at, last_seen_at)"
@@ -486,8 +467,6 @@ async def test_a_sample_ride_id_that_is_not_a_uuid_is_not_prefilled(
                 assert dialog.query_one("#ride", Input).has_focus
                 await pilot.press("escape")
                 await until(pilot, lambda: app.screen is app.dashboard, "dashboard")
-    finally:
-        await conn.close()
 
 
 async def test_help_shows_bracket_keys_literally(ops_dsn: str, tmp_path: Path) -> None:
@@ -505,15 +484,12 @@ async def test_help_shows_bracket_keys_literally(ops_dsn: str, tmp_path: Path) -
 async def test_resolve_says_when_a_check_cannot_be_run(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await conn.execute(
             "INSERT INTO invariant_violations (check_name, severity,"
             " violation_count, sample_data) VALUES ('system_invariant_check',"
             " 'critical', 1, '[{\"check\": \"INV-NOPE-999\"}]')"
         )
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -527,8 +503,7 @@ async def test_resolve_says_when_a_check_cannot_be_run(
 async def test_expiring_a_ride_not_yet_due_at_80x24(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=3), total_seats=6)
         for _ in range(4):
             await make_booking(conn, ride, status="confirmed")
@@ -559,15 +534,12 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
         assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
             "completed"
         )
-    finally:
-        await conn.close()
 
 
 async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         shown = await seat_mismatch(conn)
         typed = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -614,15 +586,12 @@ async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(
         assert [(a["target_id"], a["note"]) for a in audit] == [
             (typed, "fix the typed ride")
         ]
-    finally:
-        await conn.close()
 
 
 async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-3))
         await make_booking(conn, ride, status="confirmed")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -642,8 +611,6 @@ async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
             ) == ("active")
             await pilot.press("enter")
             await shows(pilot, dialog, "Expired. Completed 2 booking(s)")
-    finally:
-        await conn.close()
 
 
 async def test_an_action_log_that_cannot_be_written_is_said_once(

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from factories import job, make_booking, make_ride
+from factories import connected, job, make_booking, make_ride
 from rich.text import Text
 from test_ui_support import (
     FIXED_NOW,
@@ -65,8 +65,7 @@ async def db(dsn: str) -> asyncpg.Connection:
 async def log_runs(dsn: str, count: int, *, failed_every: int) -> None:
     """`count` expire_rides runs, 5 minutes apart before FIXED_NOW; every
     `failed_every`-th one failed with the message 'boom <n>'."""
-    conn = await db(dsn)
-    try:
+    async with connected(dsn) as conn:
         await conn.execute(
             "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
             " error_message) SELECT 'expire_rides',"
@@ -79,8 +78,6 @@ async def log_runs(dsn: str, count: int, *, failed_every: int) -> None:
             count,
             failed_every,
         )
-    finally:
-        await conn.close()
 
 
 async def loaded(pilot: Pilot[Any]) -> DashboardApp:
@@ -100,14 +97,11 @@ def status(app: DashboardApp) -> str:
 
 
 async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
         await job(conn, "expire_rides")
         await failed_run(conn)
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -147,16 +141,13 @@ async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> N
 async def test_legacy_database_fills_panels_and_ops_actions_say_why(
     legacy_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(legacy_dsn)
-    try:
+    async with connected(legacy_dsn) as conn:
         await seat_mismatch(conn)
         assert (await job(conn, "get_system_health_summary"))[
             "recent_job_status"
         ] is None
         await job(conn, "check_system_invariants")
         await job(conn, "expire_rides")
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(legacy_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -197,11 +188,8 @@ async def test_legacy_database_fills_panels_and_ops_actions_say_why(
 async def test_read_only_session_greys_out_writes_and_the_database_refuses(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -219,16 +207,13 @@ async def test_read_only_session_greys_out_writes_and_the_database_refuses(
         assert "Read-only session" in notices(app)[-1]
         assert app.screen is screen
 
-    ro = await connect(ops_dsn, purpose="test", read_only=True)
-    try:
+    async with connected(ops_dsn, timeout_ms=5_000, read_only=True) as ro:
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await ro.fetchval(
                 "SELECT ops_apply_seat_fix($1, 1, 2, 'alice', 'note')", ride
             )
         with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
             await ro.execute("UPDATE rides SET available_seats = 2 WHERE id = $1", ride)
-    finally:
-        await ro.close()
     assert not app.settings.action_log.exists()
 
 
@@ -265,8 +250,7 @@ async def test_database_without_the_functions_says_to_migrate(
 async def test_selected_row_survives_refreshes_and_new_rows(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         for _ in range(3):
             await job(conn, "expire_rides")
         app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
@@ -290,8 +274,6 @@ async def test_selected_row_survives_refreshes_and_new_rows(
             await until(pilot, lambda: table.row_count == 4, "the new run")
             assert table.selected_key == chosen
             assert table.cursor_row == 2
-    finally:
-        await conn.close()
 
 
 async def test_pause_resume_and_interval_keys(ops_dsn: str, tmp_path: Path) -> None:
@@ -368,14 +350,11 @@ async def test_lost_connection_shows_disconnected_then_recovers(
 async def test_one_failing_panel_does_not_blank_the_others(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await job(conn, "expire_rides")
         await conn.execute(
             "ALTER FUNCTION get_system_health_summary() RENAME TO health_gone"
         )
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -461,14 +440,11 @@ async def test_a_log_that_shrank_under_an_older_page_shows_the_newest(
         table = app.dashboard.query_one("#log", JobLogTable)
         await pilot.press("]")
         await until(pilot, lambda: table.row_count == 50, "the older page")
-        conn = await db(ops_dsn)
-        try:
+        async with connected(ops_dsn) as conn:
             await conn.execute(
                 "DELETE FROM system_job_log WHERE id NOT IN (SELECT id FROM"
                 " system_job_log ORDER BY started_at DESC LIMIT 30)"
             )
-        finally:
-            await conn.close()
         await pilot.press("r")
         await until(pilot, lambda: table.row_count == 30, "the newest rows")
         assert app.dashboard.log_offset == 0
@@ -489,12 +465,9 @@ def test_an_open_critical_violation_makes_the_count_red() -> None:
 async def test_a_critical_violation_on_screen_colours_the_health_strip(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -528,8 +501,7 @@ async def test_jobs_columns_grow_so_later_values_are_never_cut(
         await loaded(pilot)
         jobs = app.dashboard.query_one("#jobs", JobsTable)
         assert "never run" in table_text(jobs)
-        conn = await db(ops_dsn)
-        try:
+        async with connected(ops_dsn) as conn:
             await conn.execute(
                 "INSERT INTO system_job_log (job_name, started_at, completed_at,"
                 " status, records_processed) VALUES ('expire_rides',"
@@ -538,8 +510,6 @@ async def test_jobs_columns_grow_so_later_values_are_never_cut(
                 " 'completed', 1234567)",
                 FIXED_NOW,
             )
-        finally:
-            await conn.close()
         await pilot.press("r")
         await until(pilot, lambda: "1 min 6 s" in table_text(jobs), "the new run")
         await pilot.pause()
@@ -581,11 +551,8 @@ async def test_r_after_a_migrate_finds_the_ops_layer_without_a_restart(
         screen = app.dashboard
         assert "LEGACY" in status(app)
         assert screen.check_action("seat_fix", ()) is False
-        conn = await db(legacy_dsn)
-        try:
+        async with connected(legacy_dsn) as conn:
             await migrate(conn, ("ops",))
-        finally:
-            await conn.close()
         await pilot.press("r")
         await until(pilot, lambda: "LEGACY" not in status(app), "the ops layer")
         assert screen.caps is not None and screen.caps.ops_layer
@@ -595,14 +562,11 @@ async def test_r_after_a_migrate_finds_the_ops_layer_without_a_restart(
 async def test_a_wide_screen_shows_check_names_whole_and_a_narrow_one_cuts_them(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn)
         await make_booking(conn, ride, status="confirmed")
         await conn.execute("UPDATE rides SET status = 'cancelled' WHERE id = $1", ride)
         await job(conn, "check_system_invariants")
-    finally:
-        await conn.close()
     whole = "INV-STATE-001 active_booking_on_terminal_ride"
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import job, make_booking, make_ride
+from factories import connected, job, make_booking, make_ride
 from test_ui_actions import action_log, dialog_of, select_violation, shows, type_text
-from test_ui_dashboard import db, failed_run, loaded, seat_mismatch
+from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
 from test_ui_support import make_settings, screen_text, until
 from textual.pilot import Pilot
@@ -98,8 +98,7 @@ async def follow(pilot: Pilot[Any], screen: ProcedureScreen, reason: str) -> Non
 async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await failed_run(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
@@ -146,16 +145,13 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
             )
             == "completed"
         )
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize("kind", CHECK_KINDS)
 async def test_each_violation_kind_from_the_dashboard(
     ops_dsn: str, tmp_path: Path, kind: str
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seed_platform(conn, rides=80, seed=5, faults=[kind])
         await job(conn, "check_system_invariants")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -185,15 +181,12 @@ async def test_each_violation_kind_from_the_dashboard(
             kind,
         )
         assert still_open == (0 if screen.procedure.can_end_healthy else 1)
-    finally:
-        await conn.close()
 
 
 async def test_invalid_status_shows_rows_and_query_and_offers_no_fix(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seed_platform(conn, rides=80, seed=5, faults=["invalid_ride_status"])
         await job(conn, "check_system_invariants")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -222,8 +215,6 @@ async def test_invalid_status_shows_rows_and_query_and_offers_no_fix(
             )
             == 2
         )
-    finally:
-        await conn.close()
 
 
 async def open_from_list(pilot: Pilot[Any], title: str) -> ProcedureScreen:
@@ -239,8 +230,7 @@ async def open_from_list(pilot: Pilot[Any], title: str) -> ProcedureScreen:
 
 
 async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))
         await make_booking(conn, ride, status="confirmed")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
@@ -278,13 +268,10 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
             == 1
         )
         assert [e["action"] for e in action_log(app)] == ["expire_ride"]
-    finally:
-        await conn.close()
 
 
 async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
@@ -320,15 +307,12 @@ async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:
             )
             == 1
         )
-    finally:
-        await conn.close()
 
 
 async def test_start_of_shift_on_a_healthy_database(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seed_platform(conn, rides=40, seed=2)
         for name in (
             "expire_rides",
@@ -344,8 +328,6 @@ async def test_start_of_shift_on_a_healthy_database(
             await follow(pilot, screen, "unexpected")
             assert screen.run.healthy
             assert "skip" not in [e.action for e in app.timeline.entries]
-    finally:
-        await conn.close()
 
 
 async def followed(pilot: Pilot[Any], screen: ProcedureScreen) -> ProcedureScreen:
@@ -367,14 +349,11 @@ async def followed(pilot: Pilot[Any], screen: ProcedureScreen) -> ProcedureScree
 async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await job(conn, "expire_rides")
         await failed_run(conn)
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -426,11 +405,8 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
 async def test_read_only_reads_and_runs_queries_but_writes_say_why(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await failed_run(conn)
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
@@ -472,8 +448,7 @@ def test_snapshot_procedure_mid_way(
 async def test_a_fixed_violation_does_not_claim_the_system_healthy(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await seed_platform(
             conn, rides=80, seed=5, faults=["seat_mismatch", "invalid_ride_status"]
         )
@@ -501,5 +476,3 @@ async def test_a_fixed_violation_does_not_claim_the_system_healthy(
                 ),
                 "the ending in view",
             )
-    finally:
-        await conn.close()

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import connected
 from test_ui_support import FIXED_NOW, frozen, make_settings, screen_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron
 from textual.pilot import Pilot
 
-from carpool_tui.db.connect import connect
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
@@ -40,8 +40,7 @@ Before = Callable[[Pilot[Any]], Awaitable[None]]
 @pytest.fixture
 async def seeded_dsn(ops_dsn: str) -> AsyncIterator[str]:
     """An ops database with a seeded platform, every fault, history and violations."""
-    conn = await connect(ops_dsn, purpose="test", statement_timeout_ms=120_000)
-    try:
+    async with connected(ops_dsn, timeout_ms=120_000) as conn:
         await seed_platform(
             conn, rides=300, seed=7, faults=FAULT_KINDS, history_days=2, now=FIXED_NOW
         )
@@ -62,8 +61,6 @@ async def seeded_dsn(ops_dsn: str) -> AsyncIterator[str]:
             " WHERE v.id = o.id",
             FIXED_NOW,
         )
-    finally:
-        await conn.close()
     yield ops_dsn
 
 
@@ -149,11 +146,8 @@ def test_dialog(
 @pytest.fixture
 async def cron_dsn(seeded_dsn: str) -> str:
     """The seeded database with a stand-in pg_cron: one entry moved, one missing."""
-    conn = await connect(seeded_dsn, purpose="test", statement_timeout_ms=60_000)
-    try:
+    async with connected(seeded_dsn) as conn:
         await fake_cron(conn, CRON_ROWS)
-    finally:
-        await conn.close()
     return seeded_dsn
 
 

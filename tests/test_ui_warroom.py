@@ -10,7 +10,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from test_ui_dashboard import db, failed_run, loaded, notices, seat_mismatch
+from factories import connected
+from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
 from test_ui_support import frozen, make_settings, screen_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
@@ -31,13 +32,10 @@ WAR_ROOM = ("schedule", "trends", "theme", "copy-id", "export-csv", "export-json
 
 async def problems_db(dsn: str) -> None:
     """A critical seat mismatch found by the check, and a failed reconcile run."""
-    conn = await db(dsn)
-    try:
+    async with connected(dsn) as conn:
         await seat_mismatch(conn)
         await conn.fetchval("SELECT check_system_invariants()")
         await failed_run(conn)
-    finally:
-        await conn.close()
 
 
 # -- wallboard -------------------------------------------------------------
@@ -121,12 +119,9 @@ async def open_schedule(pilot: Pilot[Any]) -> ScheduleScreen:
 async def test_schedule_without_pg_cron_says_so_and_marks_overdue(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    try:
+    async with connected(ops_dsn) as conn:
         await conn.execute("DELETE FROM system_job_log")
         await conn.fetchval("SELECT expire_rides()")
-    finally:
-        await conn.close()
     app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_schedule(pilot)
