@@ -714,6 +714,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir or default_data_dir()
     if args.reset and data_dir.exists():
         stale = EmbeddedServer(data_dir)
+        stale.refuse_reset_in_use()
         stale.start()
         stale.stop()
         shutil.rmtree(data_dir)

@@ -140,3 +140,59 @@ def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert (folder / "todo.txt").read_text(encoding="utf-8") == "keep me"
     assert folder.stat().st_uid == owner
+
+
+def _demo_reset(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carpool_tui",
+            "demo",
+            "--reset",
+            "--data-dir",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_cluster_the_demo_did_not_create_is_left_untouched(tmp_path: Path) -> None:
+    cluster = tmp_path / "data"
+    (cluster / "base").mkdir(parents=True)
+    (cluster / "PG_VERSION").write_text("15\n", encoding="utf-8")
+    done = _demo_reset(cluster)
+    assert done.returncode == 1, done.stderr
+    assert "a PostgreSQL cluster that the demo did not create" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in cluster.iterdir()) == ["PG_VERSION", "base"]
+    assert (cluster / "PG_VERSION").read_text(encoding="utf-8") == "15\n"
+
+
+def test_reset_refuses_while_another_demo_runs_on_the_folder() -> None:
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-d" / "pgdata"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _START_AND_HANG, str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().startswith("postgresql://")
+        pid = _postmaster_pid(data_dir)
+        done = _demo_reset(data_dir)
+        assert done.returncode == 1, done.stderr
+        assert f"A demo is running on {data_dir} (server pid {pid})" in done.stderr
+        assert "Quit that demo" in done.stderr
+        assert _alive(pid), "the running demo's server was stopped"
+        assert (data_dir / "PG_VERSION").exists(), "the running demo's data is gone"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    server = EmbeddedServer(data_dir, delete_on_stop=True)
+    server.start()
+    server.stop()
+    assert _wait_gone(pid)
+    shutil.rmtree(data_dir.parent, ignore_errors=True)

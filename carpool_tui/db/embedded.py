@@ -106,12 +106,30 @@ class EmbeddedServer:
                 "Give --data-dir a new or empty folder for the demo's data.",
             )
         if (self.data_dir / "PG_VERSION").exists():
+            if not (self.data_dir / _HANDLES).exists():
+                raise OpsError(
+                    f"{self.data_dir} holds a PostgreSQL cluster that the demo did"
+                    " not create; nothing in it was changed",
+                    "Give --data-dir a new or empty folder for the demo's data.",
+                )
             return
         if any(self.data_dir.iterdir()):
             raise OpsError(
                 f"{self.data_dir} holds files but no PostgreSQL data; nothing in it"
                 " was changed",
                 "Give --data-dir a new or empty folder for the demo's data.",
+            )
+
+    def refuse_reset_in_use(self) -> None:
+        """Refuse to delete the data of a demo that another process is running."""
+        if self.data_dir.exists():
+            self._refuse_foreign_folder()
+        server = running_postmaster(self.data_dir)
+        if server is not None and _other_handles(self.data_dir):
+            raise OpsError(
+                f"A demo is running on {self.data_dir} (server pid {server}); its"
+                " data was left as it is",
+                "Quit that demo (q), then run carpool-tui demo --reset again.",
             )
 
     def dsn(self, database: str | None = None) -> str:
