@@ -18,7 +18,16 @@ from carpool_tui.db.errors import OpsError
 from carpool_tui.db.repo import TARGETED_VIEWS, VIEWS, Repository
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import RowSet
-from carpool_tui.runbooks.engine import Action, Check, Procedure, Run, Step, Timeline
+from carpool_tui.runbooks.engine import (
+    Action,
+    Check,
+    Evidence,
+    Procedure,
+    Run,
+    Step,
+    Timeline,
+    evaluate,
+)
 from carpool_tui.runbooks.procedures import (
     CHECK_KINDS,
     JOBS_FAILING,
@@ -262,3 +271,44 @@ async def views_lead_on(dsn: str, layer: str, tmp_path: Path) -> None:
             continue
         assert opening is not None
         assert opening.procedure is PROCEDURES_BY_ID[f"violation:{row['check']}"]
+
+
+async def test_start_of_shift_fails_jobs_that_stopped_running(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A stopped scheduler: one job last ran three days ago, the others never."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM system_job_log")
+        await conn.fetchval("SELECT expire_rides()")
+        await conn.execute(
+            "UPDATE system_job_log SET started_at = now() - interval '3 days',"
+            " completed_at = now() - interval '3 days'"
+        )
+    repo = Repository(make_settings(ops_dsn, tmp_path), clock=frozen())
+    try:
+        await repo.open()
+        rows = (await repo.procedure_rows("latest_runs")).rows
+    finally:
+        await repo.close()
+    judged = {r["job_name"]: (r["status"], r["due"]) for r in rows}
+    assert judged == {
+        "check_system_invariants": ("never run", "OVERDUE"),
+        "expire_rides": ("completed", "OVERDUE"),
+        "reconcile_seat_counts": ("never run", "OVERDUE"),
+        "repair_missing_notifications": ("never run", "OVERDUE"),
+    }
+    shift = PROCEDURES_BY_ID["start-of-shift"]
+    check = shift.steps[1].check
+    assert check is not None
+    verdict = evaluate(check, Evidence(rows))
+    assert not verdict.ok
+    assert verdict.text == (
+        "Never ran: check_system_invariants, reconcile_seat_counts,"
+        " repair_missing_notifications. Overdue: expire_rides."
+    )
+    on_time = [{**r, "status": "completed", "due": "ok"} for r in rows]
+    assert evaluate(check, Evidence(on_time)).ok
+    one_failed = [{**on_time[0], "status": "failed"}, *on_time[1:]]
+    assert evaluate(check, Evidence(one_failed)).text == (
+        "Latest run failed: check_system_invariants."
+    )

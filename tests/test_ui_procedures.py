@@ -318,6 +318,7 @@ async def test_start_of_shift_on_a_healthy_database(
             "expire_rides",
             "reconcile_seat_counts",
             "repair_missing_notifications",
+            "check_system_invariants",
         ):
             await job(conn, name)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import asyncpg
 
-from carpool_tui.config import Settings
+from carpool_tui.config import DEFAULT_OVERDUE_FACTOR, Settings
 from carpool_tui.db.connect import CONNECT_TIMEOUT_S, as_dict, connect, create_pool
 from carpool_tui.db.errors import (
     READ_ONLY,
@@ -148,10 +148,20 @@ VIEWS: dict[str, str] = {
     " COALESCE(to_jsonb(l) ->> 'sqlstate', l.details ->> 'sqlstate') AS sqlstate,"
     " error_message FROM system_job_log l WHERE status = 'failed'"
     " ORDER BY started_at DESC",
-    "latest_runs": "SELECT DISTINCT ON (job_name) job_name, status, started_at,"
-    " error_message,"
-    " COALESCE(to_jsonb(l) ->> 'sqlstate', l.details ->> 'sqlstate') AS sqlstate,"
-    " id FROM system_job_log l ORDER BY job_name, started_at DESC",
+    # Each of the four jobs, run or not, judged as `check` judges it by default.
+    "latest_runs": "SELECT j.job_name, COALESCE(l.status, 'never run') AS status,"
+    " l.started_at, CASE WHEN l.started_at IS NULL OR now() - l.started_at >"
+    f" {DEFAULT_OVERDUE_FACTOR:g} * j.every THEN 'OVERDUE' ELSE 'ok' END AS due,"
+    " l.error_message, l.sqlstate, l.id FROM (VALUES "
+    + ", ".join(
+        f"('{job.name}', interval '{int(job.frequency.total_seconds())} seconds')"
+        for job in JOBS
+    )
+    + ") AS j(job_name, every) LEFT JOIN LATERAL (SELECT s.status, s.started_at,"
+    " s.error_message, COALESCE(to_jsonb(s) ->> 'sqlstate', s.details ->>"
+    " 'sqlstate') AS sqlstate, s.id FROM system_job_log s"
+    " WHERE s.job_name = j.job_name ORDER BY s.started_at DESC NULLS LAST LIMIT 1)"
+    " AS l ON true ORDER BY j.job_name",
     "open_checks": "SELECT check_name AS check, severity,"
     " violation_count AS open_count FROM invariant_violations"
     " WHERE resolved_at IS NULL ORDER BY severity, check_name",

@@ -140,12 +140,30 @@ def _seats_right(ev: Evidence, arg: str | None) -> Verdict:
 
 
 def _no_failed_latest(ev: Evidence, arg: str | None) -> Verdict:
-    failed = [r.get("job_name") for r in ev.rows if r.get("status") == "failed"]
+    """Every job ran, on time, and its latest run did not fail."""
+    failed, never, late = [], [], []
+    for row in ev.rows:
+        name, status = str(row.get("job_name")), row.get("status")
+        if status == "failed":
+            failed.append(name)
+        if status == "never run":
+            never.append(name)
+        elif row.get("due") == "OVERDUE":
+            late.append(name)
     if not ev.rows:
         return Verdict(False, "No job has run yet.")
-    if failed:
-        return Verdict(False, f"Latest run failed: {', '.join(map(str, failed))}.")
-    return Verdict(True, "The latest run of every job succeeded.")
+    problems = [
+        f"{label}: {', '.join(names)}."
+        for label, names in (
+            ("Latest run failed", failed),
+            ("Never ran", never),
+            ("Overdue", late),
+        )
+        if names
+    ]
+    if problems:
+        return Verdict(False, " ".join(problems))
+    return Verdict(True, "Every job ran on time and its latest run succeeded.")
 
 
 def _chosen(ev: Evidence, arg: str | None) -> Verdict:

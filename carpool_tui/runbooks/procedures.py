@@ -298,10 +298,14 @@ START_OF_SHIFT = Procedure(
         ),
         Step(
             title="Jobs",
-            purpose="The latest run of each job. A failed one: f on it follows "
-            "4.1 for that run.",
+            purpose="The latest run of each job. A job that never ran or last "
+            "started more than twice its interval ago is OVERDUE, as carpool-tui "
+            "check judges it (a stopped scheduler looks like this). A failed run: "
+            "f on it follows 4.1 for that run.",
             view="latest_runs",
-            check=Check("no_failed_latest", "the latest run of every job succeeded"),
+            check=Check(
+                "no_failed_latest", "every job ran on time and its last run succeeded"
+            ),
         ),
         _recheck(None),
     ),
