@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from factories import connected
+from factories import call_json, connected, make_booking, make_ride
 from test_ui_dashboard import failed_run
 from test_ui_support import frozen, make_settings
 
@@ -26,6 +26,7 @@ from carpool_tui.runbooks.engine import (
     Run,
     Step,
     Timeline,
+    Verdict,
     evaluate,
 )
 from carpool_tui.runbooks.procedures import (
@@ -311,4 +312,30 @@ async def test_start_of_shift_fails_jobs_that_stopped_running(
     one_failed = [{**on_time[0], "status": "failed"}, *on_time[1:]]
     assert evaluate(check, Evidence(one_failed)).text == (
         "Latest run failed: check_system_invariants."
+    )
+
+
+async def test_the_final_check_reads_the_deployed_functions_samples(
+    legacy_dsn: str,
+) -> None:
+    """The deployed check gives samples, not counts: a check without one passes."""
+    async with connected(legacy_dsn) as conn:
+        ride = await make_ride(conn, total_seats=4)
+        await make_booking(conn, ride, seats=2, status="confirmed")
+        await conn.execute("UPDATE rides SET available_seats = 1 WHERE id = $1", ride)
+        result = await call_json(conn, "SELECT check_system_invariants()")
+    assert "checks" not in result
+    mismatch = PROCEDURES_BY_ID["violation:seat_mismatch"].steps[-1].check
+    expired = PROCEDURES_BY_ID["violation:expired_active_ride"].steps[-1].check
+    everything = PROCEDURES_BY_ID["start-of-shift"].steps[-1].check
+    assert mismatch is not None and expired is not None and everything is not None
+    evidence = Evidence([], result)
+    assert evaluate(mismatch, evidence) == Verdict(
+        False, "seat_mismatch still fails: 1 finding(s)."
+    )
+    assert evaluate(expired, evidence) == Verdict(
+        True, "expired_active_ride passes now."
+    )
+    assert evaluate(everything, evidence) == Verdict(
+        False, "Not healthy: 1 violation(s) remain."
     )

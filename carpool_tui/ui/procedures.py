@@ -478,13 +478,27 @@ class ProcedureScreen(Screen[None]):
         self.run.acted(what, {"success": bool(done)}, summary)
         self.show_step(verify=True)
 
-    def action_follow(self) -> None:
-        """Open the procedure for the row under the cursor; back here after it."""
-        opening = None
+    def _cursor_row(self) -> dict[str, Any] | None:
+        """The step's row under the cursor, if its rows are shown."""
         table = self.query_one("#proc-rows", DataTable)
         if self.rowset is not None and 0 <= table.cursor_row < len(self.rowset.rows):
-            opening = follow_up(self.rowset.view, self.rowset.rows[table.cursor_row])
+            return self.rowset.rows[table.cursor_row]
+        return None
+
+    def action_follow(self) -> None:
+        """Open the procedure for the row under the cursor; back here after it."""
+        row = self._cursor_row()
+        view = self.rowset.view if self.rowset is not None else ""
+        opening = None if row is None else follow_up(view, row)
         if opening is None or opening.procedure.id == self.procedure.id:
+            row = self._cursor_row()
+            if row and row.get("open_count") and view == "open_checks":
+                self.set_message(
+                    "This violation row names no single check (the deployed "
+                    "functions keep one row for every check): open it from the "
+                    "dashboard's violations panel to see its samples."
+                )
+                return
             self.set_message(
                 "f follows a row to its procedure: put the cursor on a failed run "
                 "(4.1) or on a check with open violations (4.2)."
