@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+from factories import connected
+from test_ui_dashboard import failed_run
 from test_ui_support import FIXED_NOW, frozen, make_settings
 
+from carpool_tui.config import CheckThresholds
+from carpool_tui.db.probe import read_health
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import JOBS_BY_NAME
+from carpool_tui.monitor import Level, evaluate
+from carpool_tui.ui.wallboard import judge
 from carpool_tui.warroom import (
     CronEntry,
     CronTable,
@@ -150,3 +156,23 @@ async def test_trend_buckets_group_the_last_day_by_hour(
     assert violations[22] == 9
     reconcile = next(t for t in trends if t.job == "reconcile_seat_counts")
     assert (reconcile.runs, reconcile.failed) == (1, 1)
+
+
+async def test_the_wall_judges_a_deployed_database_as_check_does(
+    legacy_dsn: str, tmp_path: Path
+) -> None:
+    """The deployed summary has no failed-run count; the wall must not say ALL OK."""
+    async with connected(legacy_dsn) as conn:
+        for name in JOBS_BY_NAME:
+            await log_run(conn, name, 0.1)
+        await failed_run(conn, ops=False)
+    settings = make_settings(legacy_dsn, tmp_path)
+    snapshot = await read(legacy_dsn, tmp_path, lambda r: r.snapshot())
+    assert snapshot.health is not None
+    assert snapshot.health.failed_jobs_24h == 1
+    reading = await read_health(settings)
+    by_check = evaluate(reading, CheckThresholds(), reading.capabilities.database)
+    on_the_wall = judge(snapshot, reading.server_now)
+    assert by_check.level is not Level.OK
+    assert on_the_wall.level is by_check.level
+    assert on_the_wall.summary == by_check.summary

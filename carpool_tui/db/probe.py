@@ -15,7 +15,14 @@ import asyncpg
 
 from carpool_tui.config import Settings
 from carpool_tui.db.errors import NotMigrated, PermissionMissing
-from carpool_tui.db.repo import HEALTH_FUNCTION, Repository, function_name, utc_now
+from carpool_tui.db.repo import (
+    FAILED_RUNS_SQL,
+    FAILED_WINDOW_HOURS,
+    HEALTH_FUNCTION,
+    Repository,
+    function_name,
+    utc_now,
+)
 from carpool_tui.models import (
     Capabilities,
     HealthSummary,
@@ -23,8 +30,6 @@ from carpool_tui.models import (
     JobResult,
     Violation,
 )
-
-FAILED_WINDOW_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -53,12 +58,7 @@ class _Probe(Repository):
 
     async def failed_runs_since(self, hours: int) -> int:
         """Failed system_job_log runs that started in the last ``hours`` hours."""
-        return await self._count(
-            "Counting failed job runs",
-            "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
-            " AND started_at > now() - make_interval(hours => $1)",
-            hours,
-        )
+        return await self._count("Counting failed job runs", FAILED_RUNS_SQL, hours)
 
     async def critical_open(self) -> int:
         """Unresolved critical violation rows, however many there are."""
