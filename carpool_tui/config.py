@@ -52,9 +52,14 @@ def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None
     if target is not None and target.dsn:
         return target.dsn
     env = os.environ.get("DATABASE_URL")
-    if env:
-        return env
-    return None
+    if env is not None and not env.strip():
+        # Set but blank (an unset shell variable): falling through to PG* would
+        # reach another database.
+        raise ConfigError(
+            "DATABASE_URL is set but empty; set it to a DSN, or unset it to use"
+            " the PG* variables"
+        )
+    return env or None
 
 
 def describe_target(dsn: str | None) -> str:

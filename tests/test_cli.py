@@ -111,6 +111,26 @@ def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
     assert checked.stdout.startswith("CARPOOL UNKNOWN - invalid command line")
 
 
+def test_an_empty_database_url_is_refused_rather_than_falling_back(
+    ops_dsn: str,
+) -> None:
+    """A blank DATABASE_URL must not hand over to the PG* variables' database."""
+    env = {**os.environ, "PGDATABASE": "carpool_demo", "PGHOST": "/nonexistent"}
+    for blank in ("", "  "):
+        env["DATABASE_URL"] = blank
+        for args in (("run-job", "expire_rides"), ("migrate", "--dry-run")):
+            result = run_cli(*args, env=env)
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "DATABASE_URL is set but empty" in result.stderr
+            assert "Traceback" not in result.stderr
+        checked = run_cli("check", env=env)
+        assert checked.returncode == 3, checked.stdout + checked.stderr
+        assert checked.stdout.startswith("CARPOOL UNKNOWN")
+        assert "DATABASE_URL is set but empty" in checked.stdout
+    env["DATABASE_URL"] = ops_dsn
+    assert run_cli("migrate", "--dry-run", env=env).returncode == 0
+
+
 async def test_a_keyword_dsn_with_a_socket_directory_and_a_port(ops_dsn: str) -> None:
     port = await once(ops_dsn, "SELECT current_setting('port')")
     words = _as_keywords(ops_dsn)
