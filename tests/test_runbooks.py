@@ -339,3 +339,15 @@ async def test_the_final_check_reads_the_deployed_functions_samples(
     assert evaluate(everything, evidence) == Verdict(
         False, "Not healthy: 1 violation(s) remain."
     )
+
+
+def test_choosing_another_row_drops_the_steps_earlier_result() -> None:
+    """A re-run of one job must not pass the step for another job chosen after."""
+    failing = run(PROCEDURES_BY_ID["jobs-failing"])
+    failing.choose("run-1", {"job_name": "check_system_invariants"})
+    assert failing.verify([]) is not None and failing.advance() is None
+    failing.acted("run check_system_invariants", {"success": True}, "completed")
+    assert failing.verify([]) == Verdict(True, "The job completed.")
+    failing.choose("run-2", {"job_name": "expire_rides"})
+    assert failing.result is None
+    assert failing.verify([]) == Verdict(False, "The job has not run in this step yet.")

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from carpool_tui.db.seed import seed_platform
+from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.runbooks.procedures import CHECK_KINDS
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
@@ -384,6 +385,8 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
         await pilot.press("escape")
         await settled(pilot, shift)
         assert "Step 2 of 3: Jobs" in screen_text(shift)
+        back_on = jobs.index("reconcile_seat_counts")
+        await until(pilot, lambda: rows.cursor_row == back_on, "the cursor's row")
 
         await skip_step(pilot, shift, "reconcile is handled in 4.1")
         assert "Step 3 of 3" in screen_text(shift)
@@ -401,6 +404,30 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
         ("2. Jobs", "4.1 Jobs are failing"),
         ("3. Run the invariant check again", "4.2 Violation: seat_mismatch"),
     ]
+
+
+async def test_reload_checks_the_step_again_on_the_new_rows(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        await next_step(pilot, shift)
+        assert not await check(pilot, shift)
+        assert "FAILED" in screen_text(shift)
+        async with connected(ops_dsn) as conn:
+            for name in JOBS_BY_NAME:
+                await job(conn, name)
+        await pilot.press("r")
+        await until(
+            pilot,
+            lambda: shift.run.verdict is not None and shift.run.verdict.ok,
+            "the check on the reloaded rows",
+        )
+        assert "PASSED Every job ran on time" in screen_text(shift)
 
 
 async def test_read_only_reads_and_runs_queries_but_writes_say_why(

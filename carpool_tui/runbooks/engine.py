@@ -316,7 +316,13 @@ class Run:
         )
 
     def choose(self, target: str, row: dict[str, Any] | None = None) -> None:
-        """The operator picked the row the rest of the procedure acts on."""
+        """The operator picked the row the rest of the procedure acts on.
+
+        A different row makes this step's earlier action result someone else's,
+        so it no longer counts for the step's check.
+        """
+        if target != self.target:
+            self.results[self.index] = None
         self.target = target
         self.chosen = dict(row or {})
         self.verdicts[self.index] = None

@@ -188,6 +188,7 @@ class ProcedureScreen(Screen[None]):
         self.rowset: RowSet | None = None
         self.before: RowSet | None = None
         self.error: OpsError | None = None
+        self._resume_row: int | None = None
 
     @property
     def dash(self) -> DashboardApp:
@@ -372,6 +373,10 @@ class ProcedureScreen(Screen[None]):
                 cause = diagnose(row.get("sqlstate"), row.get("error_message"))
                 cells.insert(at, Text(cause.name))
             table.add_row(*cells, key=str(n))
+        if self._resume_row is not None:
+            # Back from a followed procedure: the cursor returns to its row.
+            table.move_cursor(row=min(self._resume_row, len(rowset.rows) - 1))
+            self._resume_row = None
         table.display = True
         query = f"{rowset.query}"
         count = f"{len(rowset.rows)} row(s)"
@@ -506,6 +511,7 @@ class ProcedureScreen(Screen[None]):
             return
         proc = opening.procedure
         self.run.log("follow", f"{proc.section} {proc.title}")
+        self._resume_row = self.query_one("#proc-rows", DataTable).cursor_row
         self.app.push_screen(
             ProcedureScreen(proc, opening.target, opening.row),
             lambda _: self.show_step(),
@@ -519,7 +525,8 @@ class ProcedureScreen(Screen[None]):
         self.show_step(verify=True)
 
     def action_reload(self) -> None:
-        self.show_step()
+        # A verdict on the rows before the reload is checked again on the new ones.
+        self.show_step(verify=self.run.verdict is not None)
 
     def action_next(self) -> None:
         refused = self.run.advance()
