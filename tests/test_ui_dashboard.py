@@ -588,3 +588,29 @@ async def test_a_wide_screen_shows_check_names_whole_and_a_narrow_one_cuts_them(
 
         await pilot.resize_terminal(120, 40)
         await until(pilot, lambda: whole in table_text(table), "the whole name again")
+
+
+async def test_a_log_left_at_its_newest_run_keeps_showing_the_newest(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        for _ in range(30):
+            await job(conn, "expire_rides")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            table = app.dashboard.query_one("#log", JobLogTable)
+            await until(pilot, lambda: table.row_count == 30, "the runs")
+            assert table.cursor_row == 0
+            await pilot.press("t")
+            for _ in range(12):
+                await job(conn, "reconcile_seat_counts")
+            await pilot.press("r")
+            await until(pilot, lambda: table.row_count == 42, "the new runs")
+            await pilot.press("t")
+            await pilot.pause()
+            newest = next(iter(table.entries.values()))
+            assert newest.job_name == "reconcile_seat_counts"
+            assert table.cursor_row == 0
+            assert table.selected_key == str(newest.id)
+            assert table.scroll_y == 0

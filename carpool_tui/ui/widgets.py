@@ -130,6 +130,9 @@ def severity_style(severity: str) -> str:
 class LiveTable(DataTable[Text]):
     """A DataTable updated in place by row key, so the cursor stays on its row."""
 
+    follow_head = False
+    """On the first row, stay on the first row as new rows arrive above it."""
+
     def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self._column_spec = list(columns)
@@ -191,7 +194,7 @@ class LiveTable(DataTable[Text]):
             self.add_row(*cells, key=key)
         self._order = keys
         self._shown = dict(rows)
-        if selected in keys:
+        if selected in keys and not (self.follow_head and row_before == 0):
             self.move_cursor(row=keys.index(selected), animate=False)
         elif keys:
             self.move_cursor(row=min(max(row_before, 0), len(keys) - 1), animate=False)
@@ -264,6 +267,8 @@ def job_cells(
 
 class JobLogTable(LiveTable):
     """system_job_log, newest first; failed runs in red with their error."""
+
+    follow_head = True  # a log left at its newest run keeps showing the newest
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
