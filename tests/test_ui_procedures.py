@@ -11,11 +11,11 @@ from factories import connected, job, make_booking, make_ride
 from test_ui_actions import action_log, dialog_of, select_violation, shows, type_text
 from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
-from test_ui_support import make_settings, screen_text, until
+from test_ui_support import make_settings, screen_text, static_text, until
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
-from carpool_tui.db.seed import seed_platform
+from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.runbooks.procedures import CHECK_KINDS
 from carpool_tui.ui.app import DashboardApp
@@ -428,6 +428,32 @@ async def test_reload_checks_the_step_again_on_the_new_rows(
             "the check on the reloaded rows",
         )
         assert "PASSED Every job ran on time" in screen_text(shift)
+
+
+def top_line(app: DashboardApp) -> str:
+    """The text of the widget drawn on the terminal's first line."""
+    widget, _ = app.screen.get_widget_at(2, 0)
+    return static_text(widget) if isinstance(widget, Static) else ""
+
+
+async def test_step_n_of_m_stays_in_view_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
+    async with connected(ops_dsn) as conn:
+        await seed_platform(conn, rides=40, seed=3, faults=FAULT_KINDS)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "seat_mismatch")
+        await pilot.press("g")
+        screen = await procedure(pilot)
+        await next_step(pilot, screen)
+        await run_job_action(pilot, screen)
+        await next_step(pilot, screen)
+        await run_job_action(pilot, screen)
+        page = screen.query_one("#procedure")
+        await until(pilot, lambda: page.scroll_y > 0, "the step scrolled to its end")
+        assert "after" in screen_text(screen)
+        assert "Step 3 of 3" in top_line(app)
 
 
 async def test_read_only_reads_and_runs_queries_but_writes_say_why(

@@ -195,8 +195,10 @@ class ProcedureScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
+        # The head (procedure, "Step N of M", step title) stays in view while the
+        # step below it scrolls to its result on a short terminal.
+        yield Static("", id="proc-head", classes="title")
         with VerticalScroll(id="procedure"):
-            yield Static("", id="proc-head", classes="title")
             yield Static("", id="proc-purpose")
             yield Static("", id="proc-query", classes="code")
             rows: DataTable[Text] = DataTable(cursor_type="row", id="proc-rows")
