@@ -116,32 +116,6 @@ async def test_a_server_restarted_meanwhile_is_still_stopped() -> None:
     shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
-    folder = tmp_path / "notes"
-    folder.mkdir()
-    (folder / "todo.txt").write_text("keep me", encoding="utf-8")
-    owner = folder.stat().st_uid
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "carpool_tui",
-            "demo",
-            "--reset",
-            "--data-dir",
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1, done.stderr
-    assert "holds files but no PostgreSQL data" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert (folder / "todo.txt").read_text(encoding="utf-8") == "keep me"
-    assert folder.stat().st_uid == owner
-
-
 def _demo_reset(folder: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -157,6 +131,19 @@ def _demo_reset(folder: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me", encoding="utf-8")
+    owner = folder.stat().st_uid
+    done = _demo_reset(folder)
+    assert done.returncode == 1, done.stderr
+    assert "holds files but no PostgreSQL data" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (folder / "todo.txt").read_text(encoding="utf-8") == "keep me"
+    assert folder.stat().st_uid == owner
 
 
 def test_a_cluster_the_demo_did_not_create_is_left_untouched(tmp_path: Path) -> None:
