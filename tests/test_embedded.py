@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -46,6 +48,26 @@ def _wait_gone(pid: int, seconds: float = 15.0) -> bool:
     return False
 
 
+@contextmanager
+def _owned_by_other_process(data_dir: Path) -> Iterator[tuple[int, int]]:
+    """A server started in `data_dir` by another process, killed on the way out.
+
+    Yields the owner's pid and the server's; the server outlives its owner.
+    """
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _START_AND_HANG, str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().startswith("postgresql://")
+        yield owner.pid, _postmaster_pid(data_dir)
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+
+
 async def test_start_connect_stop() -> None:
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-a" / "pgdata"
     server = EmbeddedServer(data_dir, delete_on_stop=True)
@@ -59,20 +81,10 @@ async def test_start_connect_stop() -> None:
 
 async def test_server_left_by_killed_process_is_adopted_and_stopped() -> None:
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-b" / "pgdata"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _START_AND_HANG, str(data_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().startswith("postgresql://")
-        pid = _postmaster_pid(data_dir)
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
+    with _owned_by_other_process(data_dir) as (owner, pid):
+        pass
     assert _alive(pid), "the server outlives its killed owner"
-    assert prune_dead_handles(data_dir) == [owner.pid]
+    assert prune_dead_handles(data_dir) == [owner]
 
     server = EmbeddedServer(data_dir, delete_on_stop=True)
     dsn = server.start()
@@ -160,24 +172,13 @@ def test_a_cluster_the_demo_did_not_create_is_left_untouched(tmp_path: Path) -> 
 
 def test_reset_refuses_while_another_demo_runs_on_the_folder() -> None:
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-d" / "pgdata"
-    owner = subprocess.Popen(
-        [sys.executable, "-c", _START_AND_HANG, str(data_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert owner.stdout is not None
-        assert owner.stdout.readline().startswith("postgresql://")
-        pid = _postmaster_pid(data_dir)
+    with _owned_by_other_process(data_dir) as (_, pid):
         done = _demo_reset(data_dir)
         assert done.returncode == 1, done.stderr
         assert f"A demo is running on {data_dir} (server pid {pid})" in done.stderr
         assert "Quit that demo" in done.stderr
         assert _alive(pid), "the running demo's server was stopped"
         assert (data_dir / "PG_VERSION").exists(), "the running demo's data is gone"
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait()
     server = EmbeddedServer(data_dir, delete_on_stop=True)
     server.start()
     server.stop()
