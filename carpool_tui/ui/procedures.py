@@ -120,21 +120,34 @@ class Opening:
     row: dict[str, Any]
 
 
+def _failed_run(run_id: str, job: Any, sqlstate: Any, message: Any) -> Opening:
+    """4.1 with this failed run chosen."""
+    row = {
+        "id": run_id,
+        "job_name": job,
+        "sqlstate": sqlstate,
+        "error_message": message,
+    }
+    return Opening(JOBS_FAILING, run_id, row)
+
+
+def _violation_path(checks: list[str], **row: Any) -> Opening | None:
+    """The 4.2 path of the first known check, with that check chosen."""
+    proc = for_violation(checks)
+    if proc is None:
+        return None
+    kind = proc.id.split(":", 1)[1]
+    return Opening(proc, kind, {"check": kind, **row})
+
+
 def opening_for(item: Any) -> Opening | None:
     """The matching procedure for a failed run or a violation, with it chosen."""
     if isinstance(item, JobLogEntry) and item.failed:
-        row = {
-            "id": str(item.id),
-            "job_name": item.job_name,
-            "sqlstate": item.error_sqlstate,
-            "error_message": item.error_message,
-        }
-        return Opening(JOBS_FAILING, str(item.id), row)
+        return _failed_run(
+            str(item.id), item.job_name, item.error_sqlstate, item.error_message
+        )
     if isinstance(item, Violation):
-        proc = for_violation(item.checks)
-        if proc is not None:
-            kind = proc.id.split(":", 1)[1]
-            return Opening(proc, kind, {"check": kind, "violation_id": str(item.id)})
+        return _violation_path(item.checks, violation_id=str(item.id))
     return None
 
 
@@ -146,15 +159,14 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
     deals with what it found.
     """
     if view == "latest_runs" and row.get("status") == "failed" and row.get("id"):
-        chosen = {
-            key: row.get(key) for key in ("id", "job_name", "sqlstate", "error_message")
-        }
-        return Opening(JOBS_FAILING, str(row["id"]), chosen)
+        return _failed_run(
+            str(row["id"]),
+            row.get("job_name"),
+            row.get("sqlstate"),
+            row.get("error_message"),
+        )
     if view == "open_checks" and row.get("open_count"):
-        proc = for_violation([str(row.get("check"))])
-        if proc is not None:
-            kind = proc.id.split(":", 1)[1]
-            return Opening(proc, kind, {"check": kind})
+        return _violation_path([str(row.get("check"))])
     return None
 
 
@@ -498,7 +510,6 @@ class ProcedureScreen(Screen[None]):
         view = self.rowset.view if self.rowset is not None else ""
         opening = None if row is None else follow_up(view, row)
         if opening is None or opening.procedure.id == self.procedure.id:
-            row = self._cursor_row()
             if row and row.get("open_count") and view == "open_checks":
                 self.set_message(
                     "This violation row names no single check (the deployed "
