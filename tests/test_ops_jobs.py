@@ -338,6 +338,7 @@ async def test_lock_timeout_fails_the_job_with_its_sqlstate(
     assert result["sqlstate"] == "55P03"
     row = (await _log_rows(ops_conn, "expire_rides"))[0]
     assert (row["status"], row["sqlstate"]) == ("failed", "55P03")
+    assert "another run" not in row["error_message"]  # a row lock, not a run
     assert await ops_conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
         "active"
     )
@@ -585,10 +586,15 @@ async def test_repair_waits_at_most_the_lock_timeout_then_fails_cleanly(
         elapsed = time.monotonic() - started
     assert elapsed < 3
     assert (blocked["success"], blocked["sqlstate"]) == (False, "55P03")
-    statuses = [
-        r["status"] for r in await _log_rows(ops_conn, "repair_missing_notifications")
-    ]
-    assert sorted(statuses) == ["completed", "failed"]
+    holder = await ops_conn.fetchval("SELECT pg_backend_pid()")
+    # The message names the run in the way, not just "lock timeout".
+    error = str(blocked["error"])
+    assert "lock timeout: another run of repair_missing_notifications" in error
+    assert f"(backend {holder}, carpool-tui test)" in error
+    rows = await _log_rows(ops_conn, "repair_missing_notifications")
+    assert sorted(r["status"] for r in rows) == ["completed", "failed"]
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["error_message"] == blocked["error"]
 
 
 async def test_repair_lookup_uses_the_booking_index(

@@ -176,7 +176,15 @@ def test_two_timelines_written_in_the_same_second_both_keep(tmp_path: Path) -> N
             "terminating connection due to administrator command",
             "Connection trouble",
         ),
-        ("57014", "canceling statement due to statement timeout", "Not a common cause"),
+        (
+            "55P03",
+            "canceling statement due to lock timeout: another run of"
+            " repair_missing_notifications holds the job's lock (backend 12)",
+            "Another run",
+        ),
+        ("57014", "canceling statement due to statement timeout", "Statement timeout"),
+        ("57014", "canceling statement due to user request", "Cancelled"),
+        ("XX000", "something unexpected", "Not a common cause"),
     ],
 )
 def test_diagnose_common_causes(state: str | None, message: str, cause: str) -> None:

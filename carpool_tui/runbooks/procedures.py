@@ -29,6 +29,22 @@ LOCK_TIMEOUT = Cause(
     "Another process held the rows. Usually self-resolving: run the job again; "
     "if it keeps failing, look for a long transaction holding locks.",
 )
+RUN_IN_PROGRESS = Cause(
+    "Another run",
+    "Another run of the same job held its lock and this one gave up waiting. "
+    "Nothing is wrong with the data: let that run finish (the error names it), "
+    "then look at its result before running the job again.",
+)
+STATEMENT_TIMEOUT = Cause(
+    "Statement timeout",
+    "The run took longer than the statement timeout and was rolled back; the "
+    "database may be under heavy load. Check the load, then run the job again.",
+)
+CANCELLED = Cause(
+    "Cancelled",
+    "Someone cancelled the run (from this dashboard or another client); its work "
+    "was rolled back. Run the job again when ready.",
+)
 PERMISSION = Cause(
     "Permission denied",
     "The role running the job lacks a privilege; the service role key may be "
@@ -49,8 +65,14 @@ def diagnose(sqlstate: str | None, message: str | None) -> Cause:
     """The manual's common cause that a failure's SQLSTATE or message points to."""
     state = (sqlstate or "").upper()
     text = (message or "").lower()
+    if "another run of" in text:
+        return RUN_IN_PROGRESS
     if state == "55P03" or "lock timeout" in text or "could not obtain lock" in text:
         return LOCK_TIMEOUT
+    if "statement timeout" in text:
+        return STATEMENT_TIMEOUT
+    if "canceling statement due to user request" in text:
+        return CANCELLED
     if state == "42501" or "permission denied" in text:
         return PERMISSION
     if (
