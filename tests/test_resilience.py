@@ -21,7 +21,7 @@ from textual.widgets import Input, Static
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import migrate
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog
+from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog, SeatFixDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -170,6 +170,58 @@ async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) ->
         )
         assert stored == HOSTILE_NOTE
         assert await conn.fetchval("SELECT count(*) FROM rides") == 1
+
+
+async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The apply's answer never arrives; the retry is refused, never doubled."""
+    async with (
+        connected(ops_dsn) as conn,
+        connected(ops_dsn, purpose="test-blocker") as blocker,
+    ):
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await shows(pilot, dialog, "Computed")
+            await blocker.execute("BEGIN")
+            await blocker.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
+            dialog.query_one("#note", Input).value = "drift"
+            await pilot.press("enter")
+            waiting = (
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%ops_apply_seat_fix%'"
+            )
+            pids: list[int] = []
+
+            async def apply_waits() -> bool:
+                pids[:] = [r["pid"] for r in await conn.fetch(waiting)]
+                return bool(pids)
+
+            for _ in range(100):
+                if await apply_waits():
+                    break
+                await pilot.pause(0.05)
+            assert len(pids) == 1
+            await conn.execute("SELECT pg_terminate_backend($1)", pids[0])
+            shown = await shows(pilot, dialog, "may or may not have been made")
+            assert "Fixing seats" in shown
+            await blocker.execute("ROLLBACK")
+            # The write did not happen here; the retry makes it, once.
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Fixed.")
+        assert (
+            await conn.fetchval("SELECT available_seats FROM rides WHERE id = $1", ride)
+            == 2
+        )
+        assert await conn.fetchval("SELECT count(*) FROM admin_audit_log") == 1
 
 
 async def test_hostile_database_text_is_shown_safely(

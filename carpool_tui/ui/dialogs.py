@@ -23,7 +23,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
-from carpool_tui.db.errors import OpsError
+from carpool_tui.db.errors import ConnectionLost, OpsError
 from carpool_tui.models import (
     Booking,
     ExpireApplied,
@@ -214,7 +214,7 @@ class JobRunDialog(Dialog[JobResult | None]):
                 text += f"\n{safe_markup(result.hint, 300)}"
         self.query_one("#outcome", Static).update(text)
         self.query_one("#job-keys", Static).update(
-            keys_line(("Enter", "close"), ("Esc", "close"))
+            keys_line(("Enter/Esc", "close"))
         )
 
     def action_cancel_job(self) -> None:
@@ -395,6 +395,14 @@ def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
     table.display = bool(bookings)
 
 
+WRITE_UNSURE = (
+    "[b $warning]The connection was lost during the write: it may or may not "
+    "have been made.[/] Once the database answers, Enter tries again safely: a "
+    "write that was already made is refused as out of date and never made twice."
+)
+"""What a dropped connection means for a write whose answer never came back."""
+
+
 class WriteDialog(Dialog[bool]):
     """Shared shape of the admin writes: target input, preview, note, apply."""
 
@@ -446,7 +454,10 @@ class WriteDialog(Dialog[bool]):
             # A read after the write failed: the write's message stays.
             self.query_one("#preview", Static).update(self.error_markup(value))
         elif isinstance(value, OpsError):
-            self.set_message(self.error_markup(value))
+            unsure = message.tag == "apply" and isinstance(value, ConnectionLost)
+            self.set_message(
+                self.error_markup(value) + (f"\n{WRITE_UNSURE}" if unsure else "")
+            )
         elif isinstance(value, Refusal) and not self.refused(value):
             self.set_message(
                 f"[b $error]Refused ({safe_markup(value.code, 30)}):[/] "
