@@ -16,6 +16,7 @@ from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
 from carpool_tui.models import JOBS
+from carpool_tui.warroom import last_start, overdue
 
 PREFIX = "CARPOOL"
 
@@ -171,13 +172,13 @@ def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:
     for job in JOBS:
         entry = reading.latest_runs.get(job.name)
         run = entry if entry is not None else recent.get(job.name)
-        started = None if run is None else run.started_at or run.completed_at
+        started = last_start(run)
         status = None if run is None else run.status
         every = job.frequency.total_seconds()
         age = (
             None if started is None else (reading.server_now - started).total_seconds()
         )
-        overdue = factor > 0 and (age is None or age > factor * every)
+        late = overdue(run, reading.server_now, job.frequency, factor)
         states.append(
             JobState(
                 name=job.name,
@@ -185,7 +186,7 @@ def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:
                 last_started_at=started,
                 age_seconds=None if age is None else round(max(age, 0.0), 3),
                 expected_every_seconds=every,
-                overdue=overdue,
+                overdue=late,
                 failing=status == "failed",
             )
         )

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from carpool_tui.config import DEFAULT_OVERDUE_FACTOR
 from carpool_tui.models import JOBS, JobLogEntry, JobSpec, RecentJob, Snapshot
 
 RECOMMENDED_CRON: dict[str, str] = {
@@ -27,16 +28,23 @@ TREND_HOURS = 24
 
 
 def overdue(
-    run: JobLogEntry | RecentJob | None, now: datetime, frequency: timedelta
+    run: JobLogEntry | RecentJob | None,
+    now: datetime,
+    frequency: timedelta,
+    factor: float = DEFAULT_OVERDUE_FACTOR,
 ) -> bool:
-    """A job is overdue when it never ran or its last start is older than its frequency.
+    """A job is overdue when it never ran or its last start is older than
+    ``factor`` times its frequency; a factor of 0 or less turns the test off.
 
-    The jobs panel, the schedule view and the wallboard all use this one rule.
+    The jobs panel, the schedule view, exports, `check` and the wallboard all
+    use this one rule, so a wall and a laptop never disagree. The default of
+    twice the frequency keeps a job whose run is merely late (or whose running
+    row is not yet committed) from flashing OVERDUE every cycle.
     """
-    if run is None:
-        return True
-    started = run.started_at or run.completed_at
-    return started is None or (now - started) > frequency
+    if factor <= 0:
+        return False
+    started = last_start(run)
+    return started is None or (now - started) > frequency * factor
 
 
 def last_start(run: JobLogEntry | RecentJob | None) -> datetime | None:

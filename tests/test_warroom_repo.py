@@ -15,7 +15,7 @@ from test_ui_support import FIXED_NOW, frozen, make_settings
 from carpool_tui.config import CheckThresholds
 from carpool_tui.db.probe import read_health
 from carpool_tui.db.repo import Repository
-from carpool_tui.models import JOBS_BY_NAME
+from carpool_tui.models import JOBS_BY_NAME, JobLogEntry
 from carpool_tui.monitor import Level, evaluate
 from carpool_tui.ui.wallboard import judge
 from carpool_tui.warroom import (
@@ -131,6 +131,21 @@ def test_inactive_and_doubled_entries_are_flagged() -> None:
 def test_overdue_follows_the_manual_frequency() -> None:
     job = JOBS_BY_NAME["expire_rides"]
     assert overdue(None, FIXED_NOW, job.frequency)
+
+    def ran(minutes_ago: float) -> JobLogEntry:
+        return JobLogEntry(
+            id=1,
+            job_name=job.name,
+            status="completed",
+            started_at=FIXED_NOW - timedelta(minutes=minutes_ago),
+        )
+
+    # Twice the frequency by default, as `check` and the wallboard judge it:
+    # a five-minute job a little late is not yet overdue.
+    assert not overdue(ran(7), FIXED_NOW, job.frequency)
+    assert overdue(ran(11), FIXED_NOW, job.frequency)
+    assert overdue(ran(7), FIXED_NOW, job.frequency, factor=1)
+    assert not overdue(None, FIXED_NOW, job.frequency, factor=0)
 
 
 async def test_trend_buckets_group_the_last_day_by_hour(
