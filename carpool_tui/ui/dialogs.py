@@ -213,9 +213,7 @@ class JobRunDialog(Dialog[JobResult | None]):
             if result.hint:
                 text += f"\n{safe_markup(result.hint, 300)}"
         self.query_one("#outcome", Static).update(text)
-        self.query_one("#job-keys", Static).update(
-            keys_line(("Enter/Esc", "close"))
-        )
+        self.query_one("#job-keys", Static).update(keys_line(("Enter/Esc", "close")))
 
     def action_cancel_job(self) -> None:
         if self.running and not self.cancelling:
