@@ -313,6 +313,49 @@ async def test_export_writes_the_table_in_view(
         assert [r["check_name"] for r in rows] == ["seat_mismatch"]
 
 
+FORMULAS = (
+    '=HYPERLINK("http://example.invalid","open")',
+    "+1+2",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\tcmd",
+    "\rcmd",
+)
+"""Error messages a spreadsheet would take as formulas, one per leading character."""
+
+
+async def test_csv_export_guards_text_a_spreadsheet_would_run(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    messages = [*FORMULAS, "lock timeout", "boom\r=1+1 mid-cell stays in the cell"]
+    async with connected(ops_dsn) as conn:
+        await conn.executemany(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed, error_message) VALUES ('expire_rides',"
+            " now() - $1 * interval '1 minute', now() - $1 * interval '1 minute',"
+            " 'failed', -3, $2)",
+            [(n, m) for n, m in enumerate(messages, start=1)],
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await focus_log(pilot)
+        await pilot.press("o")
+        csv_path = await until(pilot, lambda: app.last_export, "CSV export")
+        await pilot.press("j")
+        json_path = await until(
+            pilot, lambda: app.last_export != csv_path and app.last_export, "JSON"
+        )
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    guarded = [f"'{m}" for m in FORMULAS]
+    assert [r["error_message"] for r in rows] == [*guarded, *messages[-2:]]
+    assert {r["records_processed"] for r in rows} == {"-3"}
+    assert {r["status"] for r in rows} == {"failed"}
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert [r["error_message"] for r in data] == messages
+    assert {r["records_processed"] for r in data} == {-3}
+
+
 # -- the registry ----------------------------------------------------------
 
 

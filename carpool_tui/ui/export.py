@@ -84,8 +84,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula."""
+
+
+def _csv_cell(value: Any) -> Any:
+    """One value as a CSV cell: nested values as JSON, formula-like text quoted.
+
+    Only text is guarded: numbers (a negative count) are written as they are.
+    """
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render(rows: Rows, form: Format) -> str:
-    """The rows as CSV (a header, nested values as JSON) or as a JSON array."""
+    """The rows as CSV (a header, nested values as JSON) or as a JSON array.
+
+    In CSV, text that starts with =, +, -, @, a tab or a carriage return gets a
+    leading single quote. The text comes from the database, written by others
+    (a failed job's error message, say), and a spreadsheet opening the file
+    would run such a cell as a formula (CSV injection); the quote keeps it text.
+    Lines end in CRLF (RFC 4180) so that any cell holding a carriage return is
+    quoted: a bare one would start a new row, and a formula with it, mid-cell.
+    JSON is left as the database has it: no spreadsheet evaluates it.
+    """
     plain = [{k: _plain(v) for k, v in row.items()} for row in rows]
     if form == "json":
         return json.dumps(plain, indent=2, default=str) + "\n"
@@ -98,15 +123,10 @@ def render(rows: Rows, form: Format) -> str:
             lines.append(text)
             return len(text)
 
-    writer = csv.DictWriter(_Sink(), fieldnames=list(plain[0]), lineterminator="\n")
+    writer = csv.DictWriter(_Sink(), fieldnames=list(plain[0]), lineterminator="\r\n")
     writer.writeheader()
     for row in plain:
-        writer.writerow(
-            {
-                k: json.dumps(v) if isinstance(v, list | dict) else v
-                for k, v in row.items()
-            }
-        )
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
     return "".join(lines)
 
 
