@@ -334,8 +334,8 @@ class JobResult(_Open):
             return f"Failed: {self.error or 'no error message'}{state}"
         data = self.model_dump()
         parts = [
-            words.format(data[key])
-            for key, words in _RESULT_WORDS.get(job, ())
+            counted(data[key], one, many)
+            for key, one, many in _RESULT_WORDS.get(job, ())
             if data.get(key) is not None
         ]
         if job == "check_system_invariants":
@@ -343,8 +343,7 @@ class JobResult(_Open):
             head = "Healthy" if healthy else "Violations found"
             failing = self.failing_checks()
             if parts and data.get("total_violations") is not None and failing:
-                checks = "check" if failing == 1 else "checks"
-                parts[0] += f" in {failing} {checks}"
+                parts[0] += counted(failing, " in {} check", " in {} checks")
             return ", ".join([head, *parts]) + "."
         if job == "repair_missing_notifications" and data.get("scope"):
             whole = data["scope"] == "full"
@@ -352,7 +351,13 @@ class JobResult(_Open):
                 "checked all 30 days" if whole else "checked since the last run"
             )
         if job == "reconcile_seat_counts" and data.get("overbooked_rides"):
-            parts.append(f"{len(data['overbooked_rides'])} overbooked ride(s) reported")
+            parts.append(
+                counted(
+                    len(data["overbooked_rides"]),
+                    "{} overbooked ride reported",
+                    "{} overbooked rides reported",
+                )
+            )
         if not parts:
             return "Completed."
         text = ", ".join(parts)
@@ -372,30 +377,57 @@ class JobResult(_Open):
         return 0
 
 
-_RESULT_WORDS: dict[str, tuple[tuple[str, str], ...]] = {
+def counted(count: Any, one: str, many: str) -> str:
+    """`one` for a count of exactly 1, else `many`, with the count put in for {}.
+
+    English takes the singular for one and the plural for every other count,
+    zero included ("1 mismatch", "0 mismatches"). Each wording names both
+    forms itself, as irregular plurals (mismatch, mismatches) need.
+    """
+    return (one if count == 1 else many).format(count)
+
+
+_RESULT_WORDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "expire_rides": (
-        ("rides_expired", "expired {} rides"),
-        ("bookings_completed", "completed {} bookings"),
-        ("notifications_created", "created {} notifications"),
-        ("orphan_bookings_closed", "closed {} orphan bookings"),
-        ("rides_skipped_locked", "skipped {} locked rides"),
+        ("rides_expired", "expired {} ride", "expired {} rides"),
+        ("bookings_completed", "completed {} booking", "completed {} bookings"),
+        (
+            "notifications_created",
+            "created {} notification",
+            "created {} notifications",
+        ),
+        (
+            "orphan_bookings_closed",
+            "closed {} orphan booking",
+            "closed {} orphan bookings",
+        ),
+        ("rides_skipped_locked", "skipped {} locked ride", "skipped {} locked rides"),
     ),
     "reconcile_seat_counts": (
-        ("mismatches_found", "found {} mismatches"),
-        ("mismatches_fixed", "fixed {} mismatches"),
+        ("mismatches_found", "found {} mismatch", "found {} mismatches"),
+        ("mismatches_fixed", "fixed {} mismatch", "fixed {} mismatches"),
     ),
     "repair_missing_notifications": (
-        ("booking_requests_created", "created {} booking requests"),
-        ("confirmations_created", "{} confirmations"),
-        ("cancellations_created", "{} cancellations"),
-        ("total_notifications_created", "{} notifications in total"),
+        (
+            "booking_requests_created",
+            "created {} booking request",
+            "created {} booking requests",
+        ),
+        ("confirmations_created", "{} confirmation", "{} confirmations"),
+        ("cancellations_created", "{} cancellation", "{} cancellations"),
+        (
+            "total_notifications_created",
+            "{} notification in total",
+            "{} notifications in total",
+        ),
     ),
     "check_system_invariants": (
-        ("total_violations", "{} violations"),
-        ("violations_opened", "{} opened"),
-        ("violations_auto_resolved", "{} auto-resolved"),
+        ("total_violations", "{} violation", "{} violations"),
+        ("violations_opened", "{} opened", "{} opened"),
+        ("violations_auto_resolved", "{} auto-resolved", "{} auto-resolved"),
     ),
 }
+"""Each result key a job returns, in words for a count of one and for any other."""
 
 
 class Booking(_Open):

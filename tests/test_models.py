@@ -163,6 +163,78 @@ def test_job_results_in_words() -> None:
     )
 
 
+RESULT_KEYS = {
+    "expire_rides": (
+        "rides_expired",
+        "bookings_completed",
+        "notifications_created",
+        "orphan_bookings_closed",
+        "rides_skipped_locked",
+    ),
+    "reconcile_seat_counts": ("mismatches_found", "mismatches_fixed"),
+    "repair_missing_notifications": (
+        "booking_requests_created",
+        "confirmations_created",
+        "cancellations_created",
+        "total_notifications_created",
+    ),
+    "check_system_invariants": (
+        "total_violations",
+        "violations_opened",
+        "violations_auto_resolved",
+    ),
+}
+"""Every count each job reports, as the ops layer's functions name them."""
+
+
+def counts_of(job: str, n: int) -> JobResult:
+    """A successful run of `job` with `n` for every count it reports, `n`
+    overbooked rides for reconciliation and `n` failing checks for the check."""
+    data: dict[str, object] = {"success": True, **dict.fromkeys(RESULT_KEYS[job], n)}
+    if job == "reconcile_seat_counts":
+        data["overbooked_rides"] = [f"ride-{i}" for i in range(n)]
+    if job == "check_system_invariants":
+        data["healthy"] = n == 0
+        data["checks"] = [{"name": f"check_{i}", "count": 1} for i in range(n)]
+    return JobResult.model_validate(data)
+
+
+def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() -> None:
+    expected = {
+        1: {
+            "expire_rides": "Expired 1 ride, completed 1 booking, created 1"
+            " notification, closed 1 orphan booking, skipped 1 locked ride.",
+            "reconcile_seat_counts": "Found 1 mismatch, fixed 1 mismatch,"
+            " 1 overbooked ride reported.",
+            "repair_missing_notifications": "Created 1 booking request,"
+            " 1 confirmation, 1 cancellation, 1 notification in total.",
+            "check_system_invariants": "Violations found, 1 violation in 1 check,"
+            " 1 opened, 1 auto-resolved.",
+        },
+        2: {
+            "expire_rides": "Expired 2 rides, completed 2 bookings, created 2"
+            " notifications, closed 2 orphan bookings, skipped 2 locked rides.",
+            "reconcile_seat_counts": "Found 2 mismatches, fixed 2 mismatches,"
+            " 2 overbooked rides reported.",
+            "repair_missing_notifications": "Created 2 booking requests,"
+            " 2 confirmations, 2 cancellations, 2 notifications in total.",
+            "check_system_invariants": "Violations found, 2 violations in 2 checks,"
+            " 2 opened, 2 auto-resolved.",
+        },
+        0: {
+            "expire_rides": "Expired 0 rides, completed 0 bookings, created 0"
+            " notifications, closed 0 orphan bookings, skipped 0 locked rides.",
+            "reconcile_seat_counts": "Found 0 mismatches, fixed 0 mismatches.",
+            "repair_missing_notifications": "Created 0 booking requests,"
+            " 0 confirmations, 0 cancellations, 0 notifications in total.",
+            "check_system_invariants": "Healthy, 0 violations, 0 opened,"
+            " 0 auto-resolved.",
+        },
+    }
+    for n, by_job in expected.items():
+        assert {job: counts_of(job, n).describe(job) for job in RESULT_KEYS} == by_job
+
+
 def test_a_stale_preview_refusal_carries_the_fresh_preview() -> None:
     refusal = Refusal.model_validate(
         {

@@ -121,8 +121,7 @@ async def test_run_a_job_shows_what_it_does_then_the_result(
             running = await dialog_of(pilot, JobRunDialog)
             shown = await shows(pilot, running, "Done")
             assert (
-                "Expired 1 rides, completed 1 bookings, created 1 notifications"
-                in shown
+                "Expired 1 ride, completed 1 booking, created 1 notification" in shown
             )
             # The wait the operator saw and the server's time, as the log has it.
             took = await conn.fetchval(
