@@ -142,6 +142,20 @@ class HealthSummary(_Open):
         return [] if value is None else value
 
 
+def run_duration(
+    started_at: datetime | None, completed_at: datetime | None
+) -> timedelta | None:
+    """How long a logged run took, or None where the row does not say.
+
+    The deployed functions stamp both times with ``now()``, their transaction's
+    start, so every legacy run reads as exactly zero: that is no measurement,
+    and showing "0 ms" would claim one. The ops layer stamps with the clock.
+    """
+    if started_at is None or completed_at is None or completed_at == started_at:
+        return None
+    return completed_at - started_at
+
+
 class JobLogEntry(BaseModel):
     """One row of system_job_log; the ops-layer columns may be absent."""
 
@@ -164,9 +178,7 @@ class JobLogEntry(BaseModel):
 
     @property
     def duration(self) -> timedelta | None:
-        if self.started_at is None or self.completed_at is None:
-            return None
-        return self.completed_at - self.started_at
+        return run_duration(self.started_at, self.completed_at)
 
     @property
     def error_sqlstate(self) -> str | None:

@@ -11,6 +11,8 @@ import asyncpg
 import pytest
 from factories import connected
 
+from carpool_tui.config import Settings
+from carpool_tui.db.repo import Repository
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 
 JOBS = (
@@ -559,3 +561,21 @@ async def test_warning_only_findings_make_a_warning_row(
         await legacy_conn.fetchval("SELECT severity FROM invariant_violations")
         == "warning"
     )
+
+
+async def test_a_deployed_run_shows_no_duration_it_did_not_measure(
+    legacy_dsn: str,
+) -> None:
+    """Both times are the transaction's start: "0 ms" would be a false figure."""
+    repo = Repository(Settings(dsn=legacy_dsn, operator="tester"))
+    await repo.open()
+    try:
+        result = await repo.run_job("check_system_invariants")
+        page = await repo.job_log()
+    finally:
+        await repo.close()
+    assert result.success
+    assert result.server_seconds is None
+    assert [e.job_name for e in page.entries] == ["check_system_invariants"]
+    assert page.entries[0].started_at == page.entries[0].completed_at
+    assert page.entries[0].duration is None

@@ -48,6 +48,7 @@ from carpool_tui.models import (
     SeatFixPreview,
     Snapshot,
     Violation,
+    run_duration,
 )
 from carpool_tui.warroom import TREND_HOURS, CronEntry, CronTable, TrendBucket
 
@@ -832,8 +833,8 @@ async def _server_seconds(
 ) -> float | None:
     """The run's duration from its job-log row: by id, else the newest since then."""
     try:
-        value = await conn.fetchval(
-            "SELECT extract(epoch FROM completed_at - started_at)::float8"
+        row = await conn.fetchrow(
+            "SELECT started_at, completed_at"
             " FROM system_job_log WHERE CASE WHEN $1::text IS NOT NULL"
             " THEN id::text = $1 ELSE job_name = $2 AND started_at >= $3 END"
             " ORDER BY started_at DESC LIMIT 1",
@@ -843,7 +844,8 @@ async def _server_seconds(
         )
     except asyncpg.PostgresError:
         return None
-    return None if value is None else float(value)
+    took = None if row is None else run_duration(row["started_at"], row["completed_at"])
+    return None if took is None else took.total_seconds()
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
