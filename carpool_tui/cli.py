@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import math
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -52,6 +54,9 @@ THEME_CHOICES = ("dark", "light", "ansi")
 """The --theme names; carpool_tui.ui.tools maps them to Textual themes."""
 SERVE_PORT = 8000
 UNKNOWN_EXIT = 3
+BROKEN_PIPE_EXIT = 141
+"""Exit code when stdout's reader has gone (``| head -1``): 128 + SIGPIPE, what
+a shell reports for a command that a closed pipe ended."""
 
 EPILOG = f"""\
 commands:
@@ -164,6 +169,22 @@ def _dsn_text(text: str) -> str:
     return text
 
 
+def _operator_text(text: str) -> str:
+    """An --operator value without surrounding spaces; a blank one is refused.
+
+    Falling back to user@host instead would record someone other than the
+    person who asked in every audit row and job-log entry of the session.
+    """
+    name = text.strip()
+    if not name:
+        raise argparse.ArgumentTypeError(
+            "is blank (an unset shell variable?); give the name to record in audit"
+            " rows and the job log, or leave --operator out to use the target's,"
+            " else user@host"
+        )
+    return name
+
+
 def _job_name(text: str) -> str:
     if text not in JOBS_BY_NAME:
         raise argparse.ArgumentTypeError(
@@ -209,12 +230,18 @@ def _add_refresh_and_operator(
         metavar="SECONDS",
         help=f"poll interval (default: the target's, else {DEFAULT_REFRESH_SECONDS:g})",
     )
-    parser.add_argument(
-        "--operator",
+    _add_operator(
+        parser,
         default=default,
-        metavar="NAME",
         help="name recorded in audit rows and the job log "
         "(default: the target's, else user@host)",
+    )
+
+
+def _add_operator(parser: argparse.ArgumentParser, *, default: Any, help: str) -> None:
+    """--operator, parsed the same way by the dashboard, serve, demo and run-job."""
+    parser.add_argument(
+        "--operator", type=_operator_text, default=default, metavar="NAME", help=help
     )
 
 
@@ -311,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--base",
         action="store_true",
-        help="also create the platform's own tables (for a fresh, empty database)",
+        help="also create the platform's own tables (for a fresh, empty database; "
+        "refused on one that has them)",
     )
 
     seed = sub.add_parser(
@@ -398,10 +426,9 @@ def _add_run_job_parser(sub: Any) -> None:
         "job", type=_job_name, metavar="NAME", help="the job's function name"
     )
     _add_dsn(job)
-    job.add_argument(
-        "--operator",
+    _add_operator(
+        job,
         default=argparse.SUPPRESS,
-        metavar="NAME",
         help="recorded as carpool.operator in the job log "
         "(default: the target's, else user@host)",
     )
@@ -895,7 +922,48 @@ INTERRUPTED = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``carpool-tui`` console script."""
+    """Entry point of the ``carpool-tui`` console script.
+
+    A reader of stdout that goes away early (``carpool-tui migrate | head -1``)
+    ends every command quietly with BROKEN_PIPE_EXIT. Python ignores SIGPIPE, so
+    the closed pipe surfaces as BrokenPipeError at the next write or flush; it is
+    caught here, once, rather than in each command that prints.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            # Output still buffered would otherwise fail at interpreter exit,
+            # past any handler, with "Exception ignored ... BrokenPipeError".
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not stdout's: not the reader going away
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reading end is gone (poll says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # stdout cannot even be asked: treat it as gone
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what
+    is still buffered for the closed pipe goes nowhere instead of failing."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse the command line and run its command; errors become one line."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     try:

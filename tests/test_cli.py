@@ -11,9 +11,11 @@ import time
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
+import pytest
 from factories import connected, once
 
-from carpool_tui.db.migrate import migrate
+from carpool_tui.cli import build_parser
+from carpool_tui.db.migrate import migrate, read_sql
 
 
 def run_cli(
@@ -41,6 +43,49 @@ async def test_migrate_base_then_again_applies_nothing(empty_dsn: str) -> None:
     second = run_cli("migrate", "--dsn", empty_dsn, "--base")
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip().splitlines()[-1].startswith("0 applied")
+
+
+async def test_migrate_base_on_a_platform_database_says_to_drop_base(
+    empty_dsn: str,
+) -> None:
+    """A platform made by its own deploy has the tables but no record of them."""
+    async with connected(empty_dsn, plain=True) as conn, conn.transaction():
+        await conn.execute(read_sql("base/0001_platform_schema.sql"))
+    for args in (("--base",), ("--base", "--dry-run")):
+        result = run_cli("migrate", "--dsn", empty_dsn, *args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "already exists" not in result.stderr
+        assert "already has the platform schema" in result.stderr
+        assert "--base is only for an empty database" in result.stderr
+        assert "rerun without --base" in result.stderr
+        assert "applied" not in result.stdout
+    async with connected(empty_dsn, plain=True) as conn:
+        # Nothing was applied, not even the migration ledger.
+        ledger = await conn.fetchval("SELECT to_regclass('ops_schema_migrations')")
+        assert ledger is None
+        assert await conn.fetchval("SELECT to_regproc('ops_layer_version')") is None
+    upgrade = run_cli("migrate", "--dsn", empty_dsn)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "applied ops/0101_ops_tables.sql" in upgrade.stdout
+
+
+async def test_migrate_base_after_the_ops_layer_alone_changes_nothing(
+    ops_dsn: str,
+) -> None:
+    """A platform that took `migrate` first records only the ops files."""
+    forget_base = "DELETE FROM ops_schema_migrations WHERE name LIKE 'base/%'"
+    await once(ops_dsn, forget_base)
+    ledger = "SELECT count(*) FROM ops_schema_migrations"
+    before = await once(ops_dsn, ledger)
+    result = run_cli("migrate", "--dsn", ops_dsn, "--base")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "already has the platform schema" in result.stderr, result.stderr
+    assert "admin_role" in result.stderr  # what was found, by name
+    assert await once(ops_dsn, ledger) == before
+    again = run_cli("migrate", "--dsn", ops_dsn)
+    assert again.returncode == 0, again.stderr
+    assert "0 applied" in again.stdout
 
 
 async def test_migrate_refuses_when_an_applied_file_changed(ops_dsn: str) -> None:
@@ -184,6 +229,110 @@ def test_port_out_of_range_is_one_line_without_the_password() -> None:
     assert "not a port number (1-65535): 127.0.0.1:99999" in result.stderr
     assert "secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _into_closed_pipe(*args: str, buffered: bool) -> subprocess.CompletedProcess[str]:
+    """Run the command with stdout a pipe whose reader is gone, as `| head -1`
+    leaves it once it has its line. ``buffered``: stdout flushed only at exit,
+    as without PYTHONUNBUFFERED; else every print writes at once."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "carpool_tui", *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize(
+    "args",
+    [("migrate", "--dry-run"), ("migrate",), ("check",), ("check", "--json")],
+    ids=" ".join,
+)
+def test_a_closed_pipe_ends_the_command_quietly(
+    ops_dsn: str, args: tuple[str, ...], buffered: bool
+) -> None:
+    result = _into_closed_pipe(*args, "--dsn", ops_dsn, buffered=buffered)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 141, result.stderr
+
+
+def test_only_a_closed_stdout_counts_as_the_reader_gone() -> None:
+    """A broken pipe elsewhere (a socket) must not end a command as quietly."""
+    probe = (
+        "import sys; from carpool_tui.cli import _stdout_closed;"
+        " sys.stderr.write(str(_stdout_closed()))"
+    )
+    live = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert live.stderr == "False"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        gone = subprocess.run(
+            [sys.executable, "-c", probe],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert gone.stderr == "True"
+
+
+async def test_a_blank_operator_is_refused_before_connecting(ops_dsn: str) -> None:
+    """`--operator "$UNSET"` must not be recorded as the default user@host."""
+    env = {**os.environ, "DATABASE_URL": ops_dsn}
+    for blank in ("", "   "):
+        result = run_cli("run-job", "expire_rides", "--operator", blank, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "--operator: is blank" in lines[0]
+        assert "leave --operator out" in lines[0]
+    assert await once(ops_dsn, "SELECT count(*) FROM system_job_log") == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--operator", " "),
+        ("--operator", " ", "check"),
+        ("demo", "--operator", "\t"),
+        ("serve", "--operator", ""),
+        ("run-job", "expire_rides", "--operator", "  "),
+    ],
+)
+def test_every_operator_option_refuses_a_blank_name(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(list(args))
+    assert stopped.value.code == 2
+    assert "--operator: is blank" in capsys.readouterr().err
+
+
+def test_an_operator_name_is_recorded_without_surrounding_spaces() -> None:
+    parser = build_parser()
+    for args in (
+        ("--operator", " ann "),
+        ("serve", "--operator", " ann "),
+        ("run-job", "expire_rides", "--operator", " ann "),
+    ):
+        assert parser.parse_args(list(args)).operator == "ann"
 
 
 def test_argument_errors_are_one_line() -> None:

@@ -10,7 +10,7 @@ from asyncpg.transaction import Transaction
 from factories import connected
 
 from carpool_tui.db.errors import NotMigrated, OpsError
-from carpool_tui.db.migrate import load, migrate, plan
+from carpool_tui.db.migrate import PlatformPresent, load, migrate, plan, read_sql
 
 
 async def test_fresh_base_and_ops_apply_then_nothing_pending(empty_dsn: str) -> None:
@@ -28,6 +28,45 @@ async def test_ops_group_refuses_database_without_platform(empty_dsn: str) -> No
     async with connected(empty_dsn, timeout_ms=5_000) as conn:
         with pytest.raises(NotMigrated, match="no platform tables"):
             await migrate(conn, ("ops",))
+
+
+async def test_base_group_refuses_a_platform_it_did_not_create(
+    empty_dsn: str,
+) -> None:
+    """The platform's own tables, unrecorded: base would fail on its first
+    CREATE, so it refuses before it changes anything, dry run or not."""
+    async with connected(empty_dsn, timeout_ms=5_000) as conn:
+        async with conn.transaction():
+            await conn.execute(read_sql("base/0001_platform_schema.sql"))
+        for dry_run in (True, False):
+            with pytest.raises(PlatformPresent) as refused:
+                await migrate(conn, ("base", "ops"), dry_run=dry_run)
+            assert "already has the platform schema" in refused.value.message
+            assert "profiles, vehicles, rides" in refused.value.message
+            assert "rerun without --base" in refused.value.hint
+        ledger = await conn.fetchval("SELECT to_regclass('ops_schema_migrations')")
+        assert ledger is None
+        # Without base the ops layer goes on top, and base stays unrecorded.
+        done = await migrate(conn, ("ops",))
+        assert all(i.state == "pending" for i in done)
+        assert not any(
+            i.migration.name.startswith("base/") for i in await plan(conn, ("ops",))
+        )
+
+
+async def test_base_group_upgrades_a_platform_it_created(base_dsn: str) -> None:
+    """A recorded base group is this tool's own: later base files still apply."""
+    async with connected(base_dsn, timeout_ms=5_000) as conn:
+        await conn.execute(
+            "DELETE FROM ops_schema_migrations"
+            " WHERE name = 'base/0002_booking_traffic.sql'"
+        )
+        await conn.execute(
+            "DROP FUNCTION request_booking, confirm_booking, cancel_booking"
+        )
+        done = await migrate(conn, ("base",))
+        pending = [i.migration.name for i in done if i.state == "pending"]
+        assert pending == ["base/0002_booking_traffic.sql"]
 
 
 async def test_two_migrations_at_once_both_succeed(empty_dsn: str) -> None:

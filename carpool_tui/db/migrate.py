@@ -37,6 +37,22 @@ class MigrationChanged(OpsError):
     """A file applied before differs from the one shipped now."""
 
 
+class PlatformPresent(OpsError):
+    """The base group was asked for on a database that already has the platform.
+
+    The base files create the platform's tables; on a platform database they
+    fail on their first object, so migrate refuses before changing anything.
+    """
+
+    retryable = False
+
+
+# The types and tables a base file creates, found by name in its SQL.
+_CREATES = re.compile(
+    r"^\s*CREATE\s+(?:TYPE|TABLE)\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.]+)", re.I | re.M
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One SQL file of a group, named like ``ops/0003_jobs.sql``."""
@@ -122,8 +138,9 @@ async def migrate(
 ) -> list[PlanItem]:
     """Apply every pending file of the groups; return the plan it followed.
 
-    Refuses to run when an applied file has changed since it was applied, and
-    refuses the ops group on a database without the platform's tables.
+    Refuses to run when an applied file has changed since it was applied,
+    refuses the ops group on a database without the platform's tables, and
+    refuses the base group on one that has them without a record of base.
     """
     await _take_lock(conn)
     try:
@@ -135,6 +152,7 @@ async def migrate(
                 "applied",
                 "Restore the file as it was and put the change in a new numbered file.",
             )
+        await _refuse_base_over_platform(conn, items)
         if (
             "base" not in groups
             and await conn.fetchval("SELECT to_regclass('rides')") is None
@@ -160,6 +178,41 @@ async def migrate(
                 asyncpg.InterfaceError, asyncpg.PostgresConnectionError
             ):
                 await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+async def _refuse_base_over_platform(
+    conn: asyncpg.Connection, items: list[PlanItem]
+) -> None:
+    """Refuse the base group where the platform's tables exist but base is unrecorded.
+
+    That is a platform deployed by other means (a production database), or one
+    that took only the ops layer: the base files would stop at their first
+    ``CREATE`` with "already exists". Checked before anything is written, the
+    migration ledger included, so the database is left exactly as it was. A
+    base group recorded here is this tool's own, and its later files apply.
+    """
+    base = [i for i in items if i.migration.name.startswith("base/")]
+    if not base or any(i.state != "pending" for i in base):
+        return
+    names = list(
+        dict.fromkeys(n for i in base for n in _CREATES.findall(i.migration.sql))
+    )
+    found = set(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(n), '{}') FROM unnest($1::text[]) AS n"
+            " WHERE to_regtype(n) IS NOT NULL",
+            names,
+        )
+    )
+    if not found:
+        return
+    raise PlatformPresent(
+        "This database already has the platform schema ("
+        + ", ".join(n for n in names if n in found)
+        + " exist, and no base migration is recorded); nothing was changed",
+        "--base is only for an empty database: rerun without --base to install"
+        " or upgrade only the ops layer.",
+    )
 
 
 async def _take_lock(conn: asyncpg.Connection) -> None:
