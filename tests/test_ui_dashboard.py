@@ -28,6 +28,7 @@ from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
 from carpool_tui.models import HealthSummary
 from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dashboard import LABEL_MIN_WIDTH
 from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
 from carpool_tui.ui.widgets import (
     JobLogTable,
@@ -614,3 +615,23 @@ async def test_a_log_left_at_its_newest_run_keeps_showing_the_newest(
             assert table.cursor_row == 0
             assert table.selected_key == str(newest.id)
             assert table.scroll_y == 0
+
+
+async def test_paused_and_read_only_stay_visible_at_80_columns(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A paused wall shows old data: that must never be cut off the line."""
+    label = "carpool_production_eu_west @ db-primary.internal:5432"[:40]
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True), label=label)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("p")
+        line = status_line(app)
+        # The name gives way (cut, marked …), the state does not.
+        assert line.lstrip().startswith(label[: LABEL_MIN_WIDTH - 1])
+        assert "…" in line
+        assert "PAUSED" in line and "READ-ONLY" in line and "updated" in line, line
+        await pilot.press("p")
+        line = status_line(app)
+        assert line.lstrip().startswith(label)  # room again for the whole name
+        assert "PAUSED" not in line and "READ-ONLY" in line, line

@@ -14,6 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.events import Key, Resize
 from textual.message import Message
 from textual.screen import Screen
@@ -61,6 +62,8 @@ MAX_BACKOFF_S = 30.0
 STALE_AFTER_INTERVALS = 3
 """The status line says STALE once the last good poll is this many intervals old."""
 LABEL_WIDTH = 40
+LABEL_MIN_WIDTH = 16
+"""The database name is cut no shorter than this to keep the flags in view."""
 LOG_PAGE = 100
 COMPACT_WIDTH = 100
 COMPACT_HEIGHT = 32
@@ -383,13 +386,20 @@ class DashboardScreen(Screen[None]):
         order of importance.
         """
         now = self.dash.clock()
-        parts = [f"[b]{safe_markup(self.dash.label, LABEL_WIDTH)}[/]"]
         caps = self.caps or (self.snapshot.capabilities if self.snapshot else None)
-        parts.append(self._freshness(now))
+        # What must never be cut off: how fresh the data is, and the flags that
+        # say it is not live or not writable. The database name gives way.
+        kept = [self._freshness(now)]
         if caps is not None and caps.read_only:
-            parts.append("[b reverse $warning] READ-ONLY [/]")
+            kept.append("[b reverse $warning] READ-ONLY [/]")
         if self.paused:
-            parts.append("[b reverse $warning] PAUSED [/] p resumes")
+            kept.append("[b reverse $warning] PAUSED [/]")
+        room = self.query_one("#status", Static).size.width or LABEL_WIDTH * 2
+        taken = Content.from_markup(" · ".join(["", *kept])).cell_length
+        label_width = max(LABEL_MIN_WIDTH, min(LABEL_WIDTH, room - taken - 1))
+        parts = [f"[b]{safe_markup(self.dash.label, label_width)}[/]", *kept]
+        if self.paused:
+            parts.append("p resumes")
         else:
             parts.append(f"every {fmt.duration(self.interval)}")
         if self.snapshot is not None and self.snapshot.errors and self.error is None:
