@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from factories import connected, job
-from test_ui_actions import dialog_of, select_violation, shows
+from test_ui_actions import action_log, dialog_of, select_violation, shows
 from test_ui_dashboard import db, loaded, seat_mismatch, status
 from test_ui_support import make_settings, static_text, until
 from textual.widgets import Input, Static
@@ -185,7 +185,7 @@ async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
         name = await conn.fetchval("SELECT current_database()")
         await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
             await select_violation(pilot, app, "seat_mismatch")
             await pilot.press("s")
@@ -211,8 +211,21 @@ async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
                 await pilot.pause(0.05)
             assert len(pids) == 1
             await conn.execute("SELECT pg_terminate_backend($1)", pids[0])
-            shown = await shows(pilot, dialog, "may or may not have been made")
-            assert "Fixing seats" in shown
+            await shows(pilot, dialog, "may or may not have been made")
+            # All of it on screen at 80x24, not cut off by the message's box.
+            box = dialog.query_one("#message", Static)
+            seen = " ".join(
+                "".join(seg.text for seg in box.render_line(y)).strip()
+                for y in range(box.size.height)
+            )
+            assert "may or may not have been made" in seen, seen
+            assert "Enter retries safely" in seen, seen
+            assert "Fixing seats: cannot reach the database" in seen, seen
+            assert "host, port or socket" not in seen  # the DSN was fine
+            unsure = [e for e in action_log(app) if e["outcome"] == "unknown"]
+            assert [(e["action"], e["target"], e["note"]) for e in unsure] == [
+                ("seat_fix", str(ride), "drift")
+            ]
             await blocker.execute("ROLLBACK")
             # The write did not happen here; the retry makes it, once.
             await pilot.press("enter")

@@ -713,7 +713,8 @@ class Repository:
     ) -> SeatFixApplied | Refusal:
         """Apply a previewed seat fix; refused if the ride changed since."""
         self._refuse_if_read_only("Fixing seats")
-        data = await self._call(
+        data = await self._write(
+            ("seat_fix", preview.ride_id, note),
             "Fixing seats",
             "SELECT ops_apply_seat_fix($1, $2, $3, $4, $5)",
             UUID(preview.ride_id),
@@ -747,7 +748,8 @@ class Repository:
         with ``stale_preview`` when the ride's open bookings are no longer those.
         """
         self._refuse_if_read_only("Expiring the ride")
-        data = await self._call(
+        data = await self._write(
+            ("expire_ride", str(ride_id), note),
             "Expiring the ride",
             "SELECT ops_expire_ride($1, $2, $3, $4, $5::uuid[])",
             ride_id,
@@ -774,7 +776,8 @@ class Repository:
     ) -> ResolveApplied | Refusal:
         """Mark a violation resolved with the operator's note."""
         self._refuse_if_read_only("Resolving the violation")
-        data = await self._call(
+        data = await self._write(
+            ("resolve_violation", str(violation_id), note),
             "Resolving the violation",
             "SELECT ops_resolve_violation($1, $2, $3)",
             UUID(str(violation_id)),
@@ -784,6 +787,28 @@ class Repository:
         result = _applied_or_refusal(ResolveApplied, data)
         self._log_write("resolve_violation", str(violation_id), note, result)
         return result
+
+    async def _write(
+        self, action: tuple[str, str, str], doing: str, sql: str, *args: Any
+    ) -> dict[str, Any]:
+        """One admin write; an attempt that got no answer is logged as such.
+
+        ``action`` is the action log's (action, target, note). A write whose
+        connection dropped may or may not have committed: the action log says
+        "unknown" so that the operator's record shows the attempt either way.
+        """
+        try:
+            return await self._call(doing, sql, *args)
+        except ConnectionLost as err:
+            name, target, note = action
+            self._log_action(
+                name,
+                target=target,
+                note=note,
+                outcome="unknown",
+                detail={"error": err.message},
+            )
+            raise
 
     # -- local action log ------------------------------------------------
 

@@ -394,9 +394,9 @@ def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
 
 
 WRITE_UNSURE = (
-    "[b $warning]The connection was lost during the write: it may or may not "
-    "have been made.[/] Once the database answers, Enter tries again safely: a "
-    "write that was already made is refused as out of date and never made twice."
+    "[b $warning]The connection dropped during the write: it may or may not "
+    "have been made.[/] Enter retries safely: a write already made is refused "
+    "as out of date, never made twice."
 )
 """What a dropped connection means for a write whose answer never came back."""
 
@@ -451,11 +451,18 @@ class WriteDialog(Dialog[bool]):
         if isinstance(value, OpsError) and self.done and message.tag == "preview":
             # A read after the write failed: the write's message stays.
             self.query_one("#preview", Static).update(self.error_markup(value))
-        elif isinstance(value, OpsError):
-            unsure = message.tag == "apply" and isinstance(value, ConnectionLost)
+        elif (
+            isinstance(value, OpsError)
+            and message.tag == "apply"
+            and (isinstance(value, ConnectionLost))
+        ):
+            # What it means for the write comes first, where 80x24 shows it; the
+            # DSN advice is left out: the connection worked until it dropped.
             self.set_message(
-                self.error_markup(value) + (f"\n{WRITE_UNSURE}" if unsure else "")
+                f"{WRITE_UNSURE}\n[$error]{safe_markup(value.message, 200)}[/]"
             )
+        elif isinstance(value, OpsError):
+            self.set_message(self.error_markup(value))
         elif isinstance(value, Refusal) and not self.refused(value):
             self.set_message(
                 f"[b $error]Refused ({safe_markup(value.code, 30)}):[/] "
