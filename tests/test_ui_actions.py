@@ -21,6 +21,7 @@ from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
+    NOTE_IS_AN_ID,
     NOTE_REQUIRED,
     ConfirmJobDialog,
     ExpireRideDialog,
@@ -267,6 +268,16 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
             await pilot.press("enter")  # empty note
             await shows(pilot, dialog, NOTE_REQUIRED)
             assert await seat_fix_audit(conn) == []
+
+            # Another ride's id typed into the note: refused, not applied to
+            # the ride in the preview.
+            other = "0b7d5a3e-2f44-4c4e-9a55-3d2b8f0e9c11"
+            await type_text(pilot, other)
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, NOTE_IS_AN_ID)
+            assert "type its id in the ride field above" in shown
+            assert await seat_fix_audit(conn) == []
+            dialog.query_one("#note", Input).value = ""
 
             await type_text(pilot, "drift after double decrement")
             await pilot.press("enter")

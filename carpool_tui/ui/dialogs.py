@@ -55,6 +55,19 @@ R = TypeVar("R")
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 NOTE_REQUIRED = "A note is required: say why you are making this change."
+NOTE_IS_AN_ID = "The note is only an id; nothing was written. Say why instead."
+NOTE_IS_AN_ID_RIDE = (
+    " For another ride, type its id in the ride field above and press Enter"
+    " there to preview it first."
+)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        parse_uuid(text)
+    except ValueError:
+        return False
+    return True
 
 
 def keys_line(*pairs: tuple[str, str]) -> str:
@@ -413,11 +426,22 @@ class WriteDialog(Dialog[bool]):
             self.call_after_refresh(message.scroll_visible, animate=False)
 
     def note_text(self) -> str | None:
-        """The note, or None after telling the operator one is required."""
-        note = self.query_one("#note", Input).value.strip()
-        if not note:
-            self.set_message(f"[b $error]{NOTE_REQUIRED}[/]")
-            self.query_one("#note", Input).focus()
+        """The note, or None after telling the operator what is wrong with it.
+
+        A note that is only an id was almost always typed into the wrong field
+        (the ride id meant for the field above), and applying it would write
+        to the ride in the preview instead: it is refused, with the way out.
+        """
+        field = self.query_one("#note", Input)
+        note = field.value.strip()
+        problem = NOTE_REQUIRED if not note else None
+        if note and _is_uuid(note):
+            problem = NOTE_IS_AN_ID + (
+                NOTE_IS_AN_ID_RIDE if self.query("#ride").results(Input) else ""
+            )
+        if problem is not None:
+            self.set_message(f"[b $error]{problem}[/]")
+            field.focus()
             return None
         return note
 
