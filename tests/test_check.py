@@ -335,3 +335,24 @@ async def test_critical_violations_are_counted_past_the_dashboards_page(
     code, data = check_json(cli_env, ops_dsn)
     assert code == 2
     assert data["metrics"]["critical_violations"] == 510
+
+
+async def test_a_run_dated_in_the_future_hides_no_newer_failure(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """A clock set wrong once must not keep a failing job looking fine."""
+    await seed(ops_dsn, "expired_active_ride")
+    await freeze_rides(ops_dsn)
+    failed = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn)
+    assert failed.returncode == 1
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed) VALUES ('expire_rides', now() + interval '2 days',"
+            " now() + interval '2 days', 'completed', 0)"
+        )
+    code, data = check_json(cli_env, ops_dsn, "--overdue-factor", "0")
+    assert code == 2
+    assert problems(data)["failing_jobs"] == "CRITICAL"
+    expire = next(j for j in data["jobs"] if j["name"] == "expire_rides")
+    assert (expire["last_status"], expire["failing"]) == ("failed", True)

@@ -101,6 +101,14 @@ VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
 
 PANELS = ("health", "jobs", "job_log", "violations")
 
+CLOCK_MARGIN = "5 minutes"
+NOT_IN_THE_FUTURE = (
+    f"(started_at IS NULL OR started_at <= now() + interval '{CLOCK_MARGIN}')"
+)
+"""A job's latest run is its newest not stamped in the future. A row dated
+ahead (a clock set wrong, a hand-written row) would otherwise stay "latest"
+and hide every newer run, failed or missing, from the panel and `check`; it
+still shows in the job log."""
 FAILED_WINDOW_HOURS = 24
 FAILED_RUNS_SQL = (
     "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
@@ -168,7 +176,8 @@ VIEWS: dict[str, str] = {
     + ") AS j(job_name, every) LEFT JOIN LATERAL (SELECT s.status, s.started_at,"
     " s.error_message, COALESCE(to_jsonb(s) ->> 'sqlstate', s.details ->>"
     " 'sqlstate') AS sqlstate, s.id FROM system_job_log s"
-    " WHERE s.job_name = j.job_name ORDER BY s.started_at DESC NULLS LAST LIMIT 1)"
+    f" WHERE s.job_name = j.job_name AND {NOT_IN_THE_FUTURE}"
+    " ORDER BY s.started_at DESC NULLS LAST LIMIT 1)"
     " AS l ON true ORDER BY j.job_name",
     "open_checks": "SELECT check_name AS check, severity,"
     " violation_count AS open_count FROM invariant_violations"
@@ -497,6 +506,7 @@ class Repository:
         sql = (
             f"SELECT l.* FROM unnest($1::text[]) AS j(name) CROSS JOIN LATERAL"
             f" (SELECT {cols} FROM system_job_log WHERE job_name = j.name"
+            f" AND {NOT_IN_THE_FUTURE}"
             f" ORDER BY started_at DESC NULLS LAST LIMIT 1) AS l"
         )
 
