@@ -40,6 +40,7 @@ from carpool_tui.config import (
     default_operator,
     describe_target,
     load_config,
+    names_nothing,
     parse_limit,
     resolve_dsn,
 )
@@ -161,10 +162,11 @@ def _limit(text: str) -> tuple[str, int | None]:
 def _dsn_text(text: str) -> str:
     """A --dsn value; an empty one (an unset shell variable) is refused, not
     taken as "no --dsn", which would reach another database."""
-    if not text.strip():
+    if names_nothing(text):
         raise argparse.ArgumentTypeError(
-            "is empty (an unset shell variable?); give a DSN, or leave --dsn out"
-            " to use the target's, DATABASE_URL or the PG* variables"
+            f"names no database ({text.strip()!r}: an unset shell variable?); give"
+            " a full DSN, or leave --dsn out to use the target's, DATABASE_URL or"
+            " the PG* variables"
         )
     return text
 

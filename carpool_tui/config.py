@@ -45,6 +45,20 @@ def default_action_log() -> Path:
     return default_log_file().with_name("actions.log")
 
 
+def names_nothing(dsn: str) -> bool:
+    """Whether a DSN is blank or a URL with nothing after its scheme.
+
+    ``postgresql://$USER@$HOST/$DB`` with the variables unset becomes
+    ``postgresql://@/``: libpq would fill it all in from its defaults and reach
+    whatever database those point to, which is not the one that was meant.
+    """
+    text = dsn.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() in ("postgres", "postgresql"):
+        return not rest.strip("/:@ ")
+    return not text
+
+
 def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None:
     """Pick the DSN: --dsn, the target's, then DATABASE_URL; None lets PG* act."""
     if cli_dsn:
@@ -52,12 +66,13 @@ def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None
     if target is not None and target.dsn:
         return target.dsn
     env = os.environ.get("DATABASE_URL")
-    if env is not None and not env.strip():
+    if env is not None and names_nothing(env):
         # Set but blank (an unset shell variable): falling through to PG* would
         # reach another database.
         raise ConfigError(
-            "DATABASE_URL is set but empty; set it to a DSN, or unset it to use"
-            " the PG* variables"
+            f"DATABASE_URL is set but names no database ({env.strip()!r}: an unset"
+            " variable in it?); set it to a full DSN, or unset it to use the PG*"
+            " variables"
         )
     return env or None
 

@@ -146,10 +146,16 @@ def test_a_dsn_that_is_not_a_url_is_one_line_and_check_says_unknown() -> None:
 def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
     """`--dsn "$UNSET"` must not reach DATABASE_URL's (or libpq's) database."""
     env = {**os.environ, "DATABASE_URL": ops_dsn}
-    for args in (("migrate", "--dsn", ""), ("--dsn", " ", "seed", "--rides", "1")):
+    for args in (
+        ("migrate", "--dsn", ""),
+        ("--dsn", " ", "seed", "--rides", "1"),
+        # `postgresql://$USER@$HOST/$DB` with the variables unset.
+        ("migrate", "--dsn", "postgresql://@/"),
+        ("run-job", "expire_rides", "--dsn", "postgres://"),
+    ):
         result = run_cli(*args, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "--dsn: is empty" in result.stderr
+        assert "--dsn: names no database" in result.stderr
         assert "Seeding" not in result.stdout
     checked = run_cli("check", "--dsn", "", env=env)
     assert checked.returncode == 3
@@ -161,17 +167,17 @@ def test_an_empty_database_url_is_refused_rather_than_falling_back(
 ) -> None:
     """A blank DATABASE_URL must not hand over to the PG* variables' database."""
     env = {**os.environ, "PGDATABASE": "carpool_demo", "PGHOST": "/nonexistent"}
-    for blank in ("", "  "):
+    for blank in ("", "  ", "postgresql:///"):
         env["DATABASE_URL"] = blank
         for args in (("run-job", "expire_rides"), ("migrate", "--dry-run")):
             result = run_cli(*args, env=env)
             assert result.returncode == 1, result.stdout + result.stderr
-            assert "DATABASE_URL is set but empty" in result.stderr
+            assert "DATABASE_URL is set but names no database" in result.stderr
             assert "Traceback" not in result.stderr
         checked = run_cli("check", env=env)
         assert checked.returncode == 3, checked.stdout + checked.stderr
         assert checked.stdout.startswith("CARPOOL UNKNOWN")
-        assert "DATABASE_URL is set but empty" in checked.stdout
+        assert "DATABASE_URL is set but names no database" in checked.stdout
     env["DATABASE_URL"] = ops_dsn
     assert run_cli("migrate", "--dry-run", env=env).returncode == 0
 
