@@ -8,6 +8,7 @@ shows the overdue marks, since an external scheduler leaves only the log.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -19,6 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
+from carpool_tui.config import DEFAULT_OVERDUE_FACTOR
 from carpool_tui.db.errors import OpsError
 from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import keys_line
@@ -161,11 +163,23 @@ class ScheduleScreen(Screen[None]):
             if row.problem
         ]
         problems += [
-            f"[b $error]{row.job.name}[/]: overdue, no run within "
-            f"{row.job.frequency_text}"
+            f"[b $error]{row.job.name}[/]: overdue, no run in the last "
+            f"{_span(row.job.frequency * DEFAULT_OVERDUE_FACTOR)} "
+            f"(twice its interval, {row.job.frequency_text})"
             for row in rows
             if row.overdue
         ]
         self.query_one("#schedule-problems", Static).update(
             "\n".join(problems) or "[$success]Every job is on schedule.[/]"
         )
+
+
+def _span(span: timedelta) -> str:
+    """A whole number of days, hours or minutes: '10 minutes', '2 days'."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
