@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from factories import connected
+from factories import connected, job
 from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
 from test_ui_support import frozen, make_settings, screen_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
@@ -277,6 +277,32 @@ async def test_copy_sends_the_selected_id(ops_dsn: str, tmp_path: Path) -> None:
         await pilot.pause()
         assert app.clipboard == table.selected_key
         assert f"Copied {table.selected_key}" in notices(app)[-1]
+
+
+async def test_a_key_that_brings_the_log_back_brings_the_keys_with_it(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 one pane shows: y must copy from it, not from the hidden one."""
+    await problems_db(ops_dsn)
+    async with connected(ops_dsn) as conn:
+        await job(conn, "expire_rides")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("t")
+        await pilot.pause()
+        violations = app.dashboard.query_one("#violations", ViolationsTable)
+        assert app.focused is violations
+        await pilot.press("f")  # failed runs only: the log comes back in view
+        log = app.dashboard.query_one("#log", JobLogTable)
+        await until(pilot, lambda: log.row_count == 1, "the failed run")
+        assert not violations.region  # hidden
+        assert app.focused is log
+        await pilot.press("y")
+        await pilot.pause()
+        failed = next(iter(log.entries.values()))
+        assert failed.status == "failed"
+        assert app.clipboard == str(failed.id)
 
 
 @pytest.mark.parametrize("form", ["csv", "json"])

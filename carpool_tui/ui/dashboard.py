@@ -202,13 +202,26 @@ class DashboardScreen(Screen[None]):
         self._show_pane(self.active_pane)
 
     def _show_pane(self, pane: str) -> None:
+        """Show one pane (the other is hidden when compact), and keep the keys
+        on what is shown: focus left in the other pane would make Enter, g and y
+        act on a row the operator cannot see."""
         self.active_pane = pane
-        self.query_one("#log-pane").set_class(pane != "log", "-inactive")
-        self.query_one("#violations-pane").set_class(pane != "violations", "-inactive")
+        log = self.query_one("#log-pane")
+        violations = self.query_one("#violations-pane")
+        log.set_class(pane != "log", "-inactive")
+        violations.set_class(pane != "violations", "-inactive")
         tabs = self.query_one("#pane-tabs", Tabs)
         wanted = f"tab-{pane}"
         if tabs.active != wanted:
             tabs.active = wanted
+        other = violations if pane == "log" else log
+        focused = self.app.focused
+        if focused is not None and other in focused.ancestors_with_self:
+            self._pane_table(pane).focus()
+
+    def _pane_table(self, pane: str) -> DataTable[Any]:
+        table_id = "#violations" if pane == "violations" else "#log"
+        return self.query_one(table_id, DataTable)
 
     @on(Tabs.TabActivated, "#pane-tabs")
     def _tab_changed(self, event: Tabs.TabActivated) -> None:
@@ -607,8 +620,7 @@ class DashboardScreen(Screen[None]):
     def action_switch_pane(self) -> None:
         pane = "violations" if self.active_pane == "log" else "log"
         self._show_pane(pane)
-        table_id = "#violations" if pane == "violations" else "#log"
-        self.query_one(table_id, DataTable).focus()
+        self._pane_table(pane).focus()
 
     def action_run_job(self, name: str) -> None:
         job = JOBS_BY_NAME[name]
