@@ -14,8 +14,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+from factories import connected
 from test_resilience import _ops_database, own_server  # noqa: F401
-from test_ui_dashboard import loaded, status
+from test_ui_dashboard import loaded, notices, status
 from test_ui_support import FIXED_NOW, make_settings, static_text, until
 from textual.widgets import Static
 
@@ -31,6 +32,7 @@ from carpool_tui.db.errors import (
 )
 from carpool_tui.models import Snapshot
 from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.widgets import JobsTable
 
 
 def _server_processes(server: EmbeddedServer) -> list[int]:
@@ -103,6 +105,39 @@ async def test_the_status_says_stale_when_the_last_poll_is_too_old(
         await until(pilot, lambda: "STALE" in status(app), "the STALE mark", 5)
         assert "data 4 s old" in status(app)
         assert "updated" not in status(app)
+
+
+async def test_an_outage_keeps_the_job_ages_counting_and_says_why(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The last good data stays, but a job must not look younger than it is."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed) VALUES ('expire_rides', $1, $1, 'completed', 0)",
+            FIXED_NOW - timedelta(minutes=1),
+        )
+    now = [FIXED_NOW]
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=lambda: now[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        jobs = app.dashboard.query_one("#jobs", JobsTable)
+
+        def expire_row() -> str:
+            return " ".join(str(cell) for cell in jobs.get_row("expire_rides"))
+
+        assert " 60 s " in expire_row() and "OVERDUE" not in expire_row()
+
+        async def down(**_: Any) -> Snapshot:
+            raise ConnectionLost("Reading the health summary: connection refused", "")
+
+        app.repo.poll = down  # type: ignore[method-assign]
+        now[0] = FIXED_NOW + timedelta(minutes=20)
+        app.dashboard.start_round()
+        await until(pilot, lambda: app.dashboard.failures >= 1, "the failed poll")
+        await pilot.pause()
+        assert "21 min" in expire_row() and "OVERDUE" in expire_row()
+        assert any("connection refused" in n for n in notices(app))
 
 
 async def test_a_malformed_dsn_is_not_retried(tmp_path: Path) -> None:

@@ -310,6 +310,18 @@ class DashboardScreen(Screen[None]):
         if isinstance(message.error, ConnectionLost) or self.snapshot is None:
             self.caps = None
             self.refresh_bindings()
+        if self.snapshot is not None:
+            # The last good data stays on screen; its ages keep counting, so a
+            # job does not look more recent the longer the outage lasts.
+            self.query_one("#jobs", JobsTable).show(self.snapshot, self.dash.clock())
+            if self.failures == 1 and message.error.retryable:
+                self.notify(
+                    f"{message.error} Retrying; the data on screen is from the last"
+                    " good poll.",
+                    title="Polling failed",
+                    severity="warning",
+                    timeout=15,
+                )
         if message.error.retryable:
             self._schedule(backoff(self.failures))
         else:

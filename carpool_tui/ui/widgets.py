@@ -234,7 +234,7 @@ def job_cells(
     now: datetime,
     frequency: timedelta,
 ) -> Cells:
-    """One jobs-table row; OVERDUE when the last start is older than the frequency."""
+    """One jobs-table row; OVERDUE by the rule of warroom.overdue()."""
     if run is None:
         return (
             Text(f"{number} {name}"),
