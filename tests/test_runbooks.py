@@ -133,8 +133,19 @@ def test_a_procedure_without_automatic_fix_never_claims_health() -> None:
     r.acted("Run", {"success": True, "healthy": True, "checks": checks}, "ok")
     r.verify([])
     r.advance()
-    assert r.finished and not r.healthy
-    assert "NOT healthy" in r.ending()
+    # Fixed by hand: said as it is, but not claimed as verified health.
+    assert r.finished and r.checks_passed and not r.healthy
+    assert r.ending().startswith("Finished: fixed by hand, and every check")
+    assert "healthy" not in r.ending()
+
+    skipped = run(PROCEDURES_BY_ID["violation:invalid_ride_status"])
+    skipped.advance()
+    assert skipped.skip("needs a manual fix") is None
+    skipped.acted("Run", {"success": True, "healthy": True, "checks": checks}, "ok")
+    skipped.verify([])
+    skipped.advance()
+    assert skipped.finished and not skipped.healthy
+    assert "NOT healthy" in skipped.ending()
 
 
 def test_timeline_markdown_escapes_cells(tmp_path: Path) -> None:

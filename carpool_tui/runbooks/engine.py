@@ -415,11 +415,10 @@ class Run:
         self.log("finish", self.ending())
 
     @property
-    def healthy(self) -> bool:
-        """True only when every step passed its check and none was skipped."""
+    def checks_passed(self) -> bool:
+        """Finished with every step done (none skipped) and every check passed."""
         return (
             self.finished
-            and self.procedure.can_end_healthy
             and all(s == "done" for s in self.states)
             and all(
                 v is not None and v.ok
@@ -427,6 +426,12 @@ class Run:
                 if step.check is not None
             )
         )
+
+    @property
+    def healthy(self) -> bool:
+        """True only when every check passed in a procedure that can fix its
+        problem; one the manual gives no fix for never claims health."""
+        return self.checks_passed and self.procedure.can_end_healthy
 
     def _healthy_ending(self) -> str:
         """What a procedure whose checks all passed may claim.
@@ -457,6 +462,12 @@ class Run:
         skipped = [i + 1 for i, s in enumerate(self.states) if s == "skipped"]
         if self.healthy:
             return self._healthy_ending()
+        if not self.procedure.can_end_healthy and self.checks_passed:
+            return (
+                "Finished: fixed by hand, and every check of this procedure "
+                "passed. Nothing fixes this automatically: find out how the rows "
+                "went wrong before it happens again."
+            )
         if not self.procedure.can_end_healthy:
             return (
                 "Finished, NOT healthy: no automatic fix exists; the rows above "

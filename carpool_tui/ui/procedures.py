@@ -315,7 +315,12 @@ class ProcedureScreen(Screen[None]):
     def _verdict_text(self) -> str:
         run = self.run
         if run.over:
-            style = "$success" if run.healthy else "$error"
+            # Fixed by hand is amber: the checks pass, health is not claimed.
+            style = "$error"
+            if run.healthy:
+                style = "$success"
+            elif run.checks_passed:
+                style = "$warning"
             return f"[b {style}]{safe_markup(run.ending(), 200)}[/]"
         check = run.step.check
         if check is None:
