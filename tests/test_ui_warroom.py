@@ -186,8 +186,9 @@ async def test_trends_draw_the_job_log_of_the_last_day(
         assert (records[23], records[20]) == (4.0, 2.0)
         assert violations is not None and violations[23] == 6.0
         text = screen_text(screen)
-        assert "2 runs" in text and "1 failed" in text
-        assert "now 6, peak 6" in text
+        assert "2 runs" in text and "1 run, 1 failed" in text
+        assert "hourly mean up to" in text
+        assert "this hour 6, peak 6" in text
 
 
 # -- themes and NO_COLOR ---------------------------------------------------

@@ -19,7 +19,7 @@ from textual.timer import Timer
 from textual.widgets import Sparkline, Static
 
 from carpool_tui.db.errors import OpsError
-from carpool_tui.models import JOBS
+from carpool_tui.models import JOBS, counted
 from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import keys_line
 from carpool_tui.ui.text import safe_markup
@@ -129,7 +129,7 @@ class TrendsScreen(Screen[None]):
         elif self.buckets is not None:
             runs = sum(b.runs for b in self.buckets)
             state.update(
-                f"{runs} runs up to {now} UTC · read every "
+                f"{counted(runs, '{} run', '{} runs')} up to {now} UTC · read every "
                 f"{fmt.duration(TREND_REFRESH_S)} · r reads again"
             )
         if self.buckets is None:
@@ -139,8 +139,9 @@ class TrendsScreen(Screen[None]):
             longest = max(trend.durations)
             failed = f", [b $error]{trend.failed} failed[/]" if trend.failed else ""
             self.query_one(f"#trend-label-{trend.job}", Static).update(
-                f"{trend.job}\n{trend.runs} runs{failed}, max "
-                f"{fmt.duration(longest)}, {fmt.count(int(sum(trend.records)))} rec"
+                f"{trend.job}\n{counted(trend.runs, '{} run', '{} runs')}{failed},"
+                f" hourly mean up to {fmt.duration(longest)},"
+                f" {fmt.count(int(sum(trend.records)))} rec"
             )
             self.query_one(f"#trend-duration-{trend.job}", Sparkline).data = list(
                 trend.durations
@@ -150,7 +151,7 @@ class TrendsScreen(Screen[None]):
             )
         self.query_one("#trend-violations-label", Static).update(
             "[b]violations found[/] by check_system_invariants (most per hour): "
-            f"now {fmt.count(int(violations[-1]))}, peak "
+            f"this hour {fmt.count(int(violations[-1]))}, peak "
             f"{fmt.count(int(max(violations)))}"
         )
         self.query_one("#trend-violations", Sparkline).data = list(violations)
