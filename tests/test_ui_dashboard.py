@@ -635,3 +635,18 @@ async def test_paused_and_read_only_stay_visible_at_80_columns(
         line = status_line(app)
         assert line.lstrip().startswith(label)  # room again for the whole name
         assert "PAUSED" not in line and "READ-ONLY" in line, line
+
+
+async def test_the_violations_hint_offers_x_only_where_it_works(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    for read_only in (False, True):
+        app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=read_only))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            info = static_text(app.dashboard.query_one("#violations-info", Static))
+            assert "1 unresolved" in info and "Enter: samples" in info
+            assert ("x: resolve" in info) is not read_only, info

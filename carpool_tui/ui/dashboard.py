@@ -394,9 +394,18 @@ class DashboardScreen(Screen[None]):
         if "violations" in snap.errors:
             v_info.update(panel_error_text(snap.errors["violations"]))
         elif snap.violations:
+            # x is offered only where it can act (not read-only, not legacy).
+            resolve = ACTIONS_BY_ID["resolve"]
+            can_resolve = (
+                blocked_reason(
+                    resolve, self.caps or snap.capabilities, selected={"violation"}
+                )
+                is None
+            )
             v_info.update(
                 f"{len(snap.violations)} unresolved ([b $error]{critical} critical[/])"
-                " · critical first, then newest · Enter: samples · x: resolve"
+                " · critical first, then newest · Enter: samples"
+                + (" · x: resolve" if can_resolve else "")
             )
         else:
             v_info.update("[$success]No unresolved violations.[/]")
