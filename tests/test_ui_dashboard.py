@@ -183,6 +183,8 @@ async def test_legacy_database_fills_panels_and_ops_actions_say_why(
         )
         text = screen_text(help_screen)
         assert "Legacy database" in text and "carpool-tui migrate" in text
+        # The DSN to reach the same database from another terminal.
+        assert f"Database: {app.target}" in " ".join(text.split())
         assert "unavailable: Needs the ops layer" in text
 
 

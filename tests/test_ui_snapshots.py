@@ -69,6 +69,7 @@ def app_for(dsn: str, tmp_path: Path, *, wallboard: bool = False) -> DashboardAp
         make_settings(dsn, tmp_path, refresh=300.0),
         clock=frozen(),
         label="demo",
+        target="postgresql://postgres:@/carpool_demo?host=/var/lib/carpool-demo",
         wallboard=wallboard,
     )
 

@@ -48,6 +48,7 @@ class DashboardApp(WarRoomActions, App[int]):
         *,
         clock: Callable[[], datetime] = utc_now,
         label: str | None = None,
+        target: str | None = None,
         wallboard: bool = False,
         theme: str | None = None,
     ) -> None:
@@ -62,6 +63,8 @@ class DashboardApp(WarRoomActions, App[int]):
         self.settings = settings
         self.label = label or fmt.short_target(settings.dsn)
         """How the database is named on screen: 'dbname@host:port' or 'dbname'."""
+        self.target = target or settings.target
+        """The whole DSN without its password, shown where there is room."""
         self.clock = clock
         self.interval = settings.refresh_seconds
         self.repo = Repository(settings, clock=clock)

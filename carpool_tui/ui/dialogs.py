@@ -972,6 +972,9 @@ class HelpScreen(Dialog[None]):
             )
         if dash.settings.read_only:
             state += " Read-only session: writes are disabled."
+        # The whole DSN (no password), to reach the same database from another
+        # terminal with --dsn: the status line only has room for its name.
+        state = f"Database: {safe_markup(dash.target, 300)}\n{state}"
         lines = []
         for spec in ACTIONS:
             reason = blocked_reason(spec, caps, selected={"violation", "row"})
