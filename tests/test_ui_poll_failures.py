@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import uuid
@@ -32,6 +33,7 @@ from carpool_tui.db.errors import (
 )
 from carpool_tui.models import Snapshot
 from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dialogs import CANCEL_GRACE_S, JobRunDialog
 from carpool_tui.ui.widgets import JobsTable
 
 
@@ -84,6 +86,56 @@ async def test_a_hung_server_turns_the_status_stale_then_recovers(
             assert app.dashboard.error is None
     finally:
         _signal_all(stopped, signal.SIGCONT)
+
+
+async def test_a_job_whose_server_stops_answering_can_be_left(
+    own_server: EmbeddedServer,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """Neither the job nor the cancel answers: Esc stops waiting, after a grace."""
+    dsn = await _ops_database(own_server)
+    async with connected(dsn) as conn:
+        await conn.execute("ALTER DATABASE carpool SET carpool.lock_timeout = 0")
+    blocker = await asyncpg.connect(dsn)
+    await blocker.execute("BEGIN; LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+    now = [FIXED_NOW]
+    app = DashboardApp(make_settings(dsn, tmp_path), clock=lambda: now[0])
+    stopped: list[int] = []
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("1", "enter")
+            running = await until(
+                pilot,
+                lambda: isinstance(app.screen, JobRunDialog) and app.screen,
+                "job",
+            )
+            await until(pilot, lambda: app.repo.job_running, "the job connection")
+            stopped = _server_processes(own_server)
+            _signal_all(stopped, signal.SIGSTOP)
+            await pilot.press("c")
+            await pilot.press("escape")  # too soon: the cancel may still answer
+            assert app.screen is running
+            assert "Esc stops waiting after 10 s" in notices(app)[-1]
+            now[0] += timedelta(seconds=CANCEL_GRACE_S + 1)
+            await pilot.pause(0.3)
+            assert "stop waiting" in static_text(running.query_one("#job-keys", Static))
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+            assert "Its outcome is unknown" in notices(app)[-1]
+            await until(pilot, lambda: not app.repo.job_running, "the job let go")
+            logged = [
+                json.loads(line)
+                for line in app.settings.action_log.read_text().splitlines()
+            ]
+            assert [(e["action"], e["outcome"]) for e in logged] == [
+                ("run_job", "unknown")
+            ]
+            _signal_all(stopped, signal.SIGCONT)
+            stopped = []
+    finally:
+        _signal_all(stopped, signal.SIGCONT)
+        await blocker.close()
 
 
 async def test_the_status_says_stale_when_the_last_poll_is_too_old(

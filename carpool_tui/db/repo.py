@@ -663,7 +663,16 @@ class Repository:
             result = JobResult.model_validate(as_dict(value))
             result.server_seconds = await _server_seconds(conn, name, result, since)
         except asyncio.CancelledError:
+            # The operator stopped waiting (the server did not answer): the run
+            # may still finish there, so its outcome is recorded as unknown.
             conn.terminate()
+            self._log_action(
+                "run_job",
+                target=name,
+                note=None,
+                outcome="unknown",
+                detail={"error": "stopped waiting for the server's answer"},
+            )
             raise
         except Exception as exc:
             err = translate(exc, doing=f"Running {name}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
@@ -146,6 +147,10 @@ class ConfirmJobDialog(Dialog[bool]):
         self.dismiss(False)
 
 
+CANCEL_GRACE_S = 10.0
+"""How long a cancel may go unanswered before Esc may stop waiting for the job."""
+
+
 class JobRunDialog(Dialog[JobResult | None]):
     """Runs one job with a spinner and elapsed time; c cancels it on the server."""
 
@@ -159,6 +164,8 @@ class JobRunDialog(Dialog[JobResult | None]):
         self.job = job
         self.result: JobResult | None = None
         self.cancelling = False
+        self.cancel_asked: datetime | None = None
+        """When c was pressed: Esc may stop waiting CANCEL_GRACE_S after it."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="job-run"):
@@ -186,9 +193,18 @@ class JobRunDialog(Dialog[JobResult | None]):
         self.query_one("#progress", Static).update(
             f"[b $accent]{frame}[/] {state}… {fmt.duration(elapsed)} elapsed"
         )
-        self.query_one("#job-keys", Static).update(
-            keys_line(("c", "cancel the job on the server"))
-        )
+        keys = [("c", "cancel the job on the server")]
+        if self.may_abandon:
+            keys = [("Esc", "stop waiting: the server has not answered the cancel")]
+        self.query_one("#job-keys", Static).update(keys_line(*keys))
+
+    @property
+    def may_abandon(self) -> bool:
+        """Whether the cancel has gone unanswered long enough to stop waiting."""
+        if self.cancel_asked is None:
+            return False
+        waited = (self.dash.clock() - self.cancel_asked).total_seconds()
+        return waited >= CANCEL_GRACE_S
 
     @work(exclusive=True, group="job")
     async def _run(self) -> None:
@@ -231,10 +247,31 @@ class JobRunDialog(Dialog[JobResult | None]):
     def action_cancel_job(self) -> None:
         if self.running and not self.cancelling:
             self.cancelling = True
+            self.cancel_asked = self.dash.clock()
             self._tick()
             self._cancel()
 
     def action_close(self) -> None:
+        if self.running and self.may_abandon:
+            # A server that answers neither the job nor the cancel (stopped,
+            # or a network that drops everything) must not hold the screen.
+            self.workers.cancel_group(self, "job")
+            self.notify(
+                f"Stopped waiting for {self.job.name}: the server answered neither "
+                "the job nor the cancel. Its outcome is unknown; the job log shows "
+                "it once the server answers.",
+                title="Outcome unknown",
+                severity="warning",
+                timeout=30,
+            )
+            self.dismiss(None)
+            return
+        if self.running and self.cancelling:
+            self.notify(
+                "The cancel is on its way; if the server does not answer it, Esc "
+                f"stops waiting after {CANCEL_GRACE_S:g} s."
+            )
+            return
         if self.running:
             self.notify("The job is still running; press c to cancel it.")
             return
