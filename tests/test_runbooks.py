@@ -189,8 +189,9 @@ def test_two_timelines_written_in_the_same_second_both_keep(tmp_path: Path) -> N
         ),
         (
             "55P03",
-            "canceling statement due to lock timeout: another run of"
-            " repair_missing_notifications holds the job's lock (backend 12)",
+            "canceling statement due to lock timeout: the lock of"
+            " repair_missing_notifications is held by another session (backend"
+            " 12), most likely another run of the job",
             "Another run",
         ),
         ("57014", "canceling statement due to statement timeout", "Statement timeout"),

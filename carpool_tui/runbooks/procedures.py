@@ -65,7 +65,7 @@ def diagnose(sqlstate: str | None, message: str | None) -> Cause:
     """The manual's common cause that a failure's SQLSTATE or message points to."""
     state = (sqlstate or "").upper()
     text = (message or "").lower()
-    if "another run of" in text:
+    if "most likely another run of the job" in text:
         return RUN_IN_PROGRESS
     if state == "55P03" or "lock timeout" in text or "could not obtain lock" in text:
         return LOCK_TIMEOUT

@@ -4,7 +4,7 @@
 -- take a per-job advisory lock, so a second run waits for the first and,
 -- after the lock timeout, fails with PostgreSQL's bare "canceling statement
 -- due to lock timeout". The job log then reads like a locked row somewhere.
--- ops_run_job now looks for the backend holding that job's lock and names it
+-- ops_run_job looks for the backend holding that job's lock and names it
 -- in the failed run's message: when it started, its pid and application.
 -- Everything else is 0103's runner unchanged.
 
@@ -41,8 +41,8 @@ BEGIN
     END;
 
     IF v_state = '55P03' THEN
-        -- A lock timeout on the job's own lock means another run holds it:
-        -- say so, or the operator is left guessing which rows were locked.
+        -- A lock timeout on the job's own lock: another session holds it,
+        -- most likely a run of the job; say so rather than leave it a guess.
         SELECT a.pid, a.xact_start, a.application_name INTO v_holder
           FROM pg_locks l
           JOIN pg_stat_activity a ON a.pid = l.pid
@@ -56,15 +56,16 @@ BEGIN
            AND l.objsubid = 1
          LIMIT 1;
         IF FOUND THEN
-            v_message := v_message || ': another run of ' || p_job
-                         || ' holds the job''s lock'
+            v_message := v_message || ': the lock of ' || p_job
+                         || ' is held by another session'
                          || COALESCE(' since ' || to_char(
                                 v_holder.xact_start AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD HH24:MI:SS "UTC"'), '')
                          || ' (backend ' || v_holder.pid
                          || COALESCE(', ' || NULLIF(v_holder.application_name, ''),
                                      '')
-                         || '); wait for it to finish instead of starting another';
+                         || '), most likely another run of the job; wait for it'
+                         || ' to finish instead of starting another';
         END IF;
     END IF;
 
