@@ -308,9 +308,15 @@ async def test_start_of_shift_fails_jobs_that_stopped_running(
     repo = Repository(make_settings(ops_dsn, tmp_path), clock=frozen())
     try:
         await repo.open()
-        rows = (await repo.procedure_rows("latest_runs")).rows
+        latest = await repo.procedure_rows("latest_runs")
+        failed = await repo.procedure_rows("failed_runs")
     finally:
         await repo.close()
+    # What the step is about comes first, where 80 columns still show it.
+    assert list(latest.columns)[:3] == ["job_name", "status", "due"]
+    columns = list(failed.columns)
+    assert (columns[:1], columns[-1:]) == (["job_name"], ["id"])
+    rows = latest.rows
     judged = {r["job_name"]: (r["status"], r["due"]) for r in rows}
     assert judged == {
         "check_system_invariants": ("never run", "OVERDUE"),

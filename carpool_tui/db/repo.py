@@ -160,15 +160,16 @@ FINDINGS: dict[str, str] = {
 }
 VIEWS: dict[str, str] = {
     **{f"findings:{kind}": sql for kind, sql in FINDINGS.items()},
-    "failed_runs": "SELECT id, job_name, started_at,"
+    # Columns in the order an 80-column screen should keep them; the id last.
+    "failed_runs": "SELECT job_name, started_at,"
     " COALESCE(to_jsonb(l) ->> 'sqlstate', l.details ->> 'sqlstate') AS sqlstate,"
-    " error_message FROM system_job_log l WHERE status = 'failed'"
+    " error_message, id FROM system_job_log l WHERE status = 'failed'"
     " ORDER BY started_at DESC",
     # Each of the four jobs, run or not, judged as `check` judges it by default.
     "latest_runs": "SELECT j.job_name, COALESCE(l.status, 'never run') AS status,"
-    " l.started_at, CASE WHEN l.started_at IS NULL OR now() - l.started_at >"
+    " CASE WHEN l.started_at IS NULL OR now() - l.started_at >"
     f" {DEFAULT_OVERDUE_FACTOR:g} * j.every THEN 'OVERDUE' ELSE 'ok' END AS due,"
-    " l.error_message, l.sqlstate, l.id FROM (VALUES "
+    " l.started_at, l.error_message, l.sqlstate, l.id FROM (VALUES "
     + ", ".join(
         f"('{job.name}', interval '{int(job.frequency.total_seconds())} seconds')"
         for job in JOBS
