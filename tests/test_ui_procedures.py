@@ -402,7 +402,7 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
     follows = [e for e in app.timeline.entries if e.action == "follow"]
     assert [(e.step, e.result) for e in follows] == [
         ("2. Jobs", "4.1 Jobs are failing"),
-        ("3. Run the invariant check again", "4.2 Violation: seat_mismatch"),
+        ("3. Run the invariant check", "4.2 Violation: seat_mismatch"),
     ]
 
 

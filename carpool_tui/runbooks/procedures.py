@@ -89,15 +89,25 @@ FINAL_CHECK = "invariants"
 
 
 def _recheck(kind: str | None) -> Step:
+    """The invariant check: verifying a 4.2 fix, or (no kind) the start of
+    shift's look at every check, where nothing was fixed to verify."""
     what = kind or "every check"
-    purpose = (
-        "Verify the fix: check_system_invariants() counts every check again. "
-        "The table shows the open violations before and the counts after."
-    )
+    table = "The table shows the open violations before and the counts after."
     if kind is None:
-        purpose += " A check with open violations: f on it follows its 4.2 path."
+        title = "Run the invariant check"
+        purpose = (
+            f"See what you take over: check_system_invariants() counts every check "
+            f"now. {table} A check with open violations: f on it follows its 4.2 "
+            "path."
+        )
+    else:
+        title = "Run the invariant check again"
+        purpose = (
+            f"Verify the fix: check_system_invariants() counts every check again. "
+            f"{table}"
+        )
     return Step(
-        title="Run the invariant check again",
+        title=title,
         purpose=purpose,
         view="open_checks",
         action=Action("job", "Run check_system_invariants", "check_system_invariants"),
