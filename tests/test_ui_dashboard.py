@@ -652,3 +652,16 @@ async def test_the_violations_hint_offers_x_only_where_it_works(
             info = static_text(app.dashboard.query_one("#violations-info", Static))
             assert "1 unresolved" in info and "Enter: samples" in info
             assert ("x: resolve" in info) is not read_only, info
+
+
+async def test_an_empty_job_log_says_so(ops_dsn: str, tmp_path: Path) -> None:
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM system_job_log")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        info = app.dashboard.query_one("#log-info", Static)
+        assert "no runs yet" in static_text(info)
+        assert "rows 0-0" not in static_text(info)
+        await pilot.press("f")
+        await until(pilot, lambda: "no failed runs" in static_text(info), "filter")

@@ -375,9 +375,14 @@ class DashboardScreen(Screen[None]):
                 # Another filter or page: the old row position means nothing here.
                 log_table.move_cursor(row=0, animate=False)
             self.log_view = view
-            first = page.offset + 1 if page.entries else 0
+            first = page.offset + 1
             last = page.offset + len(page.entries)
-            parts = [f"newest first · rows {first}-{last}"]
+            if page.entries:
+                parts = [f"newest first · rows {first}-{last}"]
+            elif page.failed_only:
+                parts = ["no failed runs"]
+            else:
+                parts = ["no runs yet: the jobs have not run on this database"]
             if page.has_more:
                 parts.append("] older")
             if page.offset:
