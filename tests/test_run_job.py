@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,25 @@ async def test_a_failed_job_exits_1_with_its_error(
     assert words.returncode == 1
     assert words.stdout == ""
     assert "expire_rides: Failed: rides are frozen (SQLSTATE P0042)" in words.stderr
+
+
+async def test_a_viewer_is_told_which_role_runs_jobs(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """Not "operator or viewer": this role is a viewer already."""
+    role = f"viewer_{uuid.uuid4().hex[:8]}"
+    async with connected(ops_dsn) as conn:
+        await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE carpool_ops_viewer")
+        try:
+            scheme, rest = ops_dsn.split("://", 1)
+            as_viewer = f"{scheme}://{role}@{rest.split('@', 1)[1]}"
+            done = cli(cli_env, "run-job", "expire_rides", "--dsn", as_viewer)
+        finally:
+            await conn.execute(f"DROP ROLE {role}")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "permission denied" in done.stderr
+    assert "needs the carpool_ops_operator role" in done.stderr
+    assert "carpool_ops_viewer" not in done.stderr
 
 
 def test_unknown_job_lists_the_four(cli_env: dict[str, str]) -> None:

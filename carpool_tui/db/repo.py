@@ -26,6 +26,7 @@ from carpool_tui.db.errors import (
     ConnectionLost,
     NotMigrated,
     OpsError,
+    PermissionMissing,
     ReadOnlySession,
     translate,
 )
@@ -101,6 +102,10 @@ VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
 
 PANELS = ("health", "jobs", "job_log", "violations")
 
+JOB_GRANT = (
+    "Running a job needs the carpool_ops_operator role; ask for it to be granted"
+    " to this user."
+)
 CLOCK_MARGIN = "5 minutes"
 NOT_IN_THE_FUTURE = (
     f"(started_at IS NULL OR started_at <= now() + interval '{CLOCK_MARGIN}')"
@@ -677,8 +682,12 @@ class Repository:
             raise
         except Exception as exc:
             err = translate(exc, doing=f"Running {name}")
+            hint = err.hint
+            if isinstance(err, PermissionMissing):
+                # Reading is not the problem here: only the operator role runs jobs.
+                hint = JOB_GRANT
             result = JobResult(
-                success=False, error=err.message, sqlstate=err.sqlstate, hint=err.hint
+                success=False, error=err.message, sqlstate=err.sqlstate, hint=hint
             )
         finally:
             self._job_conn = None
