@@ -129,6 +129,9 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
             await until(
                 pilot, lambda: "Timeline written to" in screen_text(screen), "export"
             )
+            # Back where the run was chosen, not in the procedures list.
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
         exported = list((tmp_path / "state").glob("incident-*.md"))
         assert len(exported) == 1
         md = exported[0].read_text(encoding="utf-8")

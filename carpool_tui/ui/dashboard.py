@@ -705,13 +705,17 @@ class DashboardScreen(Screen[None]):
             self.app.push_screen(ResolveDialog(violation), self._after_write)
 
     def action_procedures(self) -> None:
-        """The procedures list; on a failed run or violation, its procedure too."""
-        self.app.push_screen(ProceduresScreen())
+        """On a failed run or violation its procedure, else the procedures list.
+
+        Esc from the procedure comes back here, where the item was chosen.
+        """
         opening = opening_for(self._focused_row())
-        if opening is not None:
-            self.app.push_screen(
-                ProcedureScreen(opening.procedure, opening.target, opening.row)
-            )
+        if opening is None:
+            self.app.push_screen(ProceduresScreen())
+            return
+        self.app.push_screen(
+            ProcedureScreen(opening.procedure, opening.target, opening.row)
+        )
 
     def action_details(self) -> None:
         row = self._focused_row()
