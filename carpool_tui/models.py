@@ -319,13 +319,42 @@ class Snapshot(BaseModel):
 
     def latest_run(self, job: str) -> JobLogEntry | RecentJob | None:
         """The newest run of a job: from the log, else from the health summary."""
-        if job in self.latest_runs:
-            return self.latest_runs[job]
-        if self.health is not None:
-            for recent in self.health.recent_job_status:
-                if recent.job_name == job:
-                    return recent
-        return None
+        if self.health is None:
+            return self.latest_runs.get(job)
+        return last_run(
+            job,
+            self.latest_runs,
+            self.health.recent_job_status,
+            self.health.timestamp,
+        )
+
+
+CLOCK_MARGIN = timedelta(minutes=5)
+"""A job's latest run is its newest not stamped more than this ahead of the
+server's clock. A row dated ahead (a clock set wrong, a hand-written row)
+would otherwise stay "latest" and hide every newer run, failed or missing;
+the job log still lists it."""
+
+
+def dated_ahead(run: JobLogEntry | RecentJob, now: datetime | None) -> bool:
+    """Whether a run is stamped more than CLOCK_MARGIN after ``now``."""
+    stamp = run.started_at or run.completed_at
+    return now is not None and stamp is not None and stamp > now + CLOCK_MARGIN
+
+
+def last_run(
+    job: str,
+    logged: dict[str, JobLogEntry],
+    recent: list[RecentJob],
+    now: datetime | None,
+) -> JobLogEntry | RecentJob | None:
+    """A job's newest run: the log's (already read without rows dated ahead),
+    else the health summary's, which is not filtered, so filtered here."""
+    if job in logged:
+        return logged[job]
+    return next(
+        (r for r in recent if r.job_name == job and not dated_ahead(r, now)), None
+    )
 
 
 class JobResult(_Open):

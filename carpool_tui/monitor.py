@@ -15,7 +15,7 @@ from typing import Any
 from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
-from carpool_tui.models import JOBS
+from carpool_tui.models import JOBS, last_run
 from carpool_tui.warroom import last_start, overdue
 
 PREFIX = "CARPOOL"
@@ -167,11 +167,14 @@ class CheckResult:
 
 def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:
     """Each job's last run: from the job log, else from the health summary."""
-    recent = {r.job_name: r for r in reading.health.recent_job_status}
     states: list[JobState] = []
     for job in JOBS:
-        entry = reading.latest_runs.get(job.name)
-        run = entry if entry is not None else recent.get(job.name)
+        run = last_run(
+            job.name,
+            reading.latest_runs,
+            reading.health.recent_job_status,
+            reading.server_now,
+        )
         started = last_start(run)
         status = None if run is None else run.status
         every = job.frequency.total_seconds()

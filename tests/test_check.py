@@ -356,3 +356,25 @@ async def test_a_run_dated_in_the_future_hides_no_newer_failure(
     assert problems(data)["failing_jobs"] == "CRITICAL"
     expire = next(j for j in data["jobs"] if j["name"] == "expire_rides")
     assert (expire["last_status"], expire["failing"]) == ("failed", True)
+
+
+async def test_a_job_whose_only_runs_are_dated_ahead_never_ran(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """Neither the health summary's runs nor a row without a start get past."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM system_job_log")
+        await conn.execute("ALTER TABLE system_job_log ALTER started_at DROP NOT NULL")
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed) VALUES"
+            " ('expire_rides', now() + interval '3 hours',"
+            "  now() + interval '3 hours', 'completed', 0),"
+            " ('reconcile_seat_counts', NULL, now() + interval '2 days',"
+            "  'completed', 0)"
+        )
+    code, data = check_json(cli_env, ops_dsn)
+    jobs = {j["name"]: j for j in data["jobs"]}
+    for name in ("expire_rides", "reconcile_seat_counts"):
+        assert (jobs[name]["last_status"], jobs[name]["overdue"]) == (None, True)
+    assert code == 1 and problems(data)["overdue_jobs"] == "WARNING"

@@ -31,6 +31,7 @@ from carpool_tui.db.errors import (
     translate,
 )
 from carpool_tui.models import (
+    CLOCK_MARGIN,
     JOBS,
     JOBS_BY_NAME,
     Capabilities,
@@ -106,14 +107,12 @@ JOB_GRANT = (
     "Running a job needs the carpool_ops_operator role; ask for it to be granted"
     " to this user."
 )
-CLOCK_MARGIN = "5 minutes"
 NOT_IN_THE_FUTURE = (
-    f"(started_at IS NULL OR started_at <= now() + interval '{CLOCK_MARGIN}')"
+    "(COALESCE(started_at, completed_at) IS NULL OR COALESCE(started_at,"
+    f" completed_at) <= now() + interval '{CLOCK_MARGIN.total_seconds():g}"
+    " seconds')"
 )
-"""A job's latest run is its newest not stamped in the future. A row dated
-ahead (a clock set wrong, a hand-written row) would otherwise stay "latest"
-and hide every newer run, failed or missing, from the panel and `check`; it
-still shows in the job log."""
+"""The log's rows that may be a job's latest run (models.CLOCK_MARGIN)."""
 FAILED_WINDOW_HOURS = 24
 FAILED_RUNS_SQL = (
     "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
