@@ -160,13 +160,13 @@ def _limit(text: str) -> tuple[str, int | None]:
 
 
 def _dsn_text(text: str) -> str:
-    """A --dsn value; an empty one (an unset shell variable) is refused, not
-    taken as "no --dsn", which would reach another database."""
+    """A --dsn value; one that names no server or database (an unset shell
+    variable) is refused, not left to libpq's defaults: another database."""
     if names_nothing(text):
         raise argparse.ArgumentTypeError(
-            f"names no database ({text.strip()!r}: an unset shell variable?); give"
-            " a full DSN, or leave --dsn out to use the target's, DATABASE_URL or"
-            " the PG* variables"
+            f"names no server or database ({describe_target(text.strip())!r}: an"
+            " unset shell variable?); give a full DSN, or leave --dsn out to use"
+            " the target's, DATABASE_URL or the PG* variables"
         )
     return text
 

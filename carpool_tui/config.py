@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 DEFAULT_REFRESH_SECONDS = 5.0
 MIN_REFRESH_SECONDS = 1.0
@@ -46,17 +47,40 @@ def default_action_log() -> Path:
 
 
 def names_nothing(dsn: str) -> bool:
-    """Whether a DSN is blank or a URL with nothing after its scheme.
+    """Whether a DSN names neither a server nor a database.
 
-    ``postgresql://$USER@$HOST/$DB`` with the variables unset becomes
-    ``postgresql://@/``: libpq would fill it all in from its defaults and reach
-    whatever database those point to, which is not the one that was meant.
+    ``postgresql://$HOST/$DB?sslmode=require`` with the variables unset becomes
+    ``postgresql:///?sslmode=require``, and ``host=$HOST dbname=$DB`` becomes
+    ``host= dbname=``: libpq would fill them in from its defaults and reach
+    whatever database those point to, which is not the one that was meant. A
+    DSN must name a host, a database or a service (in the URL or its options).
     """
     text = dsn.strip()
-    scheme, sep, rest = text.partition("://")
+    if not text:
+        return True
+    named: dict[str, str] = {}
+    scheme, sep, _ = text.partition("://")
     if sep and scheme.lower() in ("postgres", "postgresql"):
-        return not rest.strip("/:@ ")
-    return not text
+        try:
+            url = urlsplit(text)
+            named["host"] = url.hostname or ""
+        except ValueError:
+            return False  # malformed: connecting says so, without the password
+        named["dbname"] = unquote(url.path.lstrip("/"))
+        for key, value in parse_qsl(url.query, keep_blank_values=True):
+            named.setdefault(key, "")
+            named[key] = named[key] or value
+    elif "=" in text:
+        for key, value in _KEYWORD.findall(text):
+            named[key] = value.strip("'")
+    else:
+        return False  # not a form this checks; the driver says what is wrong
+    wanted = ("host", "hostaddr", "dbname", "service")
+    return not any(named.get(key, "").strip() for key in wanted)
+
+
+# key=value pairs of a keyword DSN; a value may be single-quoted.
+_KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
 
 
 def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None:
@@ -70,9 +94,9 @@ def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None
         # Set but blank (an unset shell variable): falling through to PG* would
         # reach another database.
         raise ConfigError(
-            f"DATABASE_URL is set but names no database ({env.strip()!r}: an unset"
-            " variable in it?); set it to a full DSN, or unset it to use the PG*"
-            " variables"
+            "DATABASE_URL is set but names no server or database"
+            f" ({describe_target(env.strip())!r}: an unset variable in it?); set it"
+            " to a full DSN, or unset it to use the PG* variables"
         )
     return env or None
 

@@ -149,13 +149,18 @@ def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
     for args in (
         ("migrate", "--dsn", ""),
         ("--dsn", " ", "seed", "--rides", "1"),
-        # `postgresql://$USER@$HOST/$DB` with the variables unset.
+        # `postgresql://$USER@$HOST/$DB` with the variables unset, and the
+        # same with options or as keywords.
         ("migrate", "--dsn", "postgresql://@/"),
         ("run-job", "expire_rides", "--dsn", "postgres://"),
+        ("migrate", "--base", "--dsn", "postgresql://:secret@/?sslmode=disable"),
+        ("migrate", "--dsn", "host="),
+        ("migrate", "--dsn", "dbname=''"),
     ):
         result = run_cli(*args, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "--dsn: names no database" in result.stderr
+        assert "--dsn: names no server or database" in result.stderr
+        assert "secret" not in result.stderr  # the refusal shows no password
         assert "Seeding" not in result.stdout
     checked = run_cli("check", "--dsn", "", env=env)
     assert checked.returncode == 3
@@ -167,17 +172,18 @@ def test_an_empty_database_url_is_refused_rather_than_falling_back(
 ) -> None:
     """A blank DATABASE_URL must not hand over to the PG* variables' database."""
     env = {**os.environ, "PGDATABASE": "carpool_demo", "PGHOST": "/nonexistent"}
-    for blank in ("", "  ", "postgresql:///"):
+    for blank in ("", "  ", "postgresql:///", "postgresql:///?sslmode=require"):
         env["DATABASE_URL"] = blank
         for args in (("run-job", "expire_rides"), ("migrate", "--dry-run")):
             result = run_cli(*args, env=env)
             assert result.returncode == 1, result.stdout + result.stderr
-            assert "DATABASE_URL is set but names no database" in result.stderr
+            names_nothing = "DATABASE_URL is set but names no server or database"
+            assert names_nothing in result.stderr
             assert "Traceback" not in result.stderr
         checked = run_cli("check", env=env)
         assert checked.returncode == 3, checked.stdout + checked.stderr
         assert checked.stdout.startswith("CARPOOL UNKNOWN")
-        assert "DATABASE_URL is set but names no database" in checked.stdout
+        assert "DATABASE_URL is set but names no server or database" in checked.stdout
     env["DATABASE_URL"] = ops_dsn
     assert run_cli("migrate", "--dry-run", env=env).returncode == 0
 
