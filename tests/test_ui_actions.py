@@ -15,7 +15,7 @@ from test_ui_support import OPERATOR, make_settings, screen_text, until
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widgets import Checkbox, Input
+from textual.widgets import Checkbox, Input, Static
 
 from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.ui import fmt
@@ -271,12 +271,15 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
 
             # Another ride's id typed into the note: refused, not applied to
             # the ride in the preview.
-            other = "0b7d5a3e-2f44-4c4e-9a55-3d2b8f0e9c11"
-            await type_text(pilot, other)
-            await pilot.press("enter")
-            shown = await shows(pilot, dialog, NOTE_IS_AN_ID)
-            assert "type its id in the ride field above" in shown
-            assert await seat_fix_audit(conn) == []
+            # ... whole, or the 8-character start the tables show.
+            for other in ("0b7d5a3e-2f44-4c4e-9a55-3d2b8f0e9c11", "0b7d5a3e"):
+                dialog.query_one("#note", Input).value = ""
+                await type_text(pilot, other)
+                await pilot.press("enter")
+                shown = await shows(pilot, dialog, NOTE_IS_AN_ID)
+                assert "type its id in the ride field above" in shown
+                assert await seat_fix_audit(conn) == []
+                dialog.query_one("#message", Static).update("")
             dialog.query_one("#note", Input).value = ""
 
             await type_text(pilot, "drift after double decrement")
@@ -356,6 +359,11 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
             await shows(pilot, dialog, "Its check still fails right now (1 now)")
             await pilot.press("enter")
             await shows(pilot, dialog, NOTE_REQUIRED)
+            await type_text(pilot, str(violation))
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, NOTE_IS_AN_ID)
+            assert "ride field" not in shown  # this dialog has none
+            dialog.query_one("#note", Input).value = ""
             await type_text(pilot, "known drift, queue ticket 42")
             await pilot.press("enter")
             await shows(pilot, dialog, "Resolved.")

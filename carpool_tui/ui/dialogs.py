@@ -8,6 +8,7 @@ thread. Every dialog writes its confirm and cancel keys on itself.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -63,12 +64,16 @@ NOTE_IS_AN_ID_RIDE = (
 )
 
 
-def _is_uuid(text: str) -> bool:
+def _is_an_id(text: str) -> bool:
+    """A whole UUID in any spelling, or the 8-character start the tables show."""
     try:
         parse_uuid(text)
     except ValueError:
-        return False
+        return _ID_START.fullmatch(text.strip().lower()) is not None
     return True
+
+
+_ID_START = re.compile(r"[0-9a-f]{8}[0-9a-f-]*")
 
 
 def keys_line(*pairs: tuple[str, str]) -> str:
@@ -472,10 +477,9 @@ class WriteDialog(Dialog[bool]):
         field = self.query_one("#note", Input)
         note = field.value.strip()
         problem = NOTE_REQUIRED if not note else None
-        if note and _is_uuid(note):
-            problem = NOTE_IS_AN_ID + (
-                NOTE_IS_AN_ID_RIDE if self.query("#ride").results(Input) else ""
-            )
+        if note and _is_an_id(note):
+            has_ride_field = bool(self.query("#ride"))
+            problem = NOTE_IS_AN_ID + (NOTE_IS_AN_ID_RIDE if has_ride_field else "")
         if problem is not None:
             self.set_message(f"[b $error]{problem}[/]")
             field.focus()
