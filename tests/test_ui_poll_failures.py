@@ -122,7 +122,7 @@ async def test_a_job_whose_server_stops_answering_can_be_left(
             assert "stop waiting" in static_text(running.query_one("#job-keys", Static))
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
-            assert "Its outcome is unknown" in notices(app)[-1]
+            assert "The job may still complete" in notices(app)[-1]
             await until(pilot, lambda: not app.repo.job_running, "the job let go")
             logged = [
                 json.loads(line)

@@ -17,7 +17,7 @@ from carpool_tui.db.probe import read_health
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import JOBS_BY_NAME, JobLogEntry
 from carpool_tui.monitor import Level, evaluate
-from carpool_tui.ui.wallboard import judge
+from carpool_tui.ui.wallboard import board_state, judge
 from carpool_tui.warroom import (
     CronEntry,
     CronTable,
@@ -191,3 +191,22 @@ async def test_the_wall_judges_a_deployed_database_as_check_does(
     assert by_check.level is not Level.OK
     assert on_the_wall.level is by_check.level
     assert on_the_wall.summary == by_check.summary
+
+
+async def test_the_wall_says_how_often_an_overdue_job_runs(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM system_job_log")
+        for name in JOBS_BY_NAME:
+            await log_run(conn, name, 0.0)
+        await log_run(conn, "expire_rides", 1.0)
+        await conn.execute(
+            "DELETE FROM system_job_log WHERE job_name = 'expire_rides'"
+            " AND started_at > $1",
+            FIXED_NOW - timedelta(minutes=30),
+        )
+    snapshot = await read(ops_dsn, tmp_path, lambda r: r.snapshot())
+    state = board_state(snapshot, FIXED_NOW)
+    lines = [p.text for p in state.problems]
+    assert "expire_rides overdue (runs every 5 minutes)" in lines, lines

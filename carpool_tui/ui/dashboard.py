@@ -316,8 +316,7 @@ class DashboardScreen(Screen[None]):
             self.query_one("#jobs", JobsTable).show(self.snapshot, self.dash.clock())
             if self.failures == 1 and message.error.retryable:
                 self.notify(
-                    f"{message.error} Retrying; the data on screen is from the last"
-                    " good poll.",
+                    f"{message.error} The data on screen is from the last good poll.",
                     title="Polling failed",
                     severity="warning",
                     timeout=15,

@@ -263,8 +263,9 @@ class JobRunDialog(Dialog[JobResult | None]):
             self.workers.cancel_group(self, "job")
             self.notify(
                 f"Stopped waiting for {self.job.name}: the server answered neither "
-                "the job nor the cancel. Its outcome is unknown; the job log shows "
-                "it once the server answers.",
+                "the job nor the cancel, which may not have reached it. The job may "
+                "still complete; the job log shows how it ended once the server "
+                "answers.",
                 title="Outcome unknown",
                 severity="warning",
                 timeout=30,

@@ -93,7 +93,7 @@ def _problems(result: CheckResult, snapshot: Snapshot) -> list[Problem]:
                 found.append(
                     Problem(
                         Level.WARNING,
-                        f"{job.name} overdue (due every "
+                        f"{job.name} overdue (runs "
                         f"{JOBS_BY_NAME[job.name].frequency_text})",
                         job.last_started_at + every,
                     )
