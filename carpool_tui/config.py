@@ -114,8 +114,23 @@ def describe_target(dsn: str | None) -> str:
             creds, rest = rest.rsplit("@", 1)
             user = creds.split(":", 1)[0]
             rest = f"{user}@{rest}"
-        text = f"{scheme}://{rest}"
+        text = f"{scheme}://{_redact_query(rest)}"
     return _PASSWORD_OPTION.sub(r"\1***", text)
+
+
+def _redact_query(rest: str) -> str:
+    """A URL's options with the password's value hidden, however its key is
+    spelt: libpq decodes ``passw%6Frd`` to ``password`` too."""
+    head, sep, query = rest.partition("?")
+    if not sep:
+        return rest
+    pairs = []
+    for pair in query.split("&"):
+        key, eq, _ = pair.partition("=")
+        if eq and unquote(key).strip().lower() == "password":
+            pair = f"{key}=***"
+        pairs.append(pair)
+    return f"{head}?{'&'.join(pairs)}"
 
 
 # password=... as a libpq keyword or a URL query option, quoted or not.

@@ -369,6 +369,7 @@ def test_passwords_never_reach_the_screen() -> None:
         "host=h user=u password='s e\\'cret' dbname=x",
         "postgresql://u:secret@h/x?sslmode=require",
         "postgresql://u@h/x?password=secret&sslmode=require",
+        "postgresql://u@h/x?sslmode=require&passw%6Frd=secret",
     ):
         shown = describe_target(dsn)
         assert "secret" not in shown and "cret" not in shown, shown
