@@ -65,6 +65,18 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("quit", "q", "q", "Quit", "Leave the dashboard.", "quit", footer=True),
     ActionSpec(
+        "procedures",
+        "g",
+        "g",
+        "Procedures",
+        "Guided emergency procedures (manual section 4), checked against the "
+        "live database. On a failed run or a violation it opens the matching "
+        "procedure with that item chosen.",
+        "procedures",
+        footer=True,
+        needs_db=True,
+    ),
+    ActionSpec(
         "refresh",
         "r",
         "r",
@@ -140,18 +152,6 @@ ACTIONS: tuple[ActionSpec, ...] = (
         writes=True,
         needs_ops=True,
         function="ops_expire_ride",
-        footer=True,
-        needs_db=True,
-    ),
-    ActionSpec(
-        "procedures",
-        "g",
-        "g",
-        "Procedures",
-        "Guided emergency procedures (manual section 4), checked against the "
-        "live database. On a failed run or a violation it opens the matching "
-        "procedure with that item chosen.",
-        "procedures",
         footer=True,
         needs_db=True,
     ),
