@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Input, Static
 
 from carpool_tui.db.errors import ConnectionLost
+from carpool_tui.db.seed import seed_platform
 from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
@@ -339,6 +340,32 @@ async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
         assert seats == 2
         assert [a["note"] for a in await seat_fix_audit(conn)] == ["fix after edit"]
         assert [e["outcome"] for e in action_log(app)] == ["stale_preview", "ok"]
+
+
+async def test_a_finished_ride_leaves_the_keys_on_the_ride_id(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Opened on a sample's ride that is already finished: typing goes to the
+    ride field, for another ride, instead of nowhere."""
+    async with connected(ops_dsn) as conn:
+        await seed_platform(
+            conn, rides=60, seed=3, faults=["active_booking_on_terminal_ride"]
+        )
+        await job(conn, "check_system_invariants")
+        other = await make_ride(conn, departs_in=timedelta(hours=-2))
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "active_booking_on_terminal_ride")
+            await pilot.press("e")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await shows(pilot, dialog, "Already finished")
+            ride_field = dialog.query_one("#ride", Input)
+            assert app.focused is ride_field
+            ride_field.value = ""
+            await type_text(pilot, str(other))
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Due              yes")
 
 
 async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(

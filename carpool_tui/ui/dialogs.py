@@ -867,8 +867,8 @@ class ExpireRideDialog(RideDialog):
         )
         note = self.query_one("#note", Input)
         note.disabled = preview.terminal
-        if not preview.terminal:
-            note.focus()
+        # Nothing to expire: the keys go to the ride id, for another ride.
+        (self.query_one("#ride", Input) if preview.terminal else note).focus()
 
     def _show_expire_fields(self, preview: ExpirePreview) -> None:
         if preview.terminal:
