@@ -336,9 +336,16 @@ would otherwise stay "latest" and hide every newer run, failed or missing;
 the job log still lists it."""
 
 
+def last_start(run: JobLogEntry | RecentJob | None) -> datetime | None:
+    """When a run started (or, lacking that, completed)."""
+    if run is None:
+        return None
+    return run.started_at or run.completed_at
+
+
 def dated_ahead(run: JobLogEntry | RecentJob, now: datetime | None) -> bool:
     """Whether a run is stamped more than CLOCK_MARGIN after ``now``."""
-    stamp = run.started_at or run.completed_at
+    stamp = last_start(run)
     return now is not None and stamp is not None and stamp > now + CLOCK_MARGIN
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
-from carpool_tui.models import JOBS, last_run
-from carpool_tui.warroom import last_start, overdue
+from carpool_tui.models import JOBS, last_run, last_start
+from carpool_tui.warroom import overdue
 
 PREFIX = "CARPOOL"
 

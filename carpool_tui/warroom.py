@@ -14,7 +14,14 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from carpool_tui.config import DEFAULT_OVERDUE_FACTOR
-from carpool_tui.models import JOBS, JobLogEntry, JobSpec, RecentJob, Snapshot
+from carpool_tui.models import (
+    JOBS,
+    JobLogEntry,
+    JobSpec,
+    RecentJob,
+    Snapshot,
+    last_start,
+)
 
 RECOMMENDED_CRON: dict[str, str] = {
     "expire_rides": "*/5 * * * *",
@@ -45,13 +52,6 @@ def overdue(
         return False
     started = last_start(run)
     return started is None or (now - started) > frequency * factor
-
-
-def last_start(run: JobLogEntry | RecentJob | None) -> datetime | None:
-    """When a run started (or, lacking that, completed)."""
-    if run is None:
-        return None
-    return run.started_at or run.completed_at
 
 
 # -- pg_cron ---------------------------------------------------------------

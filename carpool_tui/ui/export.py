@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carpool_tui.files import write_new
-from carpool_tui.models import JOBS, JobLogEntry, Snapshot
-from carpool_tui.warroom import last_start, overdue
+from carpool_tui.models import JOBS, JobLogEntry, Snapshot, last_start
+from carpool_tui.warroom import overdue
 
 Kind = Literal["jobs", "log", "violations"]
 Format = Literal["csv", "json"]

@@ -22,10 +22,11 @@ from textual.widgets import DataTable, Static
 
 from carpool_tui.config import DEFAULT_OVERDUE_FACTOR
 from carpool_tui.db.errors import OpsError
+from carpool_tui.models import last_start
 from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import keys_line
 from carpool_tui.ui.text import safe_markup, safe_text
-from carpool_tui.warroom import CronTable, ScheduleRow, last_start, schedule_rows
+from carpool_tui.warroom import CronTable, ScheduleRow, schedule_rows
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp

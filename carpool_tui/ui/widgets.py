@@ -17,6 +17,7 @@ from carpool_tui.models import (
     RecentJob,
     Snapshot,
     Violation,
+    last_start,
 )
 from carpool_tui.ui import fmt
 from carpool_tui.ui.text import safe_markup, safe_text
@@ -245,7 +246,7 @@ def job_cells(
             Text("—"),
             Text("—"),
         )
-    started = run.started_at or run.completed_at
+    started = last_start(run)
     if isinstance(run, JobLogEntry):
         took = fmt.duration(run.duration)
     else:
