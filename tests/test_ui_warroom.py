@@ -187,7 +187,7 @@ async def test_trends_draw_the_job_log_of_the_last_day(
         assert violations is not None and violations[23] == 6.0
         text = screen_text(screen)
         assert "2 runs" in text and "1 run, 1 failed" in text
-        assert "hourly mean up to" in text
+        assert "peak hourly mean" in text
         assert "this hour 6, peak 6" in text
 
 

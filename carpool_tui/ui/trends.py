@@ -50,7 +50,7 @@ class TrendsScreen(Screen[None]):
     #trends { padding: 0 1; }
     #trends .title { text-style: bold; color: $accent; }
     #trends-grid {
-        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 2 2 2 2;
+        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 3 3 3 3;
         height: auto; margin: 1 0;
     }
     #trends-grid Sparkline { height: 2; margin-right: 1; }
@@ -138,10 +138,11 @@ class TrendsScreen(Screen[None]):
         for trend in trends:
             longest = max(trend.durations)
             failed = f", [b $error]{trend.failed} failed[/]" if trend.failed else ""
+            # Three short lines: the label column is 34 cells wide.
             self.query_one(f"#trend-label-{trend.job}", Static).update(
                 f"{trend.job}\n{counted(trend.runs, '{} run', '{} runs')}{failed},"
-                f" hourly mean up to {fmt.duration(longest)},"
-                f" {fmt.count(int(sum(trend.records)))} rec"
+                f" {fmt.count(int(sum(trend.records)))} rec\n"
+                f"peak hourly mean {fmt.duration(longest)}"
             )
             self.query_one(f"#trend-duration-{trend.job}", Sparkline).data = list(
                 trend.durations
