@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_REFRESH_SECONDS = 5.0
 MIN_REFRESH_SECONDS = 1.0
@@ -46,6 +46,35 @@ def default_action_log() -> Path:
     return default_log_file().with_name("actions.log")
 
 
+def dsn_parts(dsn: str) -> dict[str, str]:
+    """The settings a URL or key=value DSN names (user, host, port, dbname and
+    the URL's options), empty ones included; ValueError for an unreadable URL.
+
+    Only the first of several hosts counts, and a password is never read.
+    """
+    found: dict[str, str] = {}
+    if "://" not in dsn:
+        for key, value in _KEYWORD.findall(dsn):
+            found[key] = value.strip("'")
+        return found
+    url = urlsplit(dsn)
+    userinfo, at, hosts = url.netloc.rpartition("@")
+    if at:
+        found["user"] = unquote(userinfo.split(":", 1)[0])
+    first = hosts.split(",", 1)[0]
+    if first.startswith("["):
+        host, _, rest = first[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = first.partition(":")
+    found["host"] = unquote(host)
+    found["port"] = port
+    found["dbname"] = unquote(url.path.lstrip("/"))
+    for key, values in parse_qs(url.query).items():
+        found[key] = values[0]
+    return found
+
+
 def names_nothing(dsn: str) -> bool:
     """Whether a DSN names neither a server nor a database.
 
@@ -58,23 +87,12 @@ def names_nothing(dsn: str) -> bool:
     text = dsn.strip()
     if not text:
         return True
-    named: dict[str, str] = {}
-    scheme, sep, _ = text.partition("://")
-    if sep and scheme.lower() in ("postgres", "postgresql"):
-        try:
-            url = urlsplit(text)
-            named["host"] = url.hostname or ""
-        except ValueError:
-            return False  # malformed: connecting says so, without the password
-        named["dbname"] = unquote(url.path.lstrip("/"))
-        for key, value in parse_qsl(url.query, keep_blank_values=True):
-            named.setdefault(key, "")
-            named[key] = named[key] or value
-    elif "=" in text:
-        for key, value in _KEYWORD.findall(text):
-            named[key] = value.strip("'")
-    else:
+    if "://" not in text and "=" not in text:
         return False  # not a form this checks; the driver says what is wrong
+    try:
+        named = dsn_parts(text)
+    except ValueError:
+        return False  # malformed: connecting says so, without the password
     wanted = ("host", "hostaddr", "dbname", "service")
     return not any(named.get(key, "").strip() for key in wanted)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from carpool_tui.config import dsn_parts
 
 
 def age(seconds: float) -> str:
@@ -78,31 +79,10 @@ def short_target(dsn: str | None, env: Mapping[str, str] | None = None) -> str:
     connection uses; a password is never part of it.
     """
     env = os.environ if env is None else env
-    found: dict[str, str] = {}
-    if dsn and "://" in dsn:
-        try:
-            url = urlsplit(dsn)
-        except ValueError:
-            return "(unreadable DSN)"
-        netloc = url.netloc.rsplit("@", 1)[-1]
-        if "@" in url.netloc:
-            found["user"] = unquote(url.netloc.rsplit("@", 1)[0].split(":", 1)[0])
-        first = netloc.split(",", 1)[0]
-        if first.startswith("["):
-            host, _, rest = first[1:].partition("]")
-            port = rest.lstrip(":")
-        else:
-            host, _, port = first.partition(":")
-        found["host"] = unquote(host)
-        found["port"] = port
-        found["dbname"] = unquote(url.path.lstrip("/"))
-        for key, values in parse_qs(url.query).items():
-            if key in ("host", "port", "dbname", "user") and values:
-                found[key] = values[0]
-    elif dsn:
-        for pair in dsn.split():
-            key, _, value = pair.partition("=")
-            found[key] = value.strip("'")
+    try:
+        found = dsn_parts(dsn) if dsn else {}
+    except ValueError:
+        return "(unreadable DSN)"
     host = found.get("host") or env.get("PGHOST", "")
     port = found.get("port") or env.get("PGPORT", "")
     user = found.get("user") or env.get("PGUSER", "")
