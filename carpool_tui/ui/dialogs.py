@@ -168,7 +168,6 @@ class JobRunDialog(Dialog[JobResult | None]):
         super().__init__()
         self.job = job
         self.result: JobResult | None = None
-        self.cancelling = False
         self.cancel_asked: datetime | None = None
         """When c was pressed: Esc may stop waiting CANCEL_GRACE_S after it."""
 
@@ -202,6 +201,10 @@ class JobRunDialog(Dialog[JobResult | None]):
         if self.may_abandon:
             keys = [("Esc", "stop waiting: the server has not answered the cancel")]
         self.query_one("#job-keys", Static).update(keys_line(*keys))
+
+    @property
+    def cancelling(self) -> bool:
+        return self.cancel_asked is not None
 
     @property
     def may_abandon(self) -> bool:
@@ -251,7 +254,6 @@ class JobRunDialog(Dialog[JobResult | None]):
 
     def action_cancel_job(self) -> None:
         if self.running and not self.cancelling:
-            self.cancelling = True
             self.cancel_asked = self.dash.clock()
             self._tick()
             self._cancel()
