@@ -124,6 +124,29 @@ async def test_a_slow_query_times_out_in_its_own_panel(
         assert app.dashboard.query_one("#log", JobLogTable).row_count == 1
 
 
+async def test_a_role_without_any_grant_is_told_so_not_disconnected(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    role = f"nobody_{uuid.uuid4().hex[:8]}"
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN")
+        app = DashboardApp(make_settings(_as_user(ops_dsn, role), tmp_path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.dashboard
+            await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+            await pilot.pause()
+            assert "NO PERMISSION" in status(app)
+            assert "NOT CONNECTED" not in status(app)
+            text = static_text(screen.query_one("#startup-message", Static))
+            assert "permission denied" in text
+            assert "carpool_ops_viewer" in text
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
 async def test_a_role_without_the_operator_grant_is_told_which_function(
     ops_dsn: str, tmp_path: Path
 ) -> None:

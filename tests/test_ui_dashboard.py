@@ -248,6 +248,7 @@ async def test_database_without_the_functions_says_to_migrate(
         text = static_text(screen.query_one("#startup-message", Static))
         assert "no carpool health function" in text
         assert "carpool-tui migrate" in text
+        assert "NOT MIGRATED" in status(app)
 
 
 async def test_selected_row_survives_refreshes_and_new_rows(

@@ -23,7 +23,13 @@ from textual.widgets import DataTable, Footer, Static, Tab, Tabs
 
 from carpool_tui.checks import EXPIRE_CHECKS
 from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
-from carpool_tui.db.errors import ConnectionLost, OpsError, SettingsInvalid
+from carpool_tui.db.errors import (
+    ConnectionLost,
+    NotMigrated,
+    OpsError,
+    PermissionMissing,
+    SettingsInvalid,
+)
 from carpool_tui.db.repo import VIOLATION_LIMIT
 from carpool_tui.models import JOBS_BY_NAME, Capabilities, JobLogEntry, Snapshot
 from carpool_tui.ui import fmt
@@ -85,6 +91,19 @@ def next_interval(current: float, step: int) -> float:
         smaller = [i for i in INTERVALS if i < current]
         value = smaller[-1] if smaller else INTERVALS[0]
     return min(MAX_REFRESH_SECONDS, max(MIN_REFRESH_SECONDS, value))
+
+
+def _first_failure_flag(error: OpsError) -> str:
+    """The status-line flag before any data arrived: what stands in the way.
+
+    A role without grants or a database without the ops layer is reached, so
+    calling it "not connected" would send the operator to check the network.
+    """
+    if isinstance(error, PermissionMissing):
+        return "NO PERMISSION"
+    if isinstance(error, NotMigrated):
+        return "NOT MIGRATED"
+    return "NOT CONNECTED"
 
 
 class SnapshotReady(Message):
@@ -474,7 +493,8 @@ class DashboardScreen(Screen[None]):
                 )
             return f"[b reverse $warning] STALE [/] data {age} old{retry}"
         if self.error is not None:
-            return f"[b reverse $error] NOT CONNECTED [/] {retry.lstrip(', ')}".rstrip()
+            flag = _first_failure_flag(self.error)
+            return f"[b reverse $error] {flag} [/] {retry.lstrip(', ')}".rstrip()
         if self.last_ok is None:
             return "connecting…"
         age_s = (now - self.last_ok).total_seconds()
