@@ -452,6 +452,58 @@ async def test_expire_one_ride_previews_then_expires(
         ]
 
 
+async def expire_after_change(
+    pilot: Pilot[Any], conn: asyncpg.Connection, ride: uuid.UUID, change: str
+) -> Screen[Any]:
+    """Preview expiring `ride`, run `change` on it ($1), then press Enter."""
+    dialog, _ = await preview_ride(
+        pilot, "e", ExpireRideDialog, ride, "Due              yes"
+    )
+    await conn.execute(change, ride)
+    await type_text(pilot, "expiry job down")
+    await pilot.press("enter")
+    return dialog
+
+
+async def test_a_ride_finished_after_the_preview_is_shown_finished(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            # The driver completes the ride between the preview and Enter.
+            dialog = await expire_after_change(
+                pilot, conn, ride, "UPDATE rides SET status = 'completed' WHERE id = $1"
+            )
+            shown = await shows(pilot, dialog, "Already finished")
+            assert "Refused (already_terminal)" in shown
+            assert "Nothing was written." in shown
+            assert f"{ride} (completed)" in shown and "(active)" not in shown
+            assert dialog.query_one("#note", Input).disabled
+            assert dialog.query_one("#ride", Input).has_focus
+        assert await seat_fix_audit(conn) == []
+
+
+async def test_a_ride_deleted_after_the_preview_leaves_no_preview(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog = await expire_after_change(
+                pilot, conn, ride, "DELETE FROM rides WHERE id = $1"
+            )
+            shown = await shows(pilot, dialog, "Refused (not_found)")
+            assert "Due" not in shown and str(ride) in shown
+            assert isinstance(dialog, ExpireRideDialog)
+            assert dialog.preview is None
+            assert dialog.query_one("#note", Input).disabled
+
+
 async def test_a_stale_preview_that_needs_no_fix_offers_no_apply(
     ops_dsn: str, tmp_path: Path
 ) -> None:

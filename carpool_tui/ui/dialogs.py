@@ -659,9 +659,48 @@ class RideDialog(WriteDialog):
         """The repository preview for this dialog's write."""
         raise NotImplementedError
 
+    refusal_text = ""
+    """A refusal's sentence, kept on screen once the ride it re-read arrives."""
+
+    def refused(self, refusal: Refusal) -> bool:
+        """A refusal about the ride's state: say it and show the ride as it is.
+
+        The ride changed since the preview (someone finished, deleted or fixed
+        it), so the preview on screen is out of date; the note waits for the
+        fresh one.
+        """
+        if refusal.code not in RIDE_STATE_REFUSALS or self.preview is None:
+            return False
+        ride = UUID(str(self.preview.ride_id))
+        self.refusal_text = (
+            f"[b $error]Refused ({safe_markup(refusal.code, 30)}):[/] "
+            f"{safe_markup(refusal.error, 300)} Nothing was written."
+        )
+        if refusal.code == "not_found":
+            self.forget_preview()
+            self.set_message(self.refusal_text)
+            self.refusal_text = ""
+            self.query_one("#ride", Input).focus()
+            return True
+        self.query_one("#note", Input).disabled = True
+        self.set_message(self.refusal_text + " Reading the ride again…")
+        self.read_again(ride)
+        return True
+
+    def message_after_preview(self) -> str:
+        """What the message line says once a preview arrives."""
+        text, self.refusal_text = self.refusal_text, ""
+        return text
+
     @on(Input.Submitted, "#ride")
     def _ride_submitted(self, event: Input.Submitted) -> None:
         self._start_preview(event.value)
+
+
+RIDE_STATE_REFUSALS = frozenset(
+    {"not_found", "already_terminal", "not_due", "nothing_to_fix", "overbooked"}
+)
+"""Refusals that mean the ride is not as the preview showed it."""
 
 
 class SeatFixDialog(RideDialog):
@@ -745,7 +784,7 @@ class SeatFixDialog(RideDialog):
         if isinstance(value, SeatFixPreview):
             self.show_preview(value)
             if not self.done:
-                self.set_message("")
+                self.set_message(self.message_after_preview())
         elif isinstance(value, SeatFixApplied):
             self.finish(
                 f"[b $success]Fixed.[/] Ride {safe_markup(value.ride_id, 40)}: "
@@ -756,7 +795,7 @@ class SeatFixDialog(RideDialog):
 
     def refused(self, refusal: Refusal) -> bool:
         if refusal.code != "stale_preview":
-            return False
+            return super().refused(refusal)
         fresh = refusal.preview
         if not isinstance(fresh, SeatFixPreview):
             fresh = None
@@ -847,7 +886,7 @@ class ExpireRideDialog(RideDialog):
         if refusal.code != "stale_preview" or not isinstance(
             refusal.preview, ExpirePreview
         ):
-            return False
+            return super().refused(refusal)
         self.show_preview(refusal.preview)
         self.set_message(
             f"[b $warning]{safe_markup(refusal.error, 300)}[/] Nothing was "
@@ -899,7 +938,7 @@ class ExpireRideDialog(RideDialog):
         if isinstance(value, ExpirePreview):
             self.show_preview(value)
             if not self.done:
-                self.set_message("")
+                self.set_message(self.message_after_preview())
         elif isinstance(value, ExpireApplied):
             self.finish(
                 f"[b $success]Expired.[/] Completed {value.bookings_completed} "
