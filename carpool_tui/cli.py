@@ -41,6 +41,7 @@ from carpool_tui.config import (
     describe_target,
     load_config,
     names_nothing,
+    operator_problem,
     parse_limit,
     resolve_dsn,
 )
@@ -183,6 +184,12 @@ def _operator_text(text: str) -> str:
             "is blank (an unset shell variable?); give the name to record in audit"
             " rows and the job log, or leave --operator out to use the target's,"
             " else user@host"
+        )
+    problem = operator_problem(name)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{problem}; type the name to record in audit rows and the job log"
+            " as plain text"
         )
     return name
 

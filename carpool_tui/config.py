@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import tomllib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,24 @@ def default_operator() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+OPERATOR_UNSEEN = "contains a control or invisible character"
+
+
+def operator_problem(name: str) -> str | None:
+    """What makes `name` unfit to record as the operator, or None.
+
+    The name goes into audit rows that people read later: a control or
+    zero-width character would make two names look the same, or hide part of
+    one.
+    """
+    if not name.strip():
+        return "is blank"
+    for char in name:
+        if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
+            return f"{OPERATOR_UNSEEN} ({ascii(char)[1:-1]})"
+    return None
 
 
 def default_log_file() -> Path:
@@ -426,6 +445,14 @@ class _Parser:
         ):
             raise self.fail(
                 table, "operator", f"{table}.operator must be a non-empty string"
+            )
+        problem = None if operator is None else operator_problem(operator)
+        if problem is not None:
+            raise self.fail(
+                table,
+                "operator",
+                f"{table}.operator {problem}; write the name to record in audit "
+                "rows and the job log",
             )
         return Target(
             name=name,

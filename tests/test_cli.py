@@ -337,6 +337,23 @@ def test_every_operator_option_refuses_a_blank_name(
     assert "--operator: is blank" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("ann\x1b[2J", "\\x1b"), ("ann\u200b", "\\u200b"), ("an\nn", "\\n")],
+)
+def test_an_operator_name_with_unseen_characters_is_refused(
+    name: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit rows are read by people: an invisible character would hide part
+    of the name or make two names look the same."""
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["--operator", name])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--operator: contains a control or invisible character" in err
+    assert f"({shown})" in err
+
+
 def test_an_operator_name_is_recorded_without_surrounding_spaces() -> None:
     parser = build_parser()
     for args in (

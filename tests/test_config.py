@@ -89,6 +89,11 @@ def test_the_example_file_parses() -> None:
             "a non-empty string",
         ),
         (
+            '[targets.prod]\noperator = "ann\\u200b"\n',
+            "config file /etc/carpool/c.toml, line 2: targets.prod.operator "
+            "contains a control or invisible character (\\u200b); write the name",
+        ),
+        (
             "[check]\noverdue_factor = 'often'\n",
             "config file /etc/carpool/c.toml, line 2: check.overdue_factor must be "
             "a number",
