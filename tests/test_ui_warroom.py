@@ -357,7 +357,13 @@ FORMULAS = (
 async def test_csv_export_guards_text_a_spreadsheet_would_run(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    messages = [*FORMULAS, "lock timeout", "boom\r=1+1 mid-cell stays in the cell"]
+    huge = "deadlock detected; " * 2_500  # 47,500 characters: more than a cell
+    messages = [
+        *FORMULAS,
+        "lock timeout",
+        "boom\r=1+1 mid-cell stays in the cell",
+        huge,
+    ]
     async with connected(ops_dsn) as conn:
         await conn.executemany(
             "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
@@ -378,7 +384,11 @@ async def test_csv_export_guards_text_a_spreadsheet_would_run(
     with csv_path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     guarded = [f"'{m}" for m in FORMULAS]
-    assert [r["error_message"] for r in rows] == [*guarded, *messages[-2:]]
+    *shown, cut = [r["error_message"] for r in rows]
+    assert shown == [*guarded, *messages[-3:-1]]
+    assert len(cut) <= 32_767 and huge.startswith(cut[:32_000])
+    assert cut.endswith("more characters; the JSON export (j) has the whole text]")
+    assert f"[cut: {len(huge) - 32_667:,} more" in cut
     assert {r["records_processed"] for r in rows} == {"-3"}
     assert {r["status"] for r in rows} == {"failed"}
     data = json.loads(json_path.read_text(encoding="utf-8"))

@@ -88,15 +88,26 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet read a CSV cell as a formula."""
 
 
+CSV_CELL_MAX = 32_767
+"""The most characters a spreadsheet keeps in one cell."""
+CSV_CUT_NOTE = " … [cut: {:,} more characters; the JSON export (j) has the whole text]"
+CSV_CELL_KEPT = CSV_CELL_MAX - 100
+"""What a cut cell keeps, leaving room for the note that says so."""
+
+
 def _csv_cell(value: Any) -> Any:
     """One value as a CSV cell: nested values as JSON, formula-like text quoted.
 
     Only text is guarded: numbers (a negative count) are written as they are.
+    Text longer than a spreadsheet cell holds is cut with a note saying so, so
+    the cut is never silent; the JSON export keeps the whole text.
     """
     if isinstance(value, list | dict):
-        return json.dumps(value)
+        value = json.dumps(value)
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
+        value = "'" + value
+    if isinstance(value, str) and len(value) > CSV_CELL_MAX:
+        value = value[:CSV_CELL_KEPT] + CSV_CUT_NOTE.format(len(value) - CSV_CELL_KEPT)
     return value
 
 
