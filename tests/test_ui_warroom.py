@@ -64,6 +64,34 @@ async def test_wallboard_shows_state_what_is_wrong_and_since_when(
         assert board.has_class("-critical")
 
 
+@pytest.mark.parametrize(("size", "listed"), [((120, 40), 15), ((80, 24), 12)])
+async def test_wallboard_lists_as_many_problems_as_fit(
+    ops_dsn: str, tmp_path: Path, size: tuple[int, int], listed: int
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO invariant_violations (check_name, check_id, severity,"
+            " violation_count, sample_data, detected_at, last_seen_at)"
+            " SELECT 'check_' || n, 'INV-X-' || n, 'warning', 1, '[]'::jsonb,"
+            " now() - n * interval '1 minute', now() FROM generate_series(1, 15) n"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), wallboard=True)
+    async with app.run_test(size=size) as pilot:
+        board = await until(
+            pilot, lambda: isinstance(app.screen, WallboardScreen) and app.screen, "wb"
+        )
+        text = await until(
+            pilot,
+            lambda: "violation check_" in (t := screen_text(board)) and t,
+            "the wall lists the violations",
+        )
+        named = {n for n in range(1, 16) if f"violation check_{n} " in text}
+        assert len(named) == listed, text
+        # Four jobs that never ran are problems too: 19 in all.
+        lines = text.splitlines()
+        assert ("… and 7 more" in lines) == (listed < 15), text
+
+
 async def test_wallboard_takes_no_keys_and_polls_through_the_dashboard(
     ops_dsn: str, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from carpool_tui.ui.dashboard import DashboardScreen
 
 MAX_PROBLEMS = 12
+"""Problems listed before the wall is laid out; then as many as fit."""
 STATE_CLASSES = ("-ok", "-warning", "-critical", "-unknown")
 
 
@@ -249,13 +250,17 @@ class WallboardScreen(Screen[None]):
                 box.query_one(".wb-label", Static).update(label)
             else:
                 box.display = False
-        shown = state.problems[:MAX_PROBLEMS]
+        problems = self.query_one("#wb-problems", Static)
+        room = problems.size.height or MAX_PROBLEMS
+        if len(state.problems) > room:
+            room -= 1  # the last line says how many more there are
+        shown = state.problems[: max(1, room)]
         lines = [problem_line(p, now) for p in shown]
         if len(state.problems) > len(shown):
             lines.append(f"… and {len(state.problems) - len(shown)} more")
         if not lines:
             lines = ["[b $success]Nothing is wrong.[/]"]
-        self.query_one("#wb-problems", Static).update("\n".join(lines))
+        problems.update("\n".join(lines))
         self.query_one("#wb-foot", Static).update(self._foot(now))
 
     def _foot(self, now: datetime) -> str:
