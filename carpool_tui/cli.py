@@ -510,13 +510,19 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
     groups: tuple[Group, ...] = ("base", "ops") if base else ("ops",)
     conn = await connect(dsn, purpose="migrate", statement_timeout_ms=0)
     try:
-        items = await migrate(conn, groups, dry_run=dry_run)
+        items = await migrate(
+            conn,
+            groups,
+            dry_run=dry_run,
+            applied=lambda name: print(f"applied {name}", flush=True),
+        )
     finally:
         await conn.close()
     pending = [i.migration.name for i in items if i.state == "pending"]
     newer = [i.migration.name for i in items if i.state == "newer"]
     verb = "would apply" if dry_run else "applied"
-    lines = [f"{verb} {name}" for name in pending]
+    # Applied files were printed as they were recorded.
+    lines = [f"{verb} {name}" for name in pending] if dry_run else []
     if newer:
         lines.append(
             f"note: the database also records {', '.join(newer)}, applied by a"

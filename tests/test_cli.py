@@ -45,6 +45,32 @@ async def test_migrate_base_then_again_applies_nothing(empty_dsn: str) -> None:
     assert second.stdout.strip().splitlines()[-1].startswith("0 applied")
 
 
+async def test_a_failing_migration_says_which_files_went_in_before_it(
+    empty_dsn: str,
+) -> None:
+    """Each file is reported as it is recorded, so a failure part way is clear."""
+    async with connected(empty_dsn, plain=True) as conn:
+        await migrate(conn, ("base",))
+        # A function of the same name and another type, made by someone else.
+        await conn.execute(
+            "CREATE FUNCTION ops_layer_version() RETURNS integer"
+            " LANGUAGE sql AS 'SELECT 1'"
+        )
+    result = run_cli("migrate", "--dsn", empty_dsn)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "applied ops/0101_ops_tables.sql",
+        "applied ops/0102_ops_indexes.sql",
+    ], result.stdout
+    assert "Applying ops/0103_job_runner.sql" in result.stderr
+    assert "return type" in result.stderr
+    async with connected(empty_dsn, plain=True) as conn:
+        recorded = await conn.fetchval(
+            "SELECT count(*) FROM ops_schema_migrations WHERE name LIKE 'ops/%'"
+        )
+        assert recorded == 2
+
+
 async def test_migrate_base_on_a_platform_database_says_to_drop_base(
     empty_dsn: str,
 ) -> None:

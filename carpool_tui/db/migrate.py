@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
@@ -135,8 +136,13 @@ async def migrate(
     groups: tuple[Group, ...] = ("ops",),
     *,
     dry_run: bool = False,
+    applied: Callable[[str], None] | None = None,
 ) -> list[PlanItem]:
     """Apply every pending file of the groups; return the plan it followed.
+
+    ``applied`` is told each file's name as soon as it is recorded, so a
+    long run (an index built on a large table) shows how far it got, and a
+    run that fails says which files it applied before.
 
     Refuses to run when an applied file has changed since it was applied,
     refuses the ops group on a database without the platform's tables, and
@@ -169,6 +175,8 @@ async def migrate(
             if item.state != "pending":
                 continue
             await _apply_one(conn, item.migration)
+            if applied is not None:
+                applied(item.migration.name)
         return items
     finally:
         # A session that is gone has released its advisory lock with it; trying
