@@ -169,7 +169,8 @@ async def test_each_violation_kind_from_the_dashboard(
             assert table.row_count > 0
             await follow(pilot, screen, "needs a manual fix")
             final = screen_text(screen)
-            assert f"{kind:<34}" in final  # the before/after table
+            assert f"{kind:<34}" in final  # the open/now table
+            assert f"{'check':<34}{'open':>8}{'now':>8}" in final
             if screen.procedure.can_end_healthy:
                 assert screen.run.healthy
                 assert "Finished: verified healthy." in final
@@ -455,7 +456,7 @@ async def test_step_n_of_m_stays_in_view_at_80x24(ops_dsn: str, tmp_path: Path) 
         await run_job_action(pilot, screen)
         page = screen.query_one("#procedure")
         await until(pilot, lambda: page.scroll_y > 0, "the step scrolled to its end")
-        assert "after" in screen_text(screen)
+        assert "open     now" in screen_text(screen)
         assert "Step 3 of 3" in top_line(app)
 
 

@@ -92,7 +92,10 @@ def _recheck(kind: str | None) -> Step:
     """The invariant check: verifying a 4.2 fix, or (no kind) the start of
     shift's look at every check, where nothing was fixed to verify."""
     what = kind or "every check"
-    table = "The table shows the open violations before and the counts after."
+    table = (
+        "The table shows, for each check, its violations open before this run "
+        "and the count it finds now."
+    )
     if kind is None:
         title = "Run the invariant check"
         purpose = (

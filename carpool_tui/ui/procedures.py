@@ -347,7 +347,7 @@ class ProcedureScreen(Screen[None]):
         return keys_line(*pairs)
 
     def _detail(self) -> str:
-        """Advice for a chosen failed run; before and after for the final check."""
+        """Advice for a chosen failed run; open and found now for the final check."""
         run = self.run
         if run.step.view == "failed_runs" and run.chosen:
             cause = diagnose(
@@ -364,7 +364,9 @@ class ProcedureScreen(Screen[None]):
             before: dict[str, Any] = {}
             if self.before is not None:
                 before = {r["check"]: r["open_count"] for r in self.before.rows}
-            lines = [f"[b]{'check':<34}{'before':>8}{'after':>8}[/]"]
+            # "open" is what invariant_violations held before the run (a row
+            # resolved with x counts 0); "now" is what the check found.
+            lines = [f"[b]{'check':<34}{'open':>8}{'now':>8}[/]"]
             for item in result["checks"]:
                 name = str(item.get("name"))
                 after = item.get("count")
