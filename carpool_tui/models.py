@@ -449,7 +449,11 @@ _RESULT_WORDS: dict[str, tuple[tuple[str, str, str], ...]] = {
             "closed {} orphan booking",
             "closed {} orphan bookings",
         ),
-        ("rides_skipped_locked", "skipped {} locked ride", "skipped {} locked rides"),
+        (
+            "rides_skipped_locked",
+            "skipped {} ride locked by another session",
+            "skipped {} rides locked by another session",
+        ),
     ),
     "reconcile_seat_counts": (
         ("mismatches_found", "found {} mismatch", "found {} mismatches"),

@@ -203,7 +203,8 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
     expected = {
         1: {
             "expire_rides": "Expired 1 ride, completed 1 booking, created 1"
-            " notification, closed 1 orphan booking, skipped 1 locked ride.",
+            " notification, closed 1 orphan booking, skipped 1 ride"
+            " locked by another session.",
             "reconcile_seat_counts": "Found 1 mismatch, fixed 1 mismatch,"
             " 1 overbooked ride reported.",
             "repair_missing_notifications": "Created 1 booking request,"
@@ -213,7 +214,8 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
         },
         2: {
             "expire_rides": "Expired 2 rides, completed 2 bookings, created 2"
-            " notifications, closed 2 orphan bookings, skipped 2 locked rides.",
+            " notifications, closed 2 orphan bookings, skipped 2 rides"
+            " locked by another session.",
             "reconcile_seat_counts": "Found 2 mismatches, fixed 2 mismatches,"
             " 2 overbooked rides reported.",
             "repair_missing_notifications": "Created 2 booking requests,"
@@ -223,7 +225,8 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
         },
         0: {
             "expire_rides": "Expired 0 rides, completed 0 bookings, created 0"
-            " notifications, closed 0 orphan bookings, skipped 0 locked rides.",
+            " notifications, closed 0 orphan bookings, skipped 0 rides"
+            " locked by another session.",
             "reconcile_seat_counts": "Found 0 mismatches, fixed 0 mismatches.",
             "repair_missing_notifications": "Created 0 booking requests,"
             " 0 confirmations, 0 cancellations, 0 notifications in total.",
