@@ -190,6 +190,13 @@ async def test_an_outage_keeps_the_job_ages_counting_and_says_why(
         await pilot.pause()
         assert "21 min" in expire_row() and "OVERDUE" in expire_row()
         assert any("connection refused" in n for n in notices(app))
+        # Between retries too: the ages follow the clock, not the retries.
+        app.dashboard.failures = 5  # the next retry is 30 s away
+        app.dashboard.start_round()
+        await until(pilot, lambda: app.dashboard.failures == 6, "a long backoff")
+        now[0] = FIXED_NOW + timedelta(minutes=30)
+        await until(pilot, lambda: "31 min" in expire_row(), "the age to move", 3)
+        assert app.dashboard.failures == 6  # no poll came in between
 
 
 async def test_a_malformed_dsn_is_not_retried(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#violations-pane").border_title = "Unresolved violations"
         self._layout(self.size.width, self.size.height)
         self.render_status()
-        self.set_interval(1.0, self.render_status)
+        self.set_interval(1.0, self._tick)
         self.start_round()
 
     def _title_jobs(self) -> None:
@@ -435,6 +435,16 @@ class DashboardScreen(Screen[None]):
         self.query_one(
             "#tab-violations", Tab
         ).label = f"Violations ({fmt.at_least(len(snap.violations), VIOLATION_LIMIT)})"
+
+    def _tick(self) -> None:
+        """Every second: the status line, and during an outage the job ages.
+
+        Between retries (up to 30 s apart) nothing else redraws the last good
+        data, and a job must not look younger than it is.
+        """
+        self.render_status()
+        if self.error is not None and self.snapshot is not None:
+            self.query_one("#jobs", JobsTable).show(self.snapshot, self.dash.clock())
 
     def render_status(self) -> None:
         """One line: the database, how fresh the data is, then the rest.
