@@ -274,11 +274,16 @@ class ConfigFile:
     exists: bool = False
     targets: dict[str, Target] = field(default_factory=dict)
     check: CheckOverrides = field(default_factory=CheckOverrides)
+    broken: dict[str, ConfigError] = field(default_factory=dict)
+    """Targets with a mistake, raised only when that target is used: a typo
+    in one database's settings must not stop every command on the others."""
 
     def target(self, name: str) -> Target:
         """The target called ``name``, or a ConfigError that lists the others."""
         if name in self.targets:
             return self.targets[name]
+        if name in self.broken:
+            raise self.broken[name]
         if not self.exists:
             raise ConfigError(
                 f"no target {name!r}: config file {self.path} does not exist "
@@ -394,15 +399,25 @@ class _Parser:
         if not isinstance(targets_raw, dict):
             raise self.fail("", "targets", "targets must be a table of targets")
         targets: dict[str, Target] = {}
+        broken: dict[str, ConfigError] = {}
         for name, raw in targets_raw.items():
             table = f"targets.{_quote(name)}"
-            if not isinstance(raw, dict):
-                raise self.fail(
-                    "targets", name, f"[{table}] must be a table of settings"
-                )
-            targets[name] = self.target(name, table, raw)
+            try:
+                if not isinstance(raw, dict):
+                    raise self.fail(
+                        "targets", name, f"[{table}] must be a table of settings"
+                    )
+                targets[name] = self.target(name, table, raw)
+            except ConfigError as exc:
+                broken[name] = exc
         check = self.check("check", data.get("check", {}))
-        return ConfigFile(path=self.path, exists=True, targets=targets, check=check)
+        return ConfigFile(
+            path=self.path,
+            exists=True,
+            targets=targets,
+            check=check,
+            broken=broken,
+        )
 
     def unknown_keys(
         self, table: str, raw: dict[str, Any], known: Sequence[str]

@@ -26,9 +26,25 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def error_of(text: str) -> str:
+    """The error of a file, or of its first broken target once it is used."""
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, WHERE)
+        config = parse_config(text, WHERE)
+        for name in config.broken:
+            config.target(name)
     return str(caught.value)
+
+
+def test_a_broken_target_stops_only_the_commands_that_use_it() -> None:
+    config = parse_config(
+        "[targets.bad]\nrefresh = 'fast'\n[targets.good]\ndsn = 'postgresql://h/db'\n",
+        WHERE,
+    )
+    assert config.target("good").dsn == "postgresql://h/db"
+    with pytest.raises(ConfigError) as caught:
+        config.target("bad")
+    assert str(caught.value).startswith(
+        "config file /etc/carpool/c.toml, line 2: targets.bad.refresh must be"
+    )
 
 
 def test_the_example_file_parses() -> None:
@@ -199,6 +215,22 @@ def test_a_bad_file_is_one_line_on_the_command_line(
         assert done.stderr.strip().splitlines() == [
             f'carpool-tui: config file {bad}, line 2 (end of the file): Expected "\'"'
         ]
+
+
+async def test_a_broken_target_leaves_the_others_usable_on_the_command_line(
+    tmp_path: Path, cli_env: dict[str, str], ops_dsn: str
+) -> None:
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(
+        f"[targets.good]\ndsn = '{ops_dsn}'\n[targets.bad]\nrefresh = 'fast'\n"
+    )
+    cli_env["CARPOOL_TUI_CONFIG"] = str(mixed)
+    for args in (["--target", "good", "check"], ["--dsn", ops_dsn, "check"]):
+        done = cli(cli_env, *args)
+        assert "CARPOOL" in done.stdout and done.returncode != 3, done.stdout
+    done = cli(cli_env, "--target", "bad", "check")
+    assert done.returncode == 3
+    assert f"config file {mixed}, line 4: targets.bad.refresh must be" in done.stdout
 
 
 def test_an_unknown_target_on_the_command_line(
