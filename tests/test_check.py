@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from factories import connected, once
 
 from carpool_tui.db.seed import seed_platform
-from carpool_tui.models import JOBS
+from carpool_tui.models import CLOCK_MARGIN, JOBS
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
 
@@ -356,6 +357,43 @@ async def test_a_run_dated_in_the_future_hides_no_newer_failure(
     assert problems(data)["failing_jobs"] == "CRITICAL"
     expire = next(j for j in data["jobs"] if j["name"] == "expire_rides")
     assert (expire["last_status"], expire["failing"]) == ("failed", True)
+
+
+async def failures_around_the_margin(dsn: str, env: dict[str, str]) -> Any:
+    """`check --json` after failures stamped 1 h ago, and a minute inside and a
+    minute outside CLOCK_MARGIN ahead of the server's clock."""
+    await seed(dsn)
+    minute = timedelta(minutes=1)
+    async with connected(dsn) as conn:
+        await conn.executemany(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed, error_message) VALUES"
+            " ('expire_rides', now() + $1, now() + $1, 'failed', 0, $2)",
+            [
+                (-timedelta(hours=1), "really failed"),
+                (CLOCK_MARGIN - minute, "clock a little fast"),
+                (CLOCK_MARGIN + minute, "clock set wrong"),
+            ],
+        )
+    _, data = check_json(env, dsn)
+    return data
+
+
+async def test_a_failure_dated_ahead_is_not_counted_by_the_summary(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    data = await failures_around_the_margin(ops_dsn, cli_env)
+    assert data["metrics"]["failed_runs_24h"] == 2
+    assert data["health"]["failed_jobs_24h"] == 2
+    recent = json.dumps(data["health"]["recent_job_status"])
+    assert "clock a little fast" in recent and "clock set wrong" not in recent
+
+
+async def test_a_failure_dated_ahead_is_not_counted_from_the_legacy_log(
+    legacy_dsn: str, cli_env: dict[str, str]
+) -> None:
+    data = await failures_around_the_margin(legacy_dsn, cli_env)
+    assert data["metrics"]["failed_runs_24h"] == 2
 
 
 async def test_a_job_whose_only_runs_are_dated_ahead_never_ran(

@@ -116,9 +116,9 @@ NOT_IN_THE_FUTURE = (
 FAILED_WINDOW_HOURS = 24
 FAILED_RUNS_SQL = (
     "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
-    " AND started_at > now() - make_interval(hours => $1)"
+    f" AND started_at > now() - make_interval(hours => $1) AND {NOT_IN_THE_FUTURE}"
 )
-"""Failed runs that started in the last $1 hours."""
+"""Failed runs that started in the last $1 hours (none dated ahead)."""
 
 PROCEDURE_ROWS = 50
 _OPEN = "('pending', 'confirmed')"

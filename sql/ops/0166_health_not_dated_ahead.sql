@@ -1,0 +1,99 @@
+-- A job-log row dated ahead of the server's clock is not a recent run.
+--
+-- A row stamped in the future (written by hand, or by a scheduler with its own
+-- clock) counted as "the latest run" of its job and as a failure "in the last
+-- 24 hours" until a day after its date: one such row hid a stopped job and
+-- kept the strip red. The health summary now leaves out rows started more
+-- than 5 minutes ahead of now(), the margin the dashboard's own job-log reads
+-- use (carpool_tui.models.CLOCK_MARGIN). Everything else is 0152's
+-- computation unchanged.
+
+CREATE OR REPLACE FUNCTION ops_health_compute()
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_rides      bigint := ops_counted_rows('rides');
+    v_bookings   bigint := ops_counted_rows('ride_bookings');
+    v_open       record;
+    v_jobs       jsonb;
+    v_failed     integer;
+BEGIN
+    -- Without the counters (a half-applied upgrade) count, exactly.
+    IF v_rides IS NULL THEN
+        SELECT count(*) INTO v_rides FROM rides;
+    END IF;
+    IF v_bookings IS NULL THEN
+        SELECT count(*) INTO v_bookings FROM ride_bookings;
+    END IF;
+
+    WITH b AS (
+        SELECT ride_id,
+               sum(seats_requested) AS seats,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'confirmed') AS confirmed
+          FROM ride_bookings
+         WHERE status IN ('pending', 'confirmed')
+         GROUP BY ride_id
+    ), r AS (
+        SELECT id, available_seats, total_seats, status,
+               COALESCE(available_until, departure_time) AS expires_at
+          FROM rides
+         WHERE status IN ('active', 'in-progress')
+    )
+    SELECT count(r.id) FILTER (WHERE r.status = 'active') AS active,
+           count(r.id) FILTER (WHERE r.status = 'in-progress') AS in_progress,
+           count(r.id) FILTER (WHERE r.expires_at < now() - ops_expiry_grace())
+               AS expired,
+           COALESCE(sum(b.pending), 0) AS pending,
+           COALESCE(sum(b.confirmed), 0) AS confirmed,
+           count(r.id) FILTER (WHERE r.available_seats
+                                     <> r.total_seats - COALESCE(b.seats, 0))
+               AS mismatches
+      INTO v_open
+      FROM b FULL JOIN r ON r.id = b.ride_id;
+
+    -- The latest run of each job in the last 24 hours, failed ones included.
+    SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'job_name', j.job_name,
+               'status', j.status,
+               'started_at', j.started_at,
+               'completed_at', j.completed_at,
+               'records_processed', j.records_processed,
+               'duration_ms', round(extract(epoch FROM j.completed_at - j.started_at)
+                                    * 1000),
+               'error_message', j.error_message)
+             ORDER BY j.started_at DESC), '[]'::jsonb)
+      INTO v_jobs
+      FROM (SELECT DISTINCT ON (l.job_name) l.*
+              FROM system_job_log l
+             WHERE l.started_at > now() - interval '24 hours'
+               AND l.started_at <= now() + interval '5 minutes'
+             ORDER BY l.job_name, l.started_at DESC) j;
+
+    SELECT count(*) INTO v_failed
+      FROM system_job_log
+     WHERE started_at > now() - interval '24 hours'
+       AND started_at <= now() + interval '5 minutes'
+       AND status = 'failed';
+
+    RETURN jsonb_build_object(
+        'timestamp', now(),
+        'total_rides', v_rides,
+        'active_rides', v_open.active,
+        'in_progress_rides', v_open.in_progress,
+        'total_bookings', v_bookings,
+        'pending_bookings', v_open.pending,
+        'confirmed_bookings', v_open.confirmed,
+        'expired_active_rides', v_open.expired,
+        'seat_mismatches', v_open.mismatches,
+        'unresolved_violations', (SELECT count(*) FROM invariant_violations
+                                   WHERE resolved_at IS NULL),
+        'recent_job_status', v_jobs,
+        'failed_jobs_24h', v_failed,
+        'estimated_counts', '[]'::jsonb,
+        'ops_layer_version', ops_layer_version());
+END
+$$;
+
