@@ -141,6 +141,11 @@ async def test_a_role_without_any_grant_is_told_so_not_disconnected(
             text = static_text(screen.query_one("#startup-message", Static))
             assert "permission denied" in text
             assert "carpool_ops_viewer" in text
+            # Granted while it waits: the next retry sees the ops layer.
+            await conn.execute(f"GRANT carpool_ops_viewer TO {role}")
+            await until(pilot, lambda: screen.snapshot is not None, "the grant", 10)
+            await pilot.pause()
+            assert "ops " in status(app) and "LEGACY" not in status(app)
     finally:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")

@@ -308,13 +308,19 @@ class Repository:
                 "Connecting to the database",
                 self.open,
             )
-        return await self._within(
-            self.poll_deadline(),
-            "Reading the dashboard",
-            lambda: self.snapshot(
-                log_offset=log_offset, log_limit=log_limit, failed_only=failed_only
-            ),
-        )
+        try:
+            return await self._within(
+                self.poll_deadline(),
+                "Reading the dashboard",
+                lambda: self.snapshot(
+                    log_offset=log_offset, log_limit=log_limit, failed_only=failed_only
+                ),
+            )
+        except (PermissionMissing, NotMigrated):
+            # What was found is out of date once the grant or the migrate the
+            # message asks for is done: look again on the next poll.
+            self.rediscover()
+            raise
 
     async def _within(
         self, seconds: float, doing: str, start: Callable[[], Awaitable[T]]
