@@ -97,6 +97,23 @@ def test_job_check_reads_the_action_result() -> None:
     assert r.ending() == "Finished: every check of this procedure passed."
 
 
+def test_an_empty_table_says_there_is_nothing_to_choose() -> None:
+    choose = Check("chosen", "a ride is chosen")
+    empty = evaluate(choose, Evidence(rows=[]))
+    assert not empty.ok
+    assert empty.text == "The table is empty: nothing to choose. k skips the step."
+    unchosen = evaluate(choose, Evidence(rows=[{"ride_id": "r1"}]))
+    assert unchosen.text == "Choose a row first (Enter on it)."
+    assert evaluate(choose, Evidence(rows=[{}], target="r1")).ok
+
+
+def test_a_path_without_a_fix_does_not_promise_a_remedy() -> None:
+    for kind in CHECK_KINDS:
+        procedure = PROCEDURES_BY_ID[f"violation:{kind}"]
+        promised = "follow the manual's remedy" in procedure.summary
+        assert promised == procedure.can_end_healthy, kind
+
+
 def test_skip_needs_a_reason_and_blocks_a_health_claim() -> None:
     r = run()
     r.advance()

@@ -176,6 +176,10 @@ def _no_failed_latest(ev: Evidence, arg: str | None) -> Verdict:
 def _chosen(ev: Evidence, arg: str | None) -> Verdict:
     if ev.target:
         return Verdict(True, f"Chosen: {ev.target}.")
+    if not ev.rows:
+        return Verdict(
+            False, "The table is empty: nothing to choose. k skips the step."
+        )
     return Verdict(False, "Choose a row first (Enter on it).")
 
 

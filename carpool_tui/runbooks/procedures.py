@@ -233,8 +233,13 @@ def _violation(kind: str) -> Procedure:
         id=f"violation:{kind}",
         section="4.2",
         title=f"Violation: {kind}",
-        summary=f"A {severity} invariant violation: follow the manual's remedy and "
-        "verify with the invariant check.",
+        summary=(
+            f"A {severity} invariant violation: follow the manual's remedy and "
+            "verify with the invariant check."
+            if healthy
+            else f"A {severity} invariant violation that no job fixes: read the "
+            "rows, fix them by hand and verify with the invariant check."
+        ),
         steps=(*steps, _recheck(kind)),
         target="violation",
         can_end_healthy=healthy,

@@ -338,7 +338,9 @@ class ProcedureScreen(Screen[None]):
         pairs = []
         if self.run.step.action is not None:
             pairs.append(("a", "act"))
-        pairs += [("c", "check"), ("n", "next"), ("b", "back"), ("k", "skip")]
+        if self.run.step.check is not None:
+            pairs.append(("c", "check"))
+        pairs += [("n", "next"), ("b", "back"), ("k", "skip")]
         if self.rowset is not None and any(
             follow_up(self.rowset.view, row) for row in self.rowset.rows
         ):
