@@ -25,7 +25,7 @@ from carpool_tui.ui.schedule import ScheduleScreen
 from carpool_tui.ui.tools import THEMES
 from carpool_tui.ui.trends import TrendsScreen
 from carpool_tui.ui.wallboard import WallboardScreen
-from carpool_tui.ui.widgets import JobLogTable, ViolationsTable
+from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
 
 WAR_ROOM = ("schedule", "trends", "theme", "copy-id", "export-csv", "export-json")
 
@@ -346,7 +346,7 @@ async def test_export_writes_the_table_in_view(
         path = await until(pilot, lambda: app.last_export, "export")
         assert path.parent == app.settings.action_log.parent
         assert path.suffix == f".{form}"
-        assert str(path) in notices(app)[-1]
+        assert notices(app)[-1].splitlines()[-2:] == [path.name, f"in {path.parent}"]
         text = path.read_text(encoding="utf-8")
         if form == "csv":
             rows = list(csv.DictReader(text.splitlines()))
@@ -369,6 +369,22 @@ async def test_export_writes_the_table_in_view(
             else json.loads(text)
         )
         assert [r["check_name"] for r in rows] == ["seat_mismatch"]
+        app.dashboard.query_one("#jobs", JobsTable).focus()
+        await pilot.press("j")
+        jobs_file = await until(
+            pilot, lambda: "jobs" in app.last_export.name and app.last_export, "jobs"
+        )
+        runs = {str(e.id): e for e in shown}
+        timed = [
+            (row["duration_s"], runs[row["last_run_id"]].duration)
+            for row in json.loads(jobs_file.read_text())
+            if row["last_run_id"] in runs
+        ]
+        assert timed and all(
+            took is None or seconds == round(took.total_seconds(), 3)
+            for seconds, took in timed
+        ), timed
+        assert any(seconds is not None for seconds, _ in timed), timed
 
 
 FORMULAS = (
@@ -405,6 +421,10 @@ async def test_csv_export_guards_text_a_spreadsheet_would_run(
         await focus_log(pilot)
         await pilot.press("o")
         csv_path = await until(pilot, lambda: app.last_export, "CSV export")
+        # The file name is one line of the notice, whole, then its folder.
+        lines = notices(app)[-1].splitlines()
+        assert lines[-2:] == [csv_path.name, f"in {csv_path.parent}"], lines
+        assert lines[0] == "9 rows of the log table written to"
         await pilot.press("j")
         json_path = await until(
             pilot, lambda: app.last_export != csv_path and app.last_export, "JSON"

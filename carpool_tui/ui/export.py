@@ -71,6 +71,7 @@ def table_rows(kind: Kind, snapshot: Snapshot, now: datetime) -> Rows:
                 "status": None if run is None else run.status,
                 "overdue": overdue(run, now, job.frequency),
                 "last_started_at": last_start(run),
+                "duration_s": _seconds(run) if isinstance(run, JobLogEntry) else None,
                 "records_processed": None if run is None else run.records_processed,
                 "last_run_id": str(run.id) if isinstance(run, JobLogEntry) else None,
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from carpool_tui.config import dsn_parts
 
@@ -69,6 +70,15 @@ def count(value: int | None) -> str:
 def at_least(value: int, limit: int) -> str:
     """A count read with a limit: '500+' when the limit cut it short."""
     return f"{limit:,}+" if value >= limit else f"{value:,}"
+
+
+def where_written(path: Path) -> str:
+    """A written file's name, then its folder on a line of its own.
+
+    A long path wraps mid-word in a narrow toast; this way the name (what the
+    operator copies) stays whole.
+    """
+    return f"{path.name}\nin {path.parent}"
 
 
 def short_target(dsn: str | None, env: Mapping[str, str] | None = None) -> str:

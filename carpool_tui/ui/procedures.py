@@ -29,6 +29,7 @@ from carpool_tui.runbooks.procedures import (
     diagnose,
     for_violation,
 )
+from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
     ExpireRideDialog,
@@ -49,7 +50,7 @@ def export_timeline(app: DashboardApp) -> str:
         path = app.timeline.export(folder, app.clock(), database=app.label)
     except OSError as exc:
         return f"Could not write the timeline to {folder}: {exc}"
-    return f"Timeline written to {path}"
+    return f"Timeline written to {fmt.where_written(path)}"
 
 
 class ProceduresScreen(Screen[None]):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+from carpool_tui.models import counted
+from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS, ActionSpec
 from carpool_tui.ui.export import Format, Kind, table_rows, write_export
 from carpool_tui.ui.schedule import ScheduleScreen
@@ -119,7 +121,8 @@ class WarRoomActions:
             return
         app.last_export = path
         app.notify(
-            f"{len(rows)} rows of the {kind} table written to {path}",
+            f"{counted(len(rows), '{} row', '{} rows')} of the {kind} table "
+            f"written to\n{fmt.where_written(path)}",
             title="Exported",
-            timeout=30,
+            timeout=15,
         )
