@@ -374,9 +374,35 @@ class JobResult(_Open):
     job_log_id: str | None = None
     server_seconds: float | None = None
     """How long the run took on the server, from its system_job_log row."""
+    connection_dropped: str | None = None
+    """Why the job's connection dropped before its answer came; the outcome
+    was then read from the job log."""
+    outcome_unknown: bool = False
+    """The connection dropped and how the run ended could not be read."""
 
     def describe(self, job: str) -> str:
         """The result in words, for the operator."""
+        if self.outcome_unknown:
+            return (
+                f"Outcome unknown: {self.error or 'the connection dropped'}. The job "
+                "may have completed or failed on the server; its row in the job log "
+                "says which once the server answers."
+            )
+        if self.connection_dropped is not None:
+            records = counted(
+                self.model_dump().get("records_processed") or 0,
+                "{} record processed",
+                "{} records processed",
+            )
+            ended = (
+                f"completed ({records})"
+                if self.success
+                else f"failed: {self.error or 'no error message'}"
+            )
+            return (
+                f"The connection dropped before the job's answer came "
+                f"({self.connection_dropped}); its job-log row shows it {ended}."
+            )
         if not self.success:
             state = f" (SQLSTATE {self.sqlstate})" if self.sqlstate else ""
             return f"Failed: {self.error or 'no error message'}{state}"

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
+from asyncpg.transaction import Transaction
 from factories import connected
+from relay import relayed
 from test_check import UNREACHABLE, cli, freeze_rides, isolated_env, seed
+from test_ui_support import make_settings
 
-from carpool_tui.models import JOBS
+from carpool_tui.db.repo import Repository
+from carpool_tui.models import JOBS, JobResult
 
 JOB_NAMES = [job.name for job in JOBS]
 
@@ -163,3 +173,112 @@ async def test_an_action_log_that_cannot_be_written_is_said(
     assert done.returncode == 0, done.stderr
     assert "warning: Could not append to the action log" in done.stderr
     assert "job log or audit log" in done.stderr
+
+
+# -- a job whose connection drops ------------------------------------------
+
+
+@dataclass
+class LockedJob:
+    """expire_rides started by `repo`, waiting on a lock `holder` keeps."""
+
+    repo: Repository
+    conn: asyncpg.Connection
+    holder: Transaction
+    task: asyncio.Task[JobResult]
+
+    def last_action(self) -> dict[str, Any]:
+        line = self.repo.settings.action_log.read_text().splitlines()[-1]
+        return dict(json.loads(line))
+
+
+@asynccontextmanager
+async def job_behind_a_lock(
+    dsn: str, tmp_path: Path, through: str | None = None
+) -> AsyncIterator[LockedJob]:
+    """Run expire_rides (through another DSN, a relay's, if given) until it
+    waits on a table lock held by a transaction of the yielded connection,
+    whose view of pg_stat_activity is kept until cleared."""
+    await seed(dsn, "expired_active_ride")
+    async with connected(dsn) as conn:
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute(
+            f"ALTER DATABASE {database} SET carpool.lock_timeout = '60s'"
+        )
+        repo = Repository(make_settings(through or dsn, tmp_path))
+        holder = conn.transaction()
+        await holder.start()
+        await conn.execute("LOCK TABLE rides IN EXCLUSIVE MODE")
+        task = asyncio.create_task(repo.run_job("expire_rides"))
+        for _ in range(400):
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name LIKE 'carpool-tui job%'"
+            )
+            if waiting:
+                break
+            if task.done():
+                raise AssertionError(f"the job ended first: {task.result()}")
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the job never waited on the lock")
+        yield LockedJob(repo, conn, holder, task)
+
+
+async def test_a_job_whose_connection_drops_is_settled_from_the_job_log(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The job commits after its client is gone: the log, not the drop, says so."""
+    async with (
+        relayed(ops_dsn) as (relay, through),
+        job_behind_a_lock(ops_dsn, tmp_path, through) as job,
+    ):
+        relay.cut()
+        await asyncio.sleep(0.5)
+        await job.holder.commit()  # the job goes on, and commits
+        result = await asyncio.wait_for(job.task, 30)
+        logged = await job.conn.fetchrow(
+            "SELECT id, status, records_processed FROM system_job_log"
+            " WHERE job_name = 'expire_rides'"
+        )
+    assert logged["status"] == "completed"
+    assert result.success and not result.outcome_unknown
+    assert result.job_log_id == str(logged["id"])
+    assert result.connection_dropped is not None
+    text = result.describe("expire_rides")
+    assert "connection dropped" in text and "completed" in text
+    assert f"({logged['records_processed']} record" in text
+    assert job.last_action()["outcome"] == "ok"
+
+
+async def test_a_job_whose_session_ends_with_the_connection_was_rolled_back(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with job_behind_a_lock(ops_dsn, tmp_path) as job:
+        await job.conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'carpool-tui job%'"
+        )
+        result = await asyncio.wait_for(job.task, 30)
+        await job.holder.rollback()
+        assert await job.conn.fetchval("SELECT count(*) FROM system_job_log") == 0
+    assert not result.success and not result.outcome_unknown
+    assert "rolled back" in result.describe("expire_rides")
+    assert job.last_action()["outcome"] == "failed"
+
+
+async def test_a_job_whose_server_cannot_be_asked_has_an_unknown_outcome(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with (
+        relayed(ops_dsn) as (relay, through),
+        job_behind_a_lock(ops_dsn, tmp_path, through) as job,
+    ):
+        await relay.stop()  # no new connection gets through either
+        result = await asyncio.wait_for(job.task, 30)
+        await job.holder.rollback()
+    assert result.outcome_unknown and not result.success
+    assert result.describe("expire_rides").startswith("Outcome unknown: ")
+    entry = job.last_action()
+    assert (entry["action"], entry["outcome"]) == ("run_job", "unknown")

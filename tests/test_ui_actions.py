@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from factories import connected, job, make_booking, make_ride
+from relay import relayed
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
 from textual.containers import VerticalScroll
@@ -150,15 +154,46 @@ async def test_run_a_job_shows_what_it_does_then_the_result(
         assert logged[0]["operator"] == OPERATOR
 
 
+@asynccontextmanager
+async def rides_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Jobs wait for ever on the rides table, locked by another session; the
+    yielded connection watches."""
+    conn = await db(dsn)
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
+    blocker = await db(dsn)
+    try:
+        await blocker.execute("BEGIN; LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+        yield conn
+    finally:
+        await blocker.close()
+        await conn.close()
+
+
+async def test_a_job_whose_server_is_lost_says_its_outcome_is_unknown(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with rides_locked(ops_dsn), relayed(ops_dsn) as (relay, through):
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            await pilot.press("1", "enter")
+            running = await dialog_of(pilot, JobRunDialog)
+            await until(pilot, lambda: app.repo.job_running, "the job")
+            await asyncio.sleep(0.5)
+            await relay.stop()  # the network is gone, for every connection
+            shown = await shows(pilot, running, "Outcome unknown")
+            assert "The job may have completed or failed on the server" in shown
+            assert "Running the job again is safe" in shown
+    assert [(e["action"], e["outcome"]) for e in action_log(app)] == [
+        ("run_job", "unknown")
+    ]
+
+
 async def test_cancel_reaches_the_server_and_the_failure_is_shown(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    conn = await db(ops_dsn)
-    name = await conn.fetchval("SELECT current_database()")
-    await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
-    blocker = await db(ops_dsn)
-    try:
-        await blocker.execute("BEGIN; LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+    async with rides_locked(ops_dsn) as conn:
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
@@ -191,9 +226,6 @@ async def test_cancel_reaches_the_server_and_the_failure_is_shown(
         )
         assert (row["status"], row["sqlstate"]) == ("failed", "57014")
         assert action_log(app)[-1]["outcome"] == "failed"
-    finally:
-        await blocker.close()
-        await conn.close()
 
 
 async def test_a_lost_poll_connection_leaves_a_running_job_alone(

@@ -107,6 +107,20 @@ JOB_GRANT = (
     "Running a job needs the carpool_ops_operator role; ask for it to be granted"
     " to this user."
 )
+JOB_OUTCOME_UNKNOWN = (
+    "Look at the job log once the dashboard reconnects (r polls now): the run's"
+    " row says how it ended. Running the job again is safe."
+)
+JOB_SESSION_SQL = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)"
+"""Whether a job's server session is still there (its statement may be too)."""
+JOB_SESSION_POLL_S = 0.5
+JOB_RUN_SINCE_SQL = (
+    "SELECT * FROM system_job_log AS l WHERE job_name = $1 AND started_at >= $2"
+    " AND COALESCE(to_jsonb(l) ->> 'triggered_by', $3) = $3"
+    " ORDER BY started_at LIMIT 1"
+)
+"""The first run of job $1 started at or after $2 by operator $3 (where the log
+records who): the one a caller began."""
 NOT_IN_THE_FUTURE = (
     "(COALESCE(started_at, completed_at) IS NULL OR COALESCE(started_at,"
     f" completed_at) <= now() + interval '{CLOCK_MARGIN.total_seconds():g}"
@@ -663,7 +677,9 @@ class Repository:
         except OpsError as refused:
             return JobResult(success=False, error=refused.message, hint=refused.hint)
         self._job_conn = conn
-        self._job_pid = conn.get_server_pid()
+        pid = self._job_pid = conn.get_server_pid()
+        since: datetime | None = None
+        dropped: ConnectionLost | None = None
         try:
             since = await conn.fetchval(
                 "SELECT clock_timestamp() FROM"
@@ -677,13 +693,8 @@ class Repository:
             # The operator stopped waiting (the server did not answer): the run
             # may still finish there, so its outcome is recorded as unknown.
             conn.terminate()
-            self._log_action(
-                "run_job",
-                target=name,
-                note=None,
-                outcome="unknown",
-                detail={"error": "stopped waiting for the server's answer"},
-            )
+            self._job_conn = self._job_pid = None
+            self._log_unknown_job(name, "stopped waiting for the server's answer")
             raise
         except Exception as exc:
             err = translate(exc, doing=f"Running {name}")
@@ -691,25 +702,103 @@ class Repository:
             if isinstance(err, PermissionMissing):
                 # Reading is not the problem here: only the operator role runs jobs.
                 hint = JOB_GRANT
+            if isinstance(err, ConnectionLost) and since is not None:
+                dropped = err
             result = JobResult(
                 success=False, error=err.message, sqlstate=err.sqlstate, hint=hint
             )
         finally:
-            self._job_conn = None
-            self._job_pid = None
             if not conn.is_closed():
                 try:
                     await asyncio.wait_for(conn.close(), timeout=2)
                 except (TimeoutError, OSError, asyncpg.PostgresError):
                     conn.terminate()
+        try:
+            if dropped is not None and since is not None:
+                # The job ran on: its row in the log says how it ended.
+                result = await self._settle_dropped_job(name, pid, since, dropped)
+        except asyncio.CancelledError:
+            self._log_unknown_job(name, "stopped waiting for the job's outcome")
+            raise
+        finally:
+            self._job_conn = None
+            self._job_pid = None
+        outcome = "ok" if result.success else "failed"
         self._log_action(
             "run_job",
             target=name,
             note=None,
-            outcome="ok" if result.success else "failed",
+            outcome="unknown" if result.outcome_unknown else outcome,
             detail=result.model_dump(exclude_none=True),
         )
         return result
+
+    def _log_unknown_job(self, name: str, why: str) -> None:
+        self._log_action(
+            "run_job", target=name, note=None, outcome="unknown", detail={"error": why}
+        )
+
+    async def _settle_dropped_job(
+        self, name: str, pid: int, since: datetime, dropped: ConnectionLost
+    ) -> JobResult:
+        """How a job ended whose connection dropped before its answer came.
+
+        Its session may still be running on the server (blocked on a lock, say,
+        it has not noticed the client is gone), so this waits for that session
+        to end, then reads the job's row in the log. A committed run left one;
+        no row once the session has ended means its work was rolled back. When
+        the server cannot be asked, the outcome is unknown.
+        """
+        unknown = JobResult(
+            success=False,
+            outcome_unknown=True,
+            error=dropped.message,
+            sqlstate=dropped.sqlstate,
+            hint=JOB_OUTCOME_UNKNOWN,
+        )
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.job_timeout_ms / 1000 + POLL_MARGIN_S
+        try:
+            conn = await connect(
+                settings.dsn,
+                purpose=f"job {name} outcome",
+                statement_timeout_ms=settings.statement_timeout_ms,
+                read_only=True,
+            )
+        except OpsError:
+            return unknown
+        try:
+            while await conn.fetchval(JOB_SESSION_SQL, pid):
+                if loop.time() > deadline:
+                    return unknown
+                await asyncio.sleep(JOB_SESSION_POLL_S)
+            row = await conn.fetchrow(JOB_RUN_SINCE_SQL, name, since, settings.operator)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            return unknown
+        finally:
+            conn.terminate()
+        if row is None:
+            return JobResult(
+                success=False,
+                error=f"{dropped.message}; the job's session ended without "
+                "recording a run, so its work was rolled back",
+                sqlstate=dropped.sqlstate,
+                hint="Run it again once the connection is back.",
+            )
+        entry = JobLogEntry.model_validate(dict(row))
+        took = entry.duration
+        return JobResult.model_validate(
+            {
+                "success": entry.status == "completed",
+                "error": entry.error_message,
+                "sqlstate": entry.error_sqlstate,
+                "job_log_id": str(entry.id),
+                "server_seconds": None if took is None else took.total_seconds(),
+                "records_processed": entry.records_processed,
+                "connection_dropped": dropped.message,
+            }
+        )
 
     async def cancel_job(self) -> bool:
         """Ask the server to cancel the running job's statement."""

@@ -237,11 +237,19 @@ class JobRunDialog(Dialog[JobResult | None]):
         self.result = result
         elapsed = (self.dash.clock() - self.started).total_seconds()
         took = _took(elapsed, result.server_seconds)
-        if result.success:
+        if result.outcome_unknown:
+            self.query_one("#progress", Static).update(
+                f"[b $warning]Outcome unknown[/] after {took}."
+            )
+            text = (
+                f"[b $warning]{safe_markup(result.describe(self.job.name), 600)}[/]"
+                f"\n{safe_markup(result.hint or '', 300)}"
+            )
+        elif result.success:
             self.query_one("#progress", Static).update(
                 f"[b $success]Done[/] in {took}."
             )
-            text = safe_markup(result.describe(self.job.name), 400)
+            text = safe_markup(result.describe(self.job.name), 600)
         else:
             self.query_one("#progress", Static).update(
                 f"[b $error]Failed[/] after {took}."
