@@ -22,6 +22,7 @@ class Relay:
         self.target = target
         self.links: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
+        self.held = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
@@ -36,7 +37,24 @@ class Relay:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         self.links += [writer, up_writer]
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer), self._pipe(up_reader, writer)
+            )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if not self.held:
+                    writer.write(data)
+                    await writer.drain()
+        writer.transport.abort()
+
+    def hold(self) -> None:
+        """Drop everything from now on without closing anything, as a network
+        black hole or a stopped server does: nobody is told."""
+        self.held = True
 
     def cut(self) -> None:
         """Close every open link; new connections are still relayed."""
@@ -49,14 +67,6 @@ class Relay:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    writer.transport.abort()
 
 
 @asynccontextmanager

@@ -13,8 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 from factories import connected, job
+from relay import relayed
 from test_ui_actions import action_log, dialog_of, select_violation, shows
-from test_ui_dashboard import db, loaded, seat_mismatch, status
+from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
 from test_ui_support import make_settings, static_text, until
 from textual.widgets import Input, Static
 
@@ -198,6 +199,39 @@ async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) ->
         )
         assert stored == HOSTILE_NOTE
         assert await conn.fetchval("SELECT count(*) FROM rides") == 1
+
+
+@pytest.mark.parametrize("leave", [False, True])
+async def test_a_write_to_a_server_that_stops_answering_is_not_waited_on_for_ever(
+    ops_dsn: str, tmp_path: Path, leave: bool
+) -> None:
+    """The server goes silent during the apply: the client's own deadline ends
+    the wait, or the operator leaves; either way the attempt is on record."""
+    async with connected(ops_dsn) as conn, relayed(ops_dsn) as (relay, through):
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            await select_violation(pilot, app, "seat_mismatch")
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await shows(pilot, dialog, "Computed")
+            dialog.query_one("#note", Input).value = "drift"
+            relay.hold()
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Applying")
+            if leave:
+                await pilot.press("escape")
+                await until(pilot, lambda: app.screen is app.dashboard, "closed")
+                assert any("Stopped waiting for the write" in n for n in notices(app))
+            else:
+                shown = await shows(pilot, dialog, "may or may not have been made")
+                assert "did not answer within" in shown
+        unsure = [e for e in action_log(app) if e["outcome"] == "unknown"]
+        assert [(e["action"], e["target"], e["note"]) for e in unsure] == [
+            ("seat_fix", str(ride), "drift")
+        ]
 
 
 async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(

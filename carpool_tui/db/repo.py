@@ -920,16 +920,31 @@ class Repository:
         connection dropped may or may not have committed: the action log says
         "unknown" so that the operator's record shows the attempt either way.
         """
+        name, target, note = action
         try:
-            return await self._call(doing, sql, *args)
+            # A server that stops answering (stopped, or a network that drops
+            # everything) never trips its own statement timeout: the client
+            # gives up on its own clock, as a poll does.
+            return await self._within(
+                self.poll_deadline(), doing, lambda: self._call(doing, sql, *args)
+            )
         except ConnectionLost as err:
-            name, target, note = action
             self._log_action(
                 name,
                 target=target,
                 note=note,
                 outcome="unknown",
                 detail={"error": err.message},
+            )
+            raise
+        except asyncio.CancelledError:
+            # The operator closed the dialog before the answer came.
+            self._log_action(
+                name,
+                target=target,
+                note=note,
+                outcome="unknown",
+                detail={"error": "stopped waiting for the server's answer"},
             )
             raise
 

@@ -507,11 +507,27 @@ class WriteDialog(Dialog[bool]):
         self.query_one(".keys", Static).update(keys_line(("Esc", "close")))
         self.focus_next()
 
+    applying = False
+    """A write was sent and its answer has not come back."""
+
     def action_close(self) -> None:
+        if self.applying:
+            # Closing stops the wait, not the write: say so, as the log does.
+            self.notify(
+                "Stopped waiting for the write's answer: it may or may not have been "
+                "made, and the action log records it as unknown. Open it again to "
+                "see how things are now; a write already made is refused as out of "
+                "date, never made twice.",
+                title="Outcome unknown",
+                severity="warning",
+                timeout=30,
+            )
         self.dismiss(self.done)
 
     def call_db(self, tag: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run one repository call in a worker; its result comes back as Outcome."""
+        if tag == "apply":
+            self.applying = True
         self._call_db(tag, call)
 
     @work(group="db")
@@ -524,6 +540,8 @@ class WriteDialog(Dialog[bool]):
 
     def on_outcome(self, message: Outcome) -> None:
         value = message.value
+        if message.tag == "apply":
+            self.applying = False
         if isinstance(value, OpsError) and self.done and message.tag == "preview":
             # A read after the write failed: the write's message stays.
             self.query_one("#preview", Static).update(self.error_markup(value))
