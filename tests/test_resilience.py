@@ -14,7 +14,13 @@ import asyncpg
 import pytest
 from factories import connected, job
 from relay import relayed
-from test_ui_actions import action_log, dialog_of, select_violation, shows
+from test_ui_actions import (
+    action_log,
+    dialog_of,
+    seat_fix_of_the_mismatch,
+    select_violation,
+    shows,
+)
 from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
 from test_ui_support import make_settings, static_text, until
 from textual.widgets import Input, Static
@@ -22,7 +28,7 @@ from textual.widgets import Input, Static
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import migrate
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog, SeatFixDialog
+from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -213,10 +219,7 @@ async def test_a_write_to_a_server_that_stops_answering_is_not_waited_on_for_eve
         app = DashboardApp(make_settings(through, tmp_path))
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
-            await select_violation(pilot, app, "seat_mismatch")
-            await pilot.press("s")
-            dialog = await dialog_of(pilot, SeatFixDialog)
-            await shows(pilot, dialog, "Computed")
+            dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
             dialog.query_one("#note", Input).value = "drift"
             relay.hold()
             await pilot.press("enter")
@@ -249,10 +252,7 @@ async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
-            await select_violation(pilot, app, "seat_mismatch")
-            await pilot.press("s")
-            dialog = await dialog_of(pilot, SeatFixDialog)
-            await shows(pilot, dialog, "Computed")
+            dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
             await blocker.execute("BEGIN")
             await blocker.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
             dialog.query_one("#note", Input).value = "drift"

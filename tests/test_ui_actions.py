@@ -107,6 +107,16 @@ async def select_violation(pilot: Pilot[Any], app: DashboardApp, check: str) -> 
     await pilot.pause()
 
 
+async def seat_fix_of_the_mismatch(
+    pilot: Pilot[Any], app: DashboardApp
+) -> tuple[SeatFixDialog, str]:
+    """Open `s` on the seat_mismatch violation; the dialog and its preview."""
+    await select_violation(pilot, app, "seat_mismatch")
+    await pilot.press("s")
+    dialog = await dialog_of(pilot, SeatFixDialog)
+    return dialog, await shows(pilot, dialog, "Computed")
+
+
 async def test_run_a_job_shows_what_it_does_then_the_result(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -288,10 +298,7 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await select_violation(pilot, app, "seat_mismatch")
-            await pilot.press("s")
-            dialog = await dialog_of(pilot, SeatFixDialog)
-            shown = await shows(pilot, dialog, "Computed")
+            dialog, shown = await seat_fix_of_the_mismatch(pilot, app)
             assert str(ride) in shown
             assert "Total seats    4" in shown
             assert "Available now  1" in shown
