@@ -546,13 +546,20 @@ def _target(args: argparse.Namespace, config: ConfigFile) -> Target | None:
     return None if name is None else config.target(name)
 
 
-def _dsn(args: argparse.Namespace) -> str | None:
-    """The DSN from --dsn, else --target's, else DATABASE_URL (None: PG*)."""
-    return resolve_dsn(getattr(args, "dsn", None), _target(args, _config(args)))
+def _writing_dsn(args: argparse.Namespace, command: str) -> str | None:
+    """The DSN for a command that writes (migrate, seed); a read-only target
+    refuses it, whatever DSN the command line gives."""
+    target = _target(args, _config(args))
+    if target is not None and target.read_only:
+        raise ConfigError(
+            f"target {target.name!r} is read_only = true, and {command} writes to the"
+            " database; use a target without it (or --dsn without --target)"
+        )
+    return resolve_dsn(getattr(args, "dsn", None), target)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    dsn = _dsn(args)
+    dsn = _writing_dsn(args, "migrate")
     _say(f"Migrating {describe_target(dsn)}")
     for line in _run(_migrate(dsn, base=args.base, dry_run=args.dry_run)):
         print(line)
@@ -630,7 +637,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
         faults = parse_faults(args.faults)
     except ValueError as exc:
         raise OpsError(str(exc), "") from exc
-    dsn = _dsn(args)
+    dsn = _writing_dsn(args, "seed")
     _say(f"Seeding {describe_target(dsn)}")
     for line in _run(_seed(dsn, args, faults)):
         print(line)

@@ -436,6 +436,14 @@ class _Parser:
         dsn = raw.get("dsn")
         if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
             raise self.fail(table, "dsn", f"{table}.dsn must be a non-empty string")
+        if dsn is not None and names_nothing(dsn):
+            # libpq would fill it in from its defaults and reach another database.
+            raise self.fail(
+                table,
+                "dsn",
+                f"{table}.dsn names no server or database "
+                f"({describe_target(dsn.strip())!r}); give a full DSN",
+            )
         read_only = raw.get("read_only", False)
         if not isinstance(read_only, bool):
             raise self.fail(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from factories import once
 from test_check import cli, isolated_env
 
 from carpool_tui.cli import _target_settings, build_parser
@@ -231,6 +232,37 @@ async def test_a_broken_target_leaves_the_others_usable_on_the_command_line(
     done = cli(cli_env, "--target", "bad", "check")
     assert done.returncode == 3
     assert f"config file {mixed}, line 4: targets.bad.refresh must be" in done.stdout
+
+
+async def test_a_read_only_target_refuses_migrate_and_seed(
+    tmp_path: Path, cli_env: dict[str, str], ops_dsn: str
+) -> None:
+    config = tmp_path / "ro.toml"
+    config.write_text(f"[targets.wall]\ndsn = '{ops_dsn}'\nread_only = true\n")
+    cli_env["CARPOOL_TUI_CONFIG"] = str(config)
+    for args in (
+        ["migrate", "--target", "wall"],
+        ["seed", "--target", "wall", "--rides", "5"],
+        ["seed", "--target", "wall", "--dsn", ops_dsn, "--rides", "5"],
+    ):
+        done = cli(cli_env, *args)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"target 'wall' is read_only = true, and {args[0]} writes" in (
+            done.stderr
+        )
+    rides = await once(ops_dsn, "SELECT count(*) FROM rides")
+    assert rides == 0
+
+
+def test_a_target_dsn_that_names_nothing_is_refused_when_used(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    config = tmp_path / "empty.toml"
+    config.write_text("[targets.prod]\ndsn = 'postgresql:///?sslmode=disable'\n")
+    cli_env["CARPOOL_TUI_CONFIG"] = str(config)
+    done = cli(cli_env, "check", "--target", "prod")
+    assert done.returncode == 3
+    assert "line 2: targets.prod.dsn names no server or database" in done.stdout
 
 
 def test_an_unknown_target_on_the_command_line(
