@@ -514,7 +514,7 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
             conn,
             groups,
             dry_run=dry_run,
-            applied=lambda name: print(f"applied {name}", flush=True),
+            applied=lambda name: _print_going_on(f"applied {name}"),
         )
     finally:
         await conn.close()
@@ -963,6 +963,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # a socket's, not stdout's: not the reader going away
         _discard_stdout()
         return BROKEN_PIPE_EXIT
+
+
+def _print_going_on(text: str) -> None:
+    """Print a line of progress; if the reader has gone (``| head -3``), go on
+    without printing: stopping a migration between two files for it would leave
+    the rest for a run nobody knows is needed."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _discard_stdout()
 
 
 def _stdout_closed() -> bool:

@@ -15,7 +15,7 @@ import pytest
 from factories import connected, once
 
 from carpool_tui.cli import build_parser
-from carpool_tui.db.migrate import migrate, read_sql
+from carpool_tui.db.migrate import migrate, plan, read_sql
 
 
 def run_cli(
@@ -304,6 +304,25 @@ def test_a_closed_pipe_ends_the_command_quietly(
     assert "Traceback" not in result.stderr, result.stderr
     assert "BrokenPipeError" not in result.stderr, result.stderr
     assert result.returncode == 141, result.stderr
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+async def test_a_reader_gone_mid_migration_does_not_stop_it(
+    empty_dsn: str, buffered: bool
+) -> None:
+    """`migrate | head -3`: the files still go in, every one of them."""
+    result = _into_closed_pipe(
+        "migrate", "--base", "--dsn", empty_dsn, buffered=buffered
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    async with connected(empty_dsn, plain=True) as conn:
+        pending = [
+            i.migration.name
+            for i in await plan(conn, ("base", "ops"))
+            if i.state != "applied"
+        ]
+    assert pending == []
 
 
 def test_only_a_closed_stdout_counts_as_the_reader_gone() -> None:
