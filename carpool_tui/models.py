@@ -299,6 +299,12 @@ class Capabilities(BaseModel):
     def ops_layer(self) -> bool:
         return self.ops_layer_version is not None
 
+    @property
+    def ops_layer_incomplete(self) -> bool:
+        """The ops layer is there but some of its functions are not: a migrate
+        that stopped part way."""
+        return self.ops_layer and bool(self.missing_functions)
+
     def can_execute(self, function: str) -> bool:
         return (
             function not in self.missing_grants

@@ -251,6 +251,24 @@ async def test_database_without_the_functions_says_to_migrate(
         assert "NOT MIGRATED" in status(app)
 
 
+async def test_a_half_migrated_ops_layer_says_to_finish_the_migration(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A migrate that stopped part way left the layer without some functions."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "DROP FUNCTION ops_apply_seat_fix(uuid, integer, integer, text, text)"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        assert "INCOMPLETE: run migrate" in status(app)
+        reason = app.blocked("seat-fix")
+        assert reason is not None
+        assert "no ops_apply_seat_fix() function" in reason
+        assert "carpool-tui migrate" in reason
+
+
 async def test_selected_row_survives_refreshes_and_new_rows(
     ops_dsn: str, tmp_path: Path
 ) -> None:

@@ -287,7 +287,10 @@ def blocked_reason(
             f"only). Upgrade it with `{MIGRATE_COMMAND}`."
         )
     if spec.function and spec.function in caps.missing_functions:
-        return f"This database has no {spec.function}() function."
+        return (
+            f"This database has no {spec.function}() function. Apply the ops "
+            f"layer's missing files with `{MIGRATE_COMMAND}`."
+        )
     if spec.function and spec.function in caps.missing_grants:
         return (
             f"This role may not execute {spec.function}(); ask for the "

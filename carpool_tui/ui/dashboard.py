@@ -472,7 +472,12 @@ class DashboardScreen(Screen[None]):
         if self.snapshot is not None and self.snapshot.errors and self.error is None:
             parts.append(f"[$error]{len(self.snapshot.errors)} panel(s) failed[/]")
         if caps is not None:
-            if caps.ops_layer:
+            if caps.ops_layer_incomplete:
+                parts.append(
+                    f"ops {safe_markup(caps.ops_layer_version, 12)} "
+                    "[b $warning]INCOMPLETE: run migrate[/]"
+                )
+            elif caps.ops_layer:
                 parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
             else:
                 parts.append("[b $warning]LEGACY[/]")
