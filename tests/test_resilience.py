@@ -17,8 +17,8 @@ from relay import relayed
 from test_ui_actions import (
     action_log,
     dialog_of,
+    resolve_of_the_mismatch,
     seat_fix_of_the_mismatch,
-    select_violation,
     shows,
 )
 from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
@@ -28,7 +28,7 @@ from textual.widgets import Input, Static
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import migrate
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import LogEntryDialog, ResolveDialog
+from carpool_tui.ui.dialogs import LogEntryDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -191,10 +191,7 @@ async def test_a_hostile_note_is_stored_exactly(ops_dsn: str, tmp_path: Path) ->
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await select_violation(pilot, app, "seat_mismatch")
-            await pilot.press("x")
-            dialog = await dialog_of(pilot, ResolveDialog)
-            await shows(pilot, dialog, "right now")
+            dialog, _ = await resolve_of_the_mismatch(pilot, app)
             note = dialog.query_one(Input)
             note.value = HOSTILE_NOTE
             note.focus()

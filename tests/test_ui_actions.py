@@ -16,6 +16,7 @@ from factories import connected, job, make_booking, make_ride
 from relay import relayed
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
 from test_ui_support import OPERATOR, make_settings, screen_text, until
+from textual import events
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -111,10 +112,25 @@ async def seat_fix_of_the_mismatch(
     pilot: Pilot[Any], app: DashboardApp
 ) -> tuple[SeatFixDialog, str]:
     """Open `s` on the seat_mismatch violation; the dialog and its preview."""
+    return await on_the_mismatch(pilot, app, "s", SeatFixDialog, "Computed")
+
+
+async def resolve_of_the_mismatch(
+    pilot: Pilot[Any], app: DashboardApp
+) -> tuple[ResolveDialog, str]:
+    """Open `x` on the seat_mismatch violation, once it says whether it fails."""
+    return await on_the_mismatch(pilot, app, "x", ResolveDialog, "right now")
+
+
+async def on_the_mismatch(
+    pilot: Pilot[Any], app: DashboardApp, key: str, kind: type[Screen[Any]], ready: str
+) -> tuple[Any, str]:
+    """Press `key` on the seat_mismatch violation; its dialog once it shows
+    `ready`, and all it shows."""
     await select_violation(pilot, app, "seat_mismatch")
-    await pilot.press("s")
-    dialog = await dialog_of(pilot, SeatFixDialog)
-    return dialog, await shows(pilot, dialog, "Computed")
+    await pilot.press(key)
+    dialog = await dialog_of(pilot, kind)
+    return dialog, await shows(pilot, dialog, ready)
 
 
 async def test_run_a_job_shows_what_it_does_then_the_result(
@@ -419,10 +435,8 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await select_violation(pilot, app, "seat_mismatch")
-            await pilot.press("x")
-            dialog = await dialog_of(pilot, ResolveDialog)
-            await shows(pilot, dialog, "Its check still fails right now (1 now)")
+            dialog, shown = await resolve_of_the_mismatch(pilot, app)
+            assert "Its check still fails right now (1 now)" in shown
             await pilot.press("enter")
             await shows(pilot, dialog, NOTE_REQUIRED)
             await type_text(pilot, str(violation))
@@ -451,6 +465,35 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
             (OPERATOR, "known drift, queue ticket 42")
         ]
         assert action_log(app)[0]["action"] == "resolve_violation"
+
+
+async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            dialog, _ = await resolve_of_the_mismatch(pilot, app)
+            note = dialog.query_one("#note", Input)
+            # Drawn blank, but not empty: braille blank, Hangul filler, ZWSP.
+            note.value = "\u2800\u3164\u200b"
+            await pilot.press("enter")
+            await shows(pilot, dialog, NOTE_REQUIRED)
+            note.value = ""
+            note.post_message(
+                events.Paste("\nDuplicate cancelled by support\r\nINC-4711: ok\n")
+            )
+            await until(pilot, lambda: note.value, "the paste")
+            assert note.value == "Duplicate cancelled by support / INC-4711: ok"
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Resolved.")
+        stored = await conn.fetchval(
+            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+        assert stored == "Duplicate cancelled by support / INC-4711: ok"
 
 
 async def test_expire_one_ride_previews_then_expires(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
@@ -57,6 +58,39 @@ R = TypeVar("R")
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 NOTE_REQUIRED = "A note is required: say why you are making this change."
+BLANK_GLYPHS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+"""Letters that draw nothing: a note of only these reads as empty."""
+
+
+def _shows_nothing(text: str) -> bool:
+    """Whether `text` would look empty in the audit log: only spaces, control,
+    format or blank-drawing characters."""
+    return all(
+        char in BLANK_GLYPHS or unicodedata.category(char)[0] in "ZC" for char in text
+    )
+
+
+class NoteInput(Input):
+    """The note field: a pasted note keeps all its lines.
+
+    A plain Input keeps only the first line of a paste, so a note copied from
+    an incident channel would lose the rest without a word. Here the lines are
+    joined with " / ", as the field holds one line.
+    """
+
+    def on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()
+        event.stop()
+        lines = [line.strip() for line in event.text.splitlines()]
+        text = " / ".join(line for line in lines if line)
+        if not text:
+            return
+        if self.selection.is_empty:
+            self.insert_text_at_cursor(text)
+        else:
+            self.replace(text, *self.selection)
+
+
 NOTE_IS_AN_ID = "The note is only an id; nothing was written. Say why instead."
 NOTE_IS_AN_ID_RIDE = (
     " For another ride, type its id in the ride field above and press Enter"
@@ -487,7 +521,7 @@ class WriteDialog(Dialog[bool]):
         """
         field = self.query_one("#note", Input)
         note = field.value.strip()
-        problem = NOTE_REQUIRED if not note else None
+        problem = NOTE_REQUIRED if _shows_nothing(note) else None
         if note and _is_an_id(note):
             has_ride_field = bool(self.query("#ride"))
             problem = NOTE_IS_AN_ID + (NOTE_IS_AN_ID_RIDE if has_ride_field else "")
@@ -671,7 +705,9 @@ class RideDialog(WriteDialog):
         """
         with Vertical(classes="foot"):
             yield from controls
-            yield Input(placeholder="note: why (required)", id="note", disabled=True)
+            yield NoteInput(
+                placeholder="note: why (required)", id="note", disabled=True
+            )
             yield Static("", id="message")
             yield Static(
                 keys_line(
@@ -999,7 +1035,7 @@ class ResolveDialog(WriteDialog):
             )
             yield Static("Checking whether it still fails…", id="preview")
             with Vertical(classes="foot"):
-                yield Input(placeholder="note: what was done (required)", id="note")
+                yield NoteInput(placeholder="note: what was done (required)", id="note")
                 yield Static("", id="message")
                 yield Static(
                     keys_line(("Enter", "on note: resolve"), ("Esc", "cancel")),
