@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +24,7 @@ from test_ui_actions import (
 )
 from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
 from test_ui_support import make_settings, static_text, until
+from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from carpool_tui.db.embedded import EmbeddedServer
@@ -234,6 +236,69 @@ async def test_a_write_to_a_server_that_stops_answering_is_not_waited_on_for_eve
         ]
 
 
+async def apply_waiting_on_the_ride(
+    pilot: Pilot[Any],
+    dialog: Any,
+    conn: asyncpg.Connection,
+    blocker: asyncpg.Connection,
+    ride: uuid.UUID,
+) -> int:
+    """Lock `ride` in `blocker`'s transaction, apply the previewed fix, and
+    return the pid of the apply once it waits on that lock."""
+    await blocker.execute("BEGIN")
+    await blocker.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
+    dialog.query_one("#note", Input).value = "drift"
+    await pilot.press("enter")
+    for _ in range(100):
+        pids = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%ops_apply_seat_fix%'"
+        )
+        if pids:
+            assert len(pids) == 1
+            return int(pids[0]["pid"])
+        await pilot.pause(0.05)
+    raise AssertionError("the apply never waited on the ride")
+
+
+async def test_a_retry_after_a_lost_answer_says_the_change_may_be_ones_own(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The fix committed after its connection dropped; the retry is refused as
+    out of date, and says that the change it found may be the operator's."""
+    async with (
+        connected(ops_dsn) as conn,
+        connected(ops_dsn, purpose="test-blocker") as blocker,
+        relayed(ops_dsn) as (relay, through),
+    ):
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET carpool.lock_timeout = 0')
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+            await apply_waiting_on_the_ride(pilot, dialog, conn, blocker, ride)
+            relay.cut()
+            await shows(pilot, dialog, "may or may not have been made")
+            await blocker.execute("COMMIT")  # the fix goes on, and commits
+            await until(
+                pilot,
+                lambda: app.dashboard.snapshot is not None and app.repo.connected,
+                "the dashboard back",
+            )
+            for _ in range(100):
+                if await conn.fetchval("SELECT count(*) FROM admin_audit_log"):
+                    break
+                await pilot.pause(0.05)
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "The ride changed since the preview")
+            assert "nothing is left to fix" in shown
+            assert "Your earlier attempt, whose answer was lost, may be" in shown
+        assert await conn.fetchval("SELECT count(*) FROM admin_audit_log") == 1
+
+
 async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -250,26 +315,8 @@ async def test_a_write_cut_off_by_a_lost_connection_says_it_may_have_happened(
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
             dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
-            await blocker.execute("BEGIN")
-            await blocker.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
-            dialog.query_one("#note", Input).value = "drift"
-            await pilot.press("enter")
-            waiting = (
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%ops_apply_seat_fix%'"
-            )
-            pids: list[int] = []
-
-            async def apply_waits() -> bool:
-                pids[:] = [r["pid"] for r in await conn.fetch(waiting)]
-                return bool(pids)
-
-            for _ in range(100):
-                if await apply_waits():
-                    break
-                await pilot.pause(0.05)
-            assert len(pids) == 1
-            await conn.execute("SELECT pg_terminate_backend($1)", pids[0])
+            pid = await apply_waiting_on_the_ride(pilot, dialog, conn, blocker, ride)
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
             await shows(pilot, dialog, "may or may not have been made")
             # All of it on screen at 80x24, not cut off by the message's box.
             box = dialog.query_one("#message", Static)

@@ -499,6 +499,11 @@ WRITE_UNSURE = (
     "as out of date, never made twice."
 )
 """What a dropped connection means for a write whose answer never came back."""
+MAYBE_YOURS = (
+    " Your earlier attempt, whose answer was lost, may be that change:"
+    " admin_audit_log holds it with your note if so."
+)
+"""Said of a refusal after a lost answer: the change found may be one's own."""
 
 
 class WriteDialog(Dialog[bool]):
@@ -543,6 +548,12 @@ class WriteDialog(Dialog[bool]):
 
     applying = False
     """A write was sent and its answer has not come back."""
+    lost_answer = False
+    """An earlier write's connection dropped before its answer came."""
+
+    def maybe_yours(self) -> str:
+        """After a lost answer, a refusal's cause may be that very write."""
+        return MAYBE_YOURS if self.lost_answer else ""
 
     def action_close(self) -> None:
         if self.applying:
@@ -589,12 +600,13 @@ class WriteDialog(Dialog[bool]):
             self.set_message(
                 f"{WRITE_UNSURE}\n[$error]{safe_markup(value.message, 200)}[/]"
             )
+            self.lost_answer = True
         elif isinstance(value, OpsError):
             self.set_message(self.error_markup(value))
         elif isinstance(value, Refusal) and not self.refused(value):
             self.set_message(
                 f"[b $error]Refused ({safe_markup(value.code, 30)}):[/] "
-                f"{safe_markup(value.error, 300)}"
+                f"{safe_markup(value.error, 300)}{self.maybe_yours()}"
             )
         elif not isinstance(value, Refusal):
             self.arrived(value)
@@ -737,6 +749,7 @@ class RideDialog(WriteDialog):
         self.refusal_text = (
             f"[b $error]Refused ({safe_markup(refusal.code, 30)}):[/] "
             f"{safe_markup(refusal.error, 300)} Nothing was written."
+            f"{self.maybe_yours()}"
         )
         if refusal.code == "not_found":
             self.forget_preview()
@@ -871,7 +884,7 @@ class SeatFixDialog(RideDialog):
             then = "check them and press Enter on the note to apply."
         self.set_message(
             "[b $warning]The ride changed since the preview.[/] The values "
-            f"above are fresh; {then}"
+            f"above are fresh; {then}{self.maybe_yours()}"
         )
         return True
 
@@ -953,6 +966,7 @@ class ExpireRideDialog(RideDialog):
         self.set_message(
             f"[b $warning]{safe_markup(refusal.error, 300)}[/] Nothing was "
             "written; check the bookings above and press Enter on the note again."
+            f"{self.maybe_yours()}"
         )
         return True
 
