@@ -130,6 +130,18 @@ def _non_negative(text: str) -> int:
     return int(text)
 
 
+MAX_HISTORY_DAYS = 3_650  # ten years of job runs every 5 minutes: past that, a typo
+
+
+def _history_days(text: str) -> int:
+    days = _non_negative(text)
+    if days > MAX_HISTORY_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_HISTORY_DAYS:,} days (ten years of job runs)"
+        )
+    return days
+
+
 def _port(text: str) -> int:
     if not 1 <= _number(text, int, "a port number") <= 65535:
         raise argparse.ArgumentTypeError("a port is between 1 and 65535")
@@ -371,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument(
         "--history-days",
-        type=_non_negative,
+        type=_history_days,
         default=0,
         metavar="N",
         help="add N days of job history (default 0)",
@@ -924,9 +936,22 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
 }
 
 
+_TOP_VALUE_OPTIONS = frozenset(
+    {"--dsn", "--target", "--config", "--refresh", "--operator", "--theme"}
+)
+"""Options before the command that take a value (which is not the command)."""
+
+
 def _wants_check(argv: Sequence[str]) -> bool:
-    """Whether the command line asks for `check` (usage errors exit UNKNOWN)."""
-    return "check" in argv
+    """Whether the command line asks for `check` (usage errors exit UNKNOWN):
+    its first word that is not an option or an option's value is `check`."""
+    words = iter(argv)
+    for word in words:
+        if word in _TOP_VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word == "check"
+    return False
 
 
 # Whether this process's seed has committed (Ctrl-C after that keeps it).

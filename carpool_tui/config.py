@@ -318,7 +318,9 @@ def load_config(path: Path | None = None) -> ConfigFile:
     explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     where = path if path is not None else default_config_file()
     try:
-        text = where.read_text(encoding="utf-8")
+        # utf-8-sig: an editor that starts the file with a byte-order mark
+        # would otherwise make line 1 unreadable.
+        text = where.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {where} does not exist") from None

@@ -193,6 +193,24 @@ def test_an_empty_dsn_is_refused_rather_than_falling_back(ops_dsn: str) -> None:
     assert checked.stdout.startswith("CARPOOL UNKNOWN - invalid command line")
 
 
+@pytest.mark.parametrize(
+    ("words", "monitor"),
+    [
+        (["check", "--refresh", "0"], True),
+        (["--dsn", "check", "check", "--bogus"], True),
+        (["run-job", "check", "--bogus"], False),
+        (["--operator", "check", "--refresh", "0"], False),
+        (["migrate", "--dsn", "postgresql://h/check", "--bogus"], False),
+    ],
+)
+def test_only_the_check_command_turns_a_usage_error_into_unknown(
+    words: list[str], monitor: bool
+) -> None:
+    result = run_cli(*words)
+    assert result.returncode == (3 if monitor else 2), result.stdout + result.stderr
+    assert ("CARPOOL UNKNOWN" in result.stdout) == monitor
+
+
 def test_an_empty_database_url_is_refused_rather_than_falling_back(
     ops_dsn: str,
 ) -> None:
@@ -414,6 +432,7 @@ def test_argument_errors_are_one_line() -> None:
         ("--refresh", "0"),
         ("seed", "--rides", "-5"),
         ("seed", "--rides", "99999999999999999999"),
+        ("seed", "--history-days", "100000"),
         ("--bogus",),
     ):
         result = run_cli(*args)

@@ -35,6 +35,12 @@ def error_of(text: str) -> str:
     return str(caught.value)
 
 
+def test_a_file_that_starts_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    saved = tmp_path / "bom.toml"
+    saved.write_bytes("[targets.prod]\ndsn = 'postgresql://h/db'\n".encode("utf-8-sig"))
+    assert load_config(saved).target("prod").dsn == "postgresql://h/db"
+
+
 def test_a_broken_target_stops_only_the_commands_that_use_it() -> None:
     config = parse_config(
         "[targets.bad]\nrefresh = 'fast'\n[targets.good]\ndsn = 'postgresql://h/db'\n",

@@ -150,6 +150,10 @@ async def test_a_role_without_any_grant_is_told_so_not_disconnected(
             text = static_text(screen.query_one("#startup-message", Static))
             assert "permission denied" in text
             assert "carpool_ops_viewer" in text
+            await pilot.press("1")
+            await pilot.pause()
+            said = notices(app)[-1]
+            assert "permission denied" in said and "Not connected" not in said
             # Granted while it waits: the next retry sees the ops layer.
             await conn.execute(f"GRANT carpool_ops_viewer TO {role}")
             await until(pilot, lambda: screen.snapshot is not None, "the grant", 10)

@@ -114,6 +114,10 @@ async def test_a_job_whose_server_stops_answering_can_be_left(
             stopped = _server_processes(own_server)
             _signal_all(stopped, signal.SIGSTOP)
             await pilot.press("c")
+            await pilot.pause(0.2)
+            keys = static_text(running.query_one("#job-keys", Static))
+            assert "cancel the job" not in keys  # sent once; c again does nothing
+            assert "stop waiting, from 10 s after the cancel" in keys
             await pilot.press("escape")  # too soon: the cancel may still answer
             assert app.screen is running
             assert "Esc stops waiting after 10 s" in notices(app)[-1]

@@ -16,6 +16,7 @@ from carpool_tui.models import JOBS, Capabilities
 Needs = Literal["violation", "row"] | None
 
 MIGRATE_COMMAND = "carpool-tui migrate --dsn ..."
+NOT_CONNECTED = "Not connected to the database."
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def blocked_reason(
     """Why the action cannot run now, or None when it can."""
     if caps is None:
         if spec.needs_db or spec.writes:
-            return "Not connected to the database."
+            return NOT_CONNECTED
         return None
     if spec.writes and caps.read_only:
         return f"Read-only session. {READ_ONLY}"

@@ -36,6 +36,7 @@ from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import (
     ACTIONS,
     ACTIONS_BY_ID,
+    NOT_CONNECTED,
     ActionSpec,
     action_name,
     blocked_reason,
@@ -567,12 +568,17 @@ class DashboardScreen(Screen[None]):
 
     def reason(self, spec: ActionSpec) -> str | None:
         """Why the action cannot run now (None when it can)."""
-        return blocked_reason(
+        reason = blocked_reason(
             spec,
             self.caps,
             selected=self.selected(),
             job_running=self.dash.repo.job_running,
         )
+        if reason == NOT_CONNECTED and self.error is not None:
+            # Reached but refused (no grant, no ops layer): say what the
+            # screen says, not "not connected".
+            return f"{self.error.message}. {self.error.hint}".strip()
+        return reason
 
     def spec_for(
         self, action: str, parameters: tuple[object, ...]

@@ -234,6 +234,10 @@ class JobRunDialog(Dialog[JobResult | None]):
         keys = [("c", "cancel the job on the server")]
         if self.may_abandon:
             keys = [("Esc", "stop waiting: the server has not answered the cancel")]
+        elif self.cancelling:
+            # Sent: c again would do nothing; say when Esc will work.
+            later = f"stop waiting, from {CANCEL_GRACE_S:g} s after the cancel"
+            keys = [("Esc", later)]
         self.query_one("#job-keys", Static).update(keys_line(*keys))
 
     @property
