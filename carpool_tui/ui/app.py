@@ -8,13 +8,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.screen import Screen
 
 from carpool_tui.config import Settings
 from carpool_tui.db.repo import Repository, utc_now
@@ -41,6 +42,14 @@ class DashboardApp(WarRoomActions, App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's own palette entries, less the two the registry has already:
+        its Theme offers themes outside dark, light and ansi (the `v` key's),
+        and a second Quit would sit beside the registry's."""
+        for command in super().get_system_commands(screen):
+            if command.title not in {"Theme", "Quit"}:
+                yield command
 
     def __init__(
         self,
