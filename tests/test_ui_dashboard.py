@@ -31,6 +31,7 @@ from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dashboard import LABEL_MIN_WIDTH
 from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
 from carpool_tui.ui.widgets import (
+    DialogScroll,
     JobLogTable,
     JobsTable,
     ViolationsTable,
@@ -408,6 +409,28 @@ async def test_command_palette_runs_registry_actions_and_says_why_not(
         system = [c.title for c in app.get_system_commands(app.dashboard)]
         assert "Theme" not in system and "Quit" not in system
         assert "Keys" in system
+
+
+async def test_help_pages_down_without_skipping_lines_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        help_screen = await until(
+            pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+        )
+        body = help_screen.query_one(DialogScroll)
+        keys = body.query_one(".keys")
+        # What shows between the top and the docked keys line.
+        shown = body.scrollable_content_region.height - keys.outer_size.height
+        assert body.max_scroll_y > shown  # more than one page
+        while body.scroll_y < body.max_scroll_y:
+            before = body.scroll_y
+            await pilot.press("pagedown")
+            await until(pilot, lambda b=before: body.scroll_y > b, "a page down")
+            assert body.scroll_y - before <= shown - 1  # a line kept, none skipped
 
 
 def status_line(app: DashboardApp) -> str:

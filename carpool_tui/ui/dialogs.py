@@ -20,7 +20,7 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -50,6 +50,7 @@ from carpool_tui.ui.text import (
     safe_markup,
     safe_text,
 )
+from carpool_tui.ui.widgets import DialogScroll
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -363,7 +364,7 @@ class LogEntryDialog(Dialog[None]):
     def compose(self) -> ComposeResult:
         e = self.entry
         status = e.status.upper() if e.failed else e.status
-        with VerticalScroll(classes="dialog", id="log-entry"):
+        with DialogScroll(classes="dialog", id="log-entry"):
             yield Static(f"Job run: {safe_markup(e.job_name, 60)}", classes="title")
             yield Static(
                 _field_lines(
@@ -662,11 +663,7 @@ class RideDialog(WriteDialog):
         self.query_one("#ride", Input).focus()
 
     def action_scroll_preview(self, direction: int) -> None:
-        page = self.query_one(".dialog", VerticalScroll)
-        if direction < 0:
-            page.scroll_page_up(animate=False)
-        else:
-            page.scroll_page_down(animate=False)
+        self.query_one(".dialog", DialogScroll).page(direction)
 
     def _start_preview(self, text: str) -> None:
         self.forget_preview()
@@ -788,7 +785,7 @@ class SeatFixDialog(RideDialog):
     preview: SeatFixPreview | None = None
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog", id="seat-fix"):
+        with DialogScroll(classes="dialog", id="seat-fix"):
             yield Static("Fix a ride's available seats (manual 4.4)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
@@ -907,7 +904,7 @@ class ExpireRideDialog(RideDialog):
     preview: ExpirePreview | None = None
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(classes="dialog", id="expire-ride"):
+        with DialogScroll(classes="dialog", id="expire-ride"):
             yield Static("Expire one ride (manual 4.3)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
@@ -1039,7 +1036,7 @@ class ResolveDialog(WriteDialog):
 
     def compose(self) -> ComposeResult:
         v = self.violation
-        with VerticalScroll(classes="dialog", id="resolve"):
+        with DialogScroll(classes="dialog", id="resolve"):
             yield Static("Resolve a violation", classes="title")
             yield Static(
                 _field_lines(
@@ -1150,7 +1147,7 @@ class HelpScreen(Dialog[None]):
                 f"[b]{safe_markup(f'{spec.key_label:>7}')}[/]  [b]{spec.title}[/] — "
                 f"{safe_markup(spec.description, 300)}{extra}"
             )
-        with VerticalScroll(classes="dialog", id="help"):
+        with DialogScroll(classes="dialog", id="help"):
             yield Static("Keys", classes="title")
             yield Static(state, classes="muted")
             yield Static("\n".join(lines))

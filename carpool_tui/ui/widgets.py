@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from carpool_tui.models import (
@@ -92,6 +93,28 @@ def health_markup(
             lines.append(part)
             used = cells
     return "\n".join(lines)
+
+
+class DialogScroll(VerticalScroll):
+    """A dialog's scrolling body, whose keys (and note) are docked over its
+    bottom: a page is what shows above them, less one line kept for context,
+    so PgDn never skips lines hidden behind the docked part."""
+
+    def page(self, direction: int) -> None:
+        """Scroll one page down (1) or up (-1), without animation."""
+        docked = sum(
+            child.outer_size.height
+            for child in self.children
+            if child.styles.dock in ("top", "bottom")
+        )
+        step = max(1, self.scrollable_content_region.height - docked - 1)
+        self.scroll_to(y=self.scroll_y + direction * step, animate=False)
+
+    def action_page_down(self) -> None:
+        self.page(1)
+
+    def action_page_up(self) -> None:
+        self.page(-1)
 
 
 class HealthStrip(Static):
