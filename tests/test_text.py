@@ -88,6 +88,15 @@ def test_safe_block_keeps_lines_but_escapes_and_limits_them() -> None:
     assert "more lines" in lines[-1]
 
 
+def test_the_first_8_characters_of_an_id_are_called_that() -> None:
+    with pytest.raises(ValueError) as short:
+        parse_uuid("6fdf766f")
+    assert "a narrow table may show only the first 8" in str(short.value)
+    with pytest.raises(ValueError) as other:
+        parse_uuid("ride-42")
+    assert "first 8" not in str(other.value)
+
+
 def test_parse_uuid_accepts_a_uuid_with_spaces() -> None:
     value = "  0f8fad5b-d9cb-469f-a165-70867728950e "
     assert str(parse_uuid(value)) == value.strip()

@@ -9,6 +9,7 @@ length before it reaches a widget.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from typing import Any
 from uuid import UUID
@@ -91,7 +92,14 @@ def parse_uuid(text: str, what: str = "ride id") -> UUID:
         return UUID(value)
     except ValueError:
         shown = printable(value, 40)
+        short = re.fullmatch(r"[0-9a-fA-F]{8}", value) is not None
         raise ValueError(
             f"'{shown}' is not a valid {what}: expected a UUID like "
             "0f8fad5b-d9cb-469f-a165-70867728950e."
+            + (
+                f" A whole {what} has 36 characters; a narrow table may show only "
+                "the first 8."
+                if short
+                else ""
+            )
         ) from None
