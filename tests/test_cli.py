@@ -537,6 +537,34 @@ async def test_ctrl_c_during_a_seed_says_nothing_was_written(ops_dsn: str) -> No
         assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
 
 
+async def test_a_killed_seed_does_not_run_on_in_the_server(ops_dsn: str) -> None:
+    """SIGKILL leaves no time to cancel: the server must notice by itself that
+    the client is gone, or the seed runs on holding its locks."""
+    async with connected(ops_dsn, plain=True) as conn:
+        seed = ["seed", "--dsn", ops_dsn, "--rides", "1000000"]
+        command = subprocess.Popen(
+            [sys.executable, "-m", "carpool_tui", *seed],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not await conn.fetchval(SEEDING):
+                assert command.poll() is None
+                assert time.monotonic() < deadline, "the seed never started"
+                await asyncio.sleep(0.05)
+            command.kill()
+            command.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while await conn.fetchval(SEEDING):
+                assert time.monotonic() < deadline, "the seed ran on without its client"
+                await asyncio.sleep(0.1)
+        finally:
+            if command.poll() is None:
+                command.kill()
+        assert await conn.fetchval("SELECT count(*) FROM profiles") == 0
+
+
 async def test_ctrl_c_during_migrate_says_the_next_run_finishes_it(
     empty_dsn: str,
 ) -> None:
