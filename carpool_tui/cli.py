@@ -1030,7 +1030,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except SystemExit as exc:
         # A monitor reads exit 2 as CRITICAL: a usage error of `check` is UNKNOWN.
         if exc.code == 2 and _wants_check(words):
-            print("CARPOOL UNKNOWN - invalid command line (see the error above)")
+            summary = "invalid command line (see the error above)"
+            if "--json" in words:
+                # A monitor that asked for JSON parses stdout as JSON.
+                unknown = {"status": "UNKNOWN", "exit_code": UNKNOWN_EXIT}
+                print(json.dumps(unknown | {"summary": summary}, sort_keys=True))
+            else:
+                print(f"CARPOOL UNKNOWN - {summary}")
             return UNKNOWN_EXIT
         raise
     _setup_logging()

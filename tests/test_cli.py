@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -209,6 +210,14 @@ def test_only_the_check_command_turns_a_usage_error_into_unknown(
     result = run_cli(*words)
     assert result.returncode == (3 if monitor else 2), result.stdout + result.stderr
     assert ("CARPOOL UNKNOWN" in result.stdout) == monitor
+
+
+def test_a_usage_error_of_check_json_is_json() -> None:
+    result = run_cli("check", "--json", "--warn", "nonsense")
+    assert result.returncode == 3, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert (data["status"], data["exit_code"]) == ("UNKNOWN", 3)
+    assert data["summary"].startswith("invalid command line")
 
 
 def test_an_empty_database_url_is_refused_rather_than_falling_back(
