@@ -13,6 +13,7 @@ from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
 from test_ui_support import make_settings, screen_text, static_text, until
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
@@ -126,9 +127,12 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
             ending = "Finished: every check of this procedure passed."
             assert ending in screen_text(screen)
             await pilot.press("m")
-            await until(
-                pilot, lambda: "Timeline written to" in screen_text(screen), "export"
+            said = await until(
+                pilot,
+                lambda: "Timeline written to" in (t := screen_text(screen)) and t,
+                "export",
             )
+            assert "\\n" not in said  # one line, no escaped line break
             # Back where the run was chosen, not in the procedures list.
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
@@ -234,6 +238,20 @@ async def open_from_list(pilot: Pilot[Any], title: str) -> ProcedureScreen:
     return await procedure(pilot)
 
 
+async def expired_and_checked(
+    pilot: Pilot[Any], screen: ProcedureScreen, dialog: Screen[Any]
+) -> None:
+    """Expire the previewed ride with a note, close, and see the step pass."""
+    await shows(pilot, dialog, "Expires at")
+    await type_text(pilot, "expiry job down")
+    await pilot.press("enter")
+    await shows(pilot, dialog, "Expired.")
+    await pilot.press("escape")
+    await settled(pilot, screen)
+    await until(pilot, lambda: screen.run.verdict is not None, "the check")
+    assert "PASSED The ride is completed with no open bookings." in screen_text(screen)
+
+
 async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
     async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))
@@ -250,16 +268,7 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
             assert "open_bookings" in screen_text(screen)
             await pilot.press("a")
             dialog = await dialog_of(pilot, ExpireRideDialog)
-            await shows(pilot, dialog, "Expires at")
-            await type_text(pilot, "expiry job down")
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Expired.")
-            await pilot.press("escape")
-            await settled(pilot, screen)
-            await until(pilot, lambda: screen.run.verdict is not None, "the check")
-            assert "PASSED The ride is completed with no open bookings." in (
-                screen_text(screen)
-            )
+            await expired_and_checked(pilot, screen, dialog)
             await next_step(pilot, screen)
             assert screen.run.healthy
         assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (
@@ -273,6 +282,29 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
             == 1
         )
         assert [e["action"] for e in action_log(app)] == ["expire_ride"]
+
+
+async def test_a_ride_typed_in_the_dialog_is_the_one_the_step_checks(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The choice step skipped, the ride typed in the expire dialog instead."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            screen = await open_from_list(pilot, "Manual ride expiry")
+            await skip_step(pilot, screen, "I know the ride")
+            await pilot.press("a")
+            dialog = await dialog_of(pilot, ExpireRideDialog)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            await expired_and_checked(pilot, screen, dialog)
+            applied = [e.result for e in app.timeline.entries if "applied" in e.result]
+            assert applied == [
+                f"applied to ride {ride} with the note 'expiry job down' "
+                "(see admin_audit_log)"
+            ]
 
 
 async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ admin dialogs (preview, note, confirm), so nothing here writes on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -29,11 +30,11 @@ from carpool_tui.runbooks.procedures import (
     diagnose,
     for_violation,
 )
-from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
     ExpireRideDialog,
     JobRunDialog,
+    RideDialog,
     SeatFixDialog,
     keys_line,
 )
@@ -50,7 +51,8 @@ def export_timeline(app: DashboardApp) -> str:
         path = app.timeline.export(folder, app.clock(), database=app.label)
     except OSError as exc:
         return f"Could not write the timeline to {folder}: {exc}"
-    return f"Timeline written to {fmt.where_written(path)}"
+    # One line: the procedure's message line shows no line breaks.
+    return f"Timeline written to {path.name} in {path.parent}"
 
 
 class ProceduresScreen(Screen[None]):
@@ -487,10 +489,13 @@ class ProcedureScreen(Screen[None]):
             self.app.push_screen(
                 ConfirmJobDialog(job, self.dash.settings.operator), confirmed
             )
-        elif action.kind == "seat_fix":
-            self.app.push_screen(SeatFixDialog(run.target), self._write_done)
         else:
-            self.app.push_screen(ExpireRideDialog(run.target), self._write_done)
+            dialog: RideDialog = (
+                SeatFixDialog(run.target)
+                if action.kind == "seat_fix"
+                else ExpireRideDialog(run.target)
+            )
+            self.app.push_screen(dialog, partial(self._write_done, dialog))
 
     def _job_done(self, result: JobResult | None) -> None:
         job = self._job() or "job"
@@ -500,10 +505,21 @@ class ProcedureScreen(Screen[None]):
             self.run.acted(f"run {job}", result.model_dump(), result.describe(job))
         self.show_step(verify=True)
 
-    def _write_done(self, done: bool | None) -> None:
+    def _write_done(self, dialog: RideDialog, done: bool | None) -> None:
         action = self.run.step.action
         what = action.title if action else "write"
-        summary = "applied (see admin_audit_log)" if done else "closed without applying"
+        ride = None if dialog.preview is None else str(dialog.preview.ride_id)
+        if done and ride is not None and ride != self.run.target:
+            # Typed in the dialog (the choice was skipped, or another ride was
+            # typed): the step's check follows the ride the write went to.
+            self.run.choose(ride)
+        if done:
+            note = dialog.query_one("#note", Input).value.strip()
+            summary = (
+                f"applied to ride {ride} with the note {note!r} (see admin_audit_log)"
+            )
+        else:
+            summary = "closed without applying"
         self.run.acted(what, {"success": bool(done)}, summary)
         self.show_step(verify=True)
 
