@@ -692,6 +692,9 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
             dialog, _ = await preview_ride(
                 pilot, "e", ExpireRideDialog, ride, "Due              no"
             )
+            # Its gist sits by the note, where 80x24 shows it.
+            gist = await shows(pilot, dialog, "PgDn shows the rest of the preview")
+            assert "Not due yet. Expiring completes the ride and 4 pending" in gist
             # The preview is taller than the dialog: PgDn scrolls it from the note.
             page = dialog.query_one(".dialog", VerticalScroll)
             assert page.max_scroll_y > 0
@@ -706,8 +709,10 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
             assert allow.display
             assert 0 <= allow.region.y < note.region.y
             assert allow.region.bottom <= page.region.bottom
+            assert "(not ticked)" in str(allow.label)
             await pilot.press("shift+tab", "space")
             assert allow.value
+            assert "(TICKED)" in str(allow.label)  # not by colour alone
             await pilot.press("tab", "enter")
             await shows(pilot, dialog, "Expired.")
         assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (

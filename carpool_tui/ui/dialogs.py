@@ -40,6 +40,7 @@ from carpool_tui.models import (
     SeatFixApplied,
     SeatFixPreview,
     Violation,
+    counted,
 )
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS, blocked_reason
@@ -516,7 +517,12 @@ class WriteDialog(Dialog[bool]):
 
     done = False
 
+    message_markup = ""
+    """What the message line says now."""
+
     def set_message(self, markup: str) -> None:
+        self.message_markup = markup
+        self.gist_shown = False
         message = self.query_one("#message", Static)
         message.update(markup)
         if markup:
@@ -652,6 +658,8 @@ class RideDialog(WriteDialog):
                 self.rejected = ride_id
 
     def on_mount(self) -> None:
+        page = self.query_one(".dialog", DialogScroll)
+        self.watch(page, "virtual_size", self._fold_moved, init=False)
         if self.initial:
             self._start_preview(self.initial)
             return
@@ -764,9 +772,36 @@ class RideDialog(WriteDialog):
         return True
 
     def message_after_preview(self) -> str:
-        """What the message line says once a preview arrives."""
+        """What the message line says once a preview arrives: a refusal's
+        sentence if one is waiting, else what the write would do."""
         text, self.refusal_text = self.refusal_text, ""
+        if not text:
+            self.call_after_refresh(self._say_what_it_does)
         return text
+
+    gist_shown = False
+    """The message line holds the preview's gist (kept in step with the fold)."""
+
+    def _fold_moved(self) -> None:
+        if self.gist_shown:
+            self._say_what_it_does(again=True)
+
+    def _say_what_it_does(self, again: bool = False) -> None:
+        """The preview's gist beside the note, where a small terminal shows
+        it, and whether the rest of the preview is below the fold."""
+        # Only into an empty line: a message said since (a refused note) stays.
+        if self.done or self.preview is None or (self.message_markup and not again):
+            return
+        gist = self.gist()
+        page = self.query_one(".dialog", DialogScroll)
+        if gist and page.max_scroll_y > 0:
+            gist += " PgDn shows the rest of the preview."
+        self.set_message(gist)
+        self.gist_shown = bool(gist)
+
+    def gist(self) -> str:
+        """What applying would do, in one sentence."""
+        return ""
 
     @on(Input.Submitted, "#ride")
     def _ride_submitted(self, event: Input.Submitted) -> None:
@@ -856,6 +891,16 @@ class SeatFixDialog(RideDialog):
         note.disabled = False
         note.focus()
 
+    def gist(self) -> str:
+        preview = self.preview
+        if preview is None or not preview.needs_fix or preview.overbooked:
+            return ""
+        holding = counted(len(preview.bookings), "{} booking holds", "{} bookings hold")
+        return (
+            f"Apply sets available_seats {preview.current} → {preview.computed} "
+            f"({holding} seats)."
+        )
+
     def arrived(self, value: Any) -> None:
         if isinstance(value, SeatFixPreview):
             self.show_preview(value)
@@ -898,6 +943,11 @@ def _seats(value: Any) -> str:
     return printable(value, 20)
 
 
+def _allow_label(ticked: bool) -> str:
+    state = "TICKED" if ticked else "not ticked"
+    return f"Expire although it is not due yet ({state})"
+
+
 class ExpireRideDialog(RideDialog):
     """Manual 4.3: expire one ride by hand after a preview of what changes."""
 
@@ -911,7 +961,7 @@ class ExpireRideDialog(RideDialog):
             bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
             bookings.display = False
             yield bookings
-            allow = Checkbox("Expire although it is not due yet", id="allow")
+            allow = Checkbox(_allow_label(False), id="allow")
             allow.display = False
             yield from self.foot("expire", allow)
 
@@ -923,6 +973,11 @@ class ExpireRideDialog(RideDialog):
         allow = self.query_one("#allow", Checkbox)
         allow.value = False  # a confirmation given for another ride
         allow.display = False
+
+    @on(Checkbox.Changed, "#allow")
+    def _allow_changed(self, event: Checkbox.Changed) -> None:
+        # The box's mark differs only in colour: the words say it too.
+        event.checkbox.label = _allow_label(event.value)
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
@@ -1010,6 +1065,21 @@ class ExpireRideDialog(RideDialog):
                 "pending/confirmed booking(s) below, and notifies their passengers."
             )
         self.query_one("#preview", Static).update("\n".join(lines))
+
+    def gist(self) -> str:
+        preview = self.preview
+        if preview is None or preview.terminal:
+            return ""
+        due = "Due now." if preview.due else "[b $warning]Not due yet.[/]"
+        bookings = counted(
+            len(preview.bookings),
+            "{} pending/confirmed booking",
+            "{} pending/confirmed bookings",
+        )
+        return (
+            f"{due} Expiring completes the ride and {bookings}, and notifies "
+            "their passengers."
+        )
 
     def arrived(self, value: Any) -> None:
         if isinstance(value, ExpirePreview):
