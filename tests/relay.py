@@ -21,8 +21,10 @@ class Relay:
     def __init__(self, target: tuple[str, int] | str) -> None:
         self.target = target
         self.links: list[asyncio.StreamWriter] = []
+        self.clients: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.held = False
+        self.half = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
@@ -36,6 +38,7 @@ class Relay:
         else:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         self.links += [writer, up_writer]
+        self.clients.append(writer)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(
                 self._pipe(reader, up_writer), self._pipe(up_reader, writer)
@@ -49,12 +52,21 @@ class Relay:
                 if not self.held:
                     writer.write(data)
                     await writer.drain()
-        writer.transport.abort()
+        if not self.half:
+            writer.transport.abort()
 
     def hold(self) -> None:
         """Drop everything from now on without closing anything, as a network
         black hole or a stopped server does: nobody is told."""
         self.held = True
+
+    def cut_client_side(self) -> None:
+        """Close only the clients' ends, as a NAT or firewall that forgets a
+        connection does: the server's session stays, open and unaware."""
+        self.half = True
+        for writer in self.clients:
+            writer.transport.abort()
+        self.clients.clear()
 
     def cut(self) -> None:
         """Close every open link; new connections are still relayed."""

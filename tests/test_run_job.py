@@ -252,6 +252,22 @@ async def test_a_job_whose_connection_drops_is_settled_from_the_job_log(
     assert job.last_action()["outcome"] == "ok"
 
 
+async def test_a_job_whose_server_side_stays_open_is_settled_when_it_is_idle(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The server's end of the connection outlives the client's: the session
+    sits idle once the job is done, and that is enough to read its row."""
+    async with (
+        relayed(ops_dsn) as (relay, through),
+        job_behind_a_lock(ops_dsn, tmp_path, through) as job,
+    ):
+        relay.cut_client_side()
+        await asyncio.sleep(0.5)
+        await job.holder.commit()
+        result = await asyncio.wait_for(job.task, 20)  # not the job timeout
+    assert result.success and result.connection_dropped is not None
+
+
 async def test_a_job_whose_session_ends_with_the_connection_was_rolled_back(
     ops_dsn: str, tmp_path: Path
 ) -> None:

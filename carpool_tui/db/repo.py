@@ -108,19 +108,28 @@ JOB_GRANT = (
     " to this user."
 )
 JOB_OUTCOME_UNKNOWN = (
-    "Look at the job log once the dashboard reconnects (r polls now): the run's"
-    " row says how it ended. Running the job again is safe."
+    "Look at the job log once the database answers again: the run's row says"
+    " how it ended. Running the job again is safe."
 )
-JOB_SESSION_SQL = "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)"
-"""Whether a job's server session is still there (its statement may be too)."""
+JOB_SESSION_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1"
+    " AND state IS DISTINCT FROM 'idle')"
+)
+"""Whether a job's server session is still at work: one left idle (its client
+gone, the statement done) has finished, whether or not it has noticed."""
 JOB_SESSION_POLL_S = 0.5
+JOB_RECONNECT_S = 15.0
+"""How long a dropped job's outcome is asked for before it is called unknown."""
+JOB_START_WINDOW_S = 2.0
 JOB_RUN_SINCE_SQL = (
     "SELECT * FROM system_job_log AS l WHERE job_name = $1 AND started_at >= $2"
+    f" AND started_at < $2 + interval '{JOB_START_WINDOW_S:g} seconds'"
     " AND COALESCE(to_jsonb(l) ->> 'triggered_by', $3) = $3"
     " ORDER BY started_at LIMIT 1"
 )
-"""The first run of job $1 started at or after $2 by operator $3 (where the log
-records who): the one a caller began."""
+"""The run of job $1 by operator $3 (where the log records who) that started
+within moments of $2, just before the caller sent it: a run started later by
+someone else is not taken for it."""
 NOT_IN_THE_FUTURE = (
     "(COALESCE(started_at, completed_at) IS NULL OR COALESCE(started_at,"
     f" completed_at) <= now() + interval '{CLOCK_MARGIN.total_seconds():g}"
@@ -686,7 +695,12 @@ class Repository:
                 " (SELECT set_config('carpool.operator', $1, false)) AS s",
                 settings.operator,
             )
-            value = await conn.fetchval(f"SELECT {name}()")
+            # A network that drops everything never returns the answer nor an
+            # error: past the job's own timeout the connection counts as lost.
+            value = await asyncio.wait_for(
+                conn.fetchval(f"SELECT {name}()"),
+                settings.job_timeout_ms / 1000 + POLL_MARGIN_S,
+            )
             result = JobResult.model_validate(as_dict(value))
             result.server_seconds = await _server_seconds(conn, name, result, since)
         except asyncio.CancelledError:
@@ -759,15 +773,21 @@ class Repository:
         settings = self.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.job_timeout_ms / 1000 + POLL_MARGIN_S
-        try:
-            conn = await connect(
-                settings.dsn,
-                purpose=f"job {name} outcome",
-                statement_timeout_ms=settings.statement_timeout_ms,
-                read_only=True,
-            )
-        except OpsError:
-            return unknown
+        asking_until = loop.time() + JOB_RECONNECT_S
+        while True:
+            # A brief outage: keep asking for a while before giving up.
+            try:
+                conn = await connect(
+                    settings.dsn,
+                    purpose=f"job {name} outcome",
+                    statement_timeout_ms=settings.statement_timeout_ms,
+                    read_only=True,
+                )
+                break
+            except OpsError:
+                if loop.time() > asking_until:
+                    return unknown
+                await asyncio.sleep(1.0)
         try:
             while await conn.fetchval(JOB_SESSION_SQL, pid):
                 if loop.time() > deadline:
