@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import ipaddress
 import json
 import logging
@@ -558,6 +559,11 @@ def _target(args: argparse.Namespace, config: ConfigFile) -> Target | None:
     return None if name is None else config.target(name)
 
 
+def _target_dsn(args: argparse.Namespace) -> str | None:
+    """The DSN from --dsn, else --target's, else DATABASE_URL (None: PG*)."""
+    return resolve_dsn(getattr(args, "dsn", None), _target(args, _config(args)))
+
+
 def _writing_dsn(args: argparse.Namespace, command: str) -> str | None:
     """The DSN for a command that writes (migrate, seed); a read-only target
     refuses it, whatever DSN the command line gives."""
@@ -571,7 +577,7 @@ def _writing_dsn(args: argparse.Namespace, command: str) -> str | None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    dsn = _writing_dsn(args, "migrate")
+    dsn = _target_dsn(args) if args.dry_run else _writing_dsn(args, "migrate")
     _say(f"Migrating {describe_target(dsn)}")
     for line in _run(_migrate(dsn, base=args.base, dry_run=args.dry_run)):
         print(line)
@@ -846,6 +852,10 @@ def cmd_run_job(args: argparse.Namespace) -> int:
         if not args.json:
             raise
         result = JobResult(success=False, error=exc.message, hint=exc.hint or None)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        result = JobResult(success=False, error=str(exc))
     if args.json:
         print(json.dumps(result.model_dump(mode="json", exclude_none=True)))
     elif result.success:
@@ -982,7 +992,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             # Output still buffered would otherwise fail at interpreter exit,
             # past any handler, with "Exception ignored ... BrokenPipeError".
-            sys.stdout.flush()
+            # A stdout closed before start (`>&-`) is None: print() skips it.
+            if sys.stdout is not None:
+                sys.stdout.flush()
     except BrokenPipeError:
         if not _stdout_closed():
             raise  # a socket's, not stdout's: not the reader going away
@@ -1025,20 +1037,25 @@ def _main(argv: Sequence[str] | None) -> int:
     """Parse the command line and run its command; errors become one line."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    said = io.StringIO()
     try:
-        args = parser.parse_args(words)
+        with contextlib.redirect_stderr(said):
+            args = parser.parse_args(words)
     except SystemExit as exc:
+        sys.stderr.write(said.getvalue())
         # A monitor reads exit 2 as CRITICAL: a usage error of `check` is UNKNOWN.
         if exc.code == 2 and _wants_check(words):
-            summary = "invalid command line (see the error above)"
             if "--json" in words:
                 # A monitor that asked for JSON parses stdout as JSON.
+                error = " ".join(said.getvalue().split())
                 unknown = {"status": "UNKNOWN", "exit_code": UNKNOWN_EXIT}
-                print(json.dumps(unknown | {"summary": summary}, sort_keys=True))
+                summary = {"summary": "invalid command line", "error": error}
+                print(json.dumps(unknown | summary, sort_keys=True))
             else:
-                print(f"CARPOOL UNKNOWN - {summary}")
+                print("CARPOOL UNKNOWN - invalid command line (see the error above)")
             return UNKNOWN_EXIT
         raise
+    sys.stderr.write(said.getvalue())
     _setup_logging()
     try:
         return COMMANDS[args.command](args)

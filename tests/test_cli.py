@@ -217,7 +217,24 @@ def test_a_usage_error_of_check_json_is_json() -> None:
     assert result.returncode == 3, result.stdout + result.stderr
     data = json.loads(result.stdout)
     assert (data["status"], data["exit_code"]) == ("UNKNOWN", 3)
-    assert data["summary"].startswith("invalid command line")
+    assert data["summary"] == "invalid command line"
+    assert "--warn" in data["error"]
+    assert "--warn" in result.stderr  # still said where a person looks
+
+
+def test_a_command_run_with_stdout_closed_still_reports(ops_dsn: str) -> None:
+    """`>&-`: no stdout at all; the command's own outcome decides its exit."""
+    job = ["run-job", "expire_rides", "--dsn", ops_dsn]
+    done = subprocess.run(
+        [sys.executable, "-m", "carpool_tui", *job],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
 
 
 def test_an_empty_database_url_is_refused_rather_than_falling_back(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,11 @@ async def test_a_read_only_target_refuses_migrate_and_seed(
         )
     rides = await once(ops_dsn, "SELECT count(*) FROM rides")
     assert rides == 0
+    dry = cli(cli_env, "migrate", "--target", "wall", "--dry-run")
+    assert dry.returncode == 0, dry.stderr  # a dry run only reads
+    as_json = cli(cli_env, "run-job", "expire_rides", "--target", "nope", "--json")
+    assert json.loads(as_json.stdout)["success"] is False
+    assert "no target 'nope'" in json.loads(as_json.stdout)["error"]
 
 
 def test_a_target_dsn_that_names_nothing_is_refused_when_used(
