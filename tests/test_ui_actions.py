@@ -483,8 +483,13 @@ async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(
             await pilot.press("enter")
             await shows(pilot, dialog, NOTE_REQUIRED)
             note.value = ""
+            note.post_message(events.Paste("\u200b\n\u2800\n\u034f\ufe0f\n"))
+            await pilot.pause()
+            assert note.value == ""  # nothing in it would show
             note.post_message(
-                events.Paste("\nDuplicate cancelled by support\r\nINC-4711: ok\n")
+                events.Paste(
+                    "\nDuplicate cancelled\tby support\r\n\u200b\nINC-4711: ok\x07\n"
+                )
             )
             await until(pilot, lambda: note.value, "the paste")
             assert note.value == "Duplicate cancelled by support / INC-4711: ok"

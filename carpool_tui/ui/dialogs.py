@@ -68,7 +68,7 @@ def _shows_nothing(text: str) -> bool:
     """Whether `text` would look empty in the audit log: only spaces, control,
     format or blank-drawing characters."""
     return all(
-        char in BLANK_GLYPHS or unicodedata.category(char)[0] in "ZC" for char in text
+        char in BLANK_GLYPHS or unicodedata.category(char)[0] in "ZCM" for char in text
     )
 
 
@@ -83,8 +83,15 @@ class NoteInput(Input):
     def on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
         event.stop()
-        lines = [line.strip() for line in event.text.splitlines()]
-        text = " / ".join(line for line in lines if line)
+        # Control characters (a tab, a bell) become spaces; lines that would
+        # show nothing are dropped rather than joined into a visible " / ".
+        lines = [
+            "".join(" " if unicodedata.category(c) == "Cc" else c for c in line)
+            for line in event.text.splitlines()
+        ]
+        text = " / ".join(
+            line.strip() for line in lines if not _shows_nothing(line.strip())
+        )
         if not text:
             return
         if self.selection.is_empty:
