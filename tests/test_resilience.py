@@ -27,6 +27,7 @@ from test_ui_support import make_settings, static_text, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
+from carpool_tui.db import repo as repo_module
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import migrate
 from carpool_tui.ui.app import DashboardApp
@@ -159,6 +160,33 @@ async def test_a_role_without_any_grant_is_told_so_not_disconnected(
             await until(pilot, lambda: screen.snapshot is not None, "the grant", 10)
             await pilot.pause()
             assert "ops " in status(app) and "LEGACY" not in status(app)
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+async def test_a_grant_given_while_the_dashboard_runs_is_seen_without_r(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repo_module, "CAPABILITIES_RECHECK_S", 1.0)
+    role = f"viewer_{uuid.uuid4().hex[:8]}"
+    conn = await db(ops_dsn)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE carpool_ops_viewer")
+        app = DashboardApp(make_settings(_as_user(ops_dsn, role), tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            jobs = app.dashboard.query_one("#jobs")
+            assert str(jobs.border_title) == "Jobs · this role may not run them"
+            await conn.execute(f"GRANT carpool_ops_operator TO {role}")
+            await until(
+                pilot,
+                lambda: "may not" not in str(jobs.border_title),
+                "the grant seen",
+                10,
+            )
+            assert app.blocked("run-expire_rides") is None
     finally:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")

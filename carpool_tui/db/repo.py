@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,8 @@ Clock = Callable[[], datetime]
 
 POOL_SIZE = 3
 POLL_MARGIN_S = 3.0
+CAPABILITIES_RECHECK_S = 60.0
+"""How often a poll looks again at what the database and role allow."""
 """How long past the statement timeout a poll may take before it counts as hung."""
 VIOLATION_LIMIT = 500
 MAX_LOG_PAGE = 500
@@ -255,6 +258,7 @@ class Repository:
         self._pool: asyncpg.Pool | None = None
         self._job_conn: asyncpg.Connection | None = None
         self._job_pid: int | None = None
+        self._detected_at = 0.0
 
     # -- connection ------------------------------------------------------
 
@@ -277,6 +281,7 @@ class Repository:
                 raise _as_lost(err) from err
         try:
             self.capabilities = await self._detect()
+            self._detected_at = time.monotonic()
         except OpsError:
             await self.close_pool()
             raise
@@ -325,6 +330,9 @@ class Repository:
         and never trips the server-side statement timeout, so the client gives
         up on its own clock, drops the pool and reports ConnectionLost.
         """
+        if time.monotonic() - self._detected_at > CAPABILITIES_RECHECK_S:
+            # A grant given or revoked, or a migrate, since the last look.
+            self.rediscover()
         if not self.connected:
             await self._within(
                 CONNECT_TIMEOUT_S + self.poll_deadline(),

@@ -507,9 +507,10 @@ def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
 
 
 WRITE_UNSURE = (
-    "[b $warning]The connection dropped during the write: it may or may not "
-    "have been made.[/] Enter retries safely: a write already made is refused "
-    "as out of date, never made twice."
+    "[b $warning]The write's answer never came (the connection dropped or the "
+    "server stopped answering): it may or may not have been made.[/] Enter "
+    "retries safely: a write already made is refused as out of date, never "
+    "made twice."
 )
 """What a dropped connection means for a write whose answer never came back."""
 MAYBE_YOURS = (
