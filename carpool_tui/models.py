@@ -289,6 +289,8 @@ class Capabilities(BaseModel):
     read_only: bool = False
     missing_grants: list[str] = Field(default_factory=list)
     missing_functions: list[str] = Field(default_factory=list)
+    pending_migrations: list[str] = Field(default_factory=list)
+    """Shipped ops-layer files the database's ledger does not record."""
     job_log_columns: list[str] = Field(default_factory=list)
     violation_columns: list[str] = Field(default_factory=list)
     server_version: str = ""
@@ -301,9 +303,11 @@ class Capabilities(BaseModel):
 
     @property
     def ops_layer_incomplete(self) -> bool:
-        """The ops layer is there but some of its functions are not: a migrate
-        that stopped part way."""
-        return self.ops_layer and bool(self.missing_functions)
+        """The ops layer is there but not all of it: a migrate that stopped
+        part way, or a function dropped since."""
+        return self.ops_layer and bool(
+            self.missing_functions or self.pending_migrations
+        )
 
     def can_execute(self, function: str) -> bool:
         return (

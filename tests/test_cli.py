@@ -72,6 +72,19 @@ async def test_a_failing_migration_says_which_files_went_in_before_it(
         assert recorded == 2
 
 
+async def test_a_file_that_meets_a_foreign_object_does_not_say_run_migrate(
+    empty_dsn: str,
+) -> None:
+    """The advice must not be the command that just failed."""
+    async with connected(empty_dsn, plain=True) as conn:
+        await conn.execute("CREATE TABLE ops_row_counts (other text)")
+    result = run_cli("migrate", "--base", "--dsn", empty_dsn)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Applying ops/0151_row_counters.sql" in result.stderr
+    assert "made outside carpool-tui" in result.stderr
+    assert "Rename or drop it, then run migrate again" in result.stderr
+
+
 async def test_migrate_base_on_a_platform_database_says_to_drop_base(
     empty_dsn: str,
 ) -> None:

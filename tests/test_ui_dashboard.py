@@ -255,7 +255,26 @@ async def test_database_without_the_functions_says_to_migrate(
 async def test_a_half_migrated_ops_layer_says_to_finish_the_migration(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    """A migrate that stopped part way left the layer without some functions."""
+    """A migrate that stopped part way: files the ledger lacks."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM ops_schema_migrations WHERE name > 'ops/0160'")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert "INCOMPLETE" in status_line(app)  # kept whole at 80 columns
+        await pilot.press("question_mark")
+        help_screen = await until(
+            pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+        )
+        said = screen_text(help_screen)
+        assert "incomplete: 7 of its files are not applied" in said
+        assert "run `carpool-tui migrate --dsn ...` to apply them" in said
+
+
+async def test_a_dropped_ops_function_says_what_is_gone(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Every file applied, one function dropped since: migrate cannot help."""
     async with connected(ops_dsn) as conn:
         await conn.execute(
             "DROP FUNCTION ops_apply_seat_fix(uuid, integer, integer, text, text)"
@@ -263,11 +282,11 @@ async def test_a_half_migrated_ops_layer_says_to_finish_the_migration(
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        assert "INCOMPLETE: run migrate" in status(app)
+        assert "INCOMPLETE" in status(app)
         reason = app.blocked("seat-fix")
         assert reason is not None
         assert "no ops_apply_seat_fix() function" in reason
-        assert "carpool-tui migrate" in reason
+        assert "is gone (dropped since)" in reason and "migrate" not in reason
 
 
 async def test_selected_row_survives_refreshes_and_new_rows(

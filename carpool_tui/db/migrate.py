@@ -264,7 +264,18 @@ async def _apply_one(conn: asyncpg.Connection, migration: Migration) -> None:
     except OpsError:
         raise
     except Exception as exc:
-        raise translate(exc, doing=f"Applying {migration.name}") from exc
+        err = translate(exc, doing=f"Applying {migration.name}")
+        if isinstance(err, NotMigrated):
+            # "Run migrate" is what just failed: the way out is the object
+            # this file did not expect.
+            err = NotMigrated(
+                err.message,
+                "The database holds an object of that name made outside "
+                "carpool-tui (or left from another version). Rename or drop it, "
+                "then run migrate again: it goes on from this file.",
+                err.sqlstate,
+            )
+        raise err from exc
 
 
 async def _build_concurrently(

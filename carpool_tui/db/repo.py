@@ -31,6 +31,7 @@ from carpool_tui.db.errors import (
     ReadOnlySession,
     translate,
 )
+from carpool_tui.db.migrate import load as load_migrations
 from carpool_tui.models import (
     CLOCK_MARGIN,
     JOBS,
@@ -60,6 +61,12 @@ Clock = Callable[[], datetime]
 
 POOL_SIZE = 3
 POLL_MARGIN_S = 3.0
+LEDGER_READABLE_SQL = (
+    "SELECT to_regclass('ops_schema_migrations') IS NOT NULL AND"
+    " has_table_privilege(to_regclass('ops_schema_migrations'), 'SELECT')"
+)
+LEDGER_SQL = "SELECT COALESCE(array_agg(name), '{}') FROM ops_schema_migrations"
+"""The migration files the database records as applied."""
 CAPABILITIES_RECHECK_S = 60.0
 """How often a poll looks again at what the database and role allow."""
 """How long past the statement timeout a poll may take before it counts as hung."""
@@ -431,14 +438,20 @@ class Repository:
             version = None
             present = {r["sig"] for r in funcs if r["present"]}
             allowed = {r["sig"] for r in funcs if r["allowed"]}
+            pending: list[str] = []
             if "ops_layer_version()" in allowed:
                 version = await conn.fetchval("SELECT ops_layer_version()")
+                if await conn.fetchval(LEDGER_READABLE_SQL):
+                    recorded = set(await conn.fetchval(LEDGER_SQL))
+                    shipped = load_migrations(("ops",))
+                    pending = [m.name for m in shipped if m.name not in recorded]
             return Capabilities(
                 ops_layer_version=None if version is None else str(version),
                 read_only=self.settings.read_only or bool(info["read_only"]),
                 missing_functions=[
                     function_name(s) for s in ALL_FUNCTIONS if s not in present
                 ],
+                pending_migrations=pending,
                 missing_grants=[
                     function_name(s)
                     for s in ALL_FUNCTIONS

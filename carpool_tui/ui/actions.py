@@ -268,6 +268,23 @@ def action_name(spec: ActionSpec) -> str:
     return spec.action.split("(", 1)[0]
 
 
+def incomplete_why(caps: Capabilities) -> str:
+    """What is missing from an incomplete ops layer, and the way out."""
+    if caps.pending_migrations:
+        names = ", ".join(caps.pending_migrations[:3])
+        more = len(caps.pending_migrations) - 3
+        return (
+            f"{len(caps.pending_migrations)} of its files are not applied ({names}"
+            + (f" and {more} more" if more > 0 else "")
+            + f"): run `{MIGRATE_COMMAND}` to apply them."
+        )
+    missing = ", ".join(f"{f}()" for f in caps.missing_functions[:3])
+    return (
+        f"Its files are all recorded as applied, but {missing} is gone (dropped "
+        "since): restore it from the file in sql/ops that defines it."
+    )
+
+
 def blocked_reason(
     spec: ActionSpec,
     caps: Capabilities | None,
@@ -288,10 +305,12 @@ def blocked_reason(
             f"only). Upgrade it with `{MIGRATE_COMMAND}`."
         )
     if spec.function and spec.function in caps.missing_functions:
-        return (
-            f"This database has no {spec.function}() function. Apply the ops "
-            f"layer's missing files with `{MIGRATE_COMMAND}`."
+        way_out = (
+            incomplete_why(caps)
+            if caps.ops_layer
+            else f"Add it with `{MIGRATE_COMMAND}`."
         )
+        return f"This database has no {spec.function}() function. {way_out}"
     if spec.function and spec.function in caps.missing_grants:
         return (
             f"This role may not execute {spec.function}(); ask for the "

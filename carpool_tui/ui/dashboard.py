@@ -462,6 +462,9 @@ class DashboardScreen(Screen[None]):
             kept.append("[b reverse $warning] READ-ONLY [/]")
         if self.paused:
             kept.append("[b reverse $warning] PAUSED [/]")
+        if caps is not None and caps.ops_layer_incomplete:
+            # Never cut: ? says what is missing and what to do.
+            kept.append("[b reverse $warning] INCOMPLETE [/] ? says why")
         room = self.query_one("#status", Static).size.width or LABEL_WIDTH * 2
         taken = Content.from_markup(" · ".join(["", *kept])).cell_length
         label_width = max(LABEL_MIN_WIDTH, min(LABEL_WIDTH, room - taken - 1))
@@ -473,12 +476,7 @@ class DashboardScreen(Screen[None]):
         if self.snapshot is not None and self.snapshot.errors and self.error is None:
             parts.append(f"[$error]{len(self.snapshot.errors)} panel(s) failed[/]")
         if caps is not None:
-            if caps.ops_layer_incomplete:
-                parts.append(
-                    f"ops {safe_markup(caps.ops_layer_version, 12)} "
-                    "[b $warning]INCOMPLETE: run migrate[/]"
-                )
-            elif caps.ops_layer:
+            if caps.ops_layer:
                 parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
             else:
                 parts.append("[b $warning]LEGACY[/]")

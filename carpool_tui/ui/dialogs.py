@@ -43,7 +43,7 @@ from carpool_tui.models import (
     counted,
 )
 from carpool_tui.ui import fmt
-from carpool_tui.ui.actions import ACTIONS, blocked_reason
+from carpool_tui.ui.actions import ACTIONS, blocked_reason, incomplete_why
 from carpool_tui.ui.text import (
     parse_uuid,
     printable,
@@ -1201,6 +1201,11 @@ class HelpScreen(Dialog[None]):
         caps = dash.capabilities
         if caps is None:
             state = "Not connected yet."
+        elif caps.ops_layer_incomplete:
+            state = (
+                f"Ops layer {safe_markup(caps.ops_layer_version, 20)}, "
+                f"[b $warning]incomplete[/]: {safe_markup(incomplete_why(caps), 400)}"
+            )
         elif caps.ops_layer:
             state = f"Ops layer {safe_markup(caps.ops_layer_version, 20)}."
         else:
