@@ -465,6 +465,14 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
             (OPERATOR, "known drift, queue ticket 42")
         ]
         assert action_log(app)[0]["action"] == "resolve_violation"
+        # Done from the dashboard, it is in the incident timeline as well.
+        assert [(e.procedure, e.action, e.result) for e in app.timeline.entries] == [
+            (
+                "dashboard",
+                f"resolve_violation {violation}",
+                "ok; note: known drift, queue ticket 42",
+            )
+        ]
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(

@@ -266,6 +266,8 @@ class Repository:
         self._job_conn: asyncpg.Connection | None = None
         self._job_pid: int | None = None
         self._detected_at = 0.0
+        self.on_action: Callable[[dict[str, Any]], None] | None = None
+        """Told of every action-log entry (the session's timeline takes them)."""
 
     # -- connection ------------------------------------------------------
 
@@ -1020,6 +1022,8 @@ class Repository:
             "outcome": outcome,
             "detail": detail,
         }
+        if self.on_action is not None:
+            self.on_action(entry)
         try:
             append_action_log(self.settings.action_log, entry)
             self.action_log_error = None

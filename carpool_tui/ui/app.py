@@ -20,11 +20,12 @@ from textual.screen import Screen
 from carpool_tui.config import Settings
 from carpool_tui.db.repo import Repository, utc_now
 from carpool_tui.models import Capabilities
-from carpool_tui.runbooks.engine import Timeline
+from carpool_tui.runbooks.engine import Entry, Timeline
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
+from carpool_tui.ui.procedures import ProcedureScreen
 from carpool_tui.ui.tools import WarRoomActions, theme_name
 from carpool_tui.ui.wallboard import WallboardScreen
 
@@ -79,11 +80,29 @@ class DashboardApp(WarRoomActions, App[int]):
         self.repo = Repository(settings, clock=clock)
         self.dashboard = DashboardScreen()
         self.timeline = Timeline()
-        """What was done in procedures this session, for the incident review."""
+        """What was done this session, for the incident review."""
+        self.repo.on_action = self._action_done
         self.stop_signal: str | None = None
         """The name of the signal that ended the session, if one did."""
         self._previous_handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
+
+    def _action_done(self, entry: dict[str, Any]) -> None:
+        """A write or job run from the dashboard goes into the timeline too; one
+        made inside a procedure is there already, as that procedure's step."""
+        if any(isinstance(s, ProcedureScreen) for s in self.screen_stack):
+            return
+        note = entry.get("note")
+        self.timeline.add(
+            Entry(
+                at=self.clock(),
+                operator=self.settings.operator,
+                procedure="dashboard",
+                step="",
+                action=f"{entry['action']} {entry['target']}",
+                result=str(entry["outcome"]) + (f"; note: {note}" if note else ""),
+            )
+        )
 
     def on_mount(self) -> None:
         self._handle_stop_signals()
