@@ -291,6 +291,10 @@ async def views_lead_on(dsn: str, layer: str, tmp_path: Path) -> None:
         await repo.close()
     assert failed == {}
     assert all(read[view].rows for view in ("latest_runs", "open_checks", "ride"))
+    # The duplicates name the bookings to choose between, one per active one.
+    for row in read["findings:duplicate_active_bookings"].rows:
+        assert len(str(row["booking_ids"]).split(", ")) == row["active_bookings"]
+    assert read["findings:duplicate_active_bookings"].rows
 
     latest = read["latest_runs"]
     run = next(r for r in latest.rows if r["status"] == "failed")

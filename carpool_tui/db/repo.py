@@ -186,7 +186,9 @@ FINDINGS: dict[str, str] = {
     " WHERE status NOT IN ('pending', 'confirmed', 'completed', 'cancelled')"
     " ORDER BY id",
     "duplicate_active_bookings": "SELECT ride_id, passenger_id,"
-    " count(*) AS active_bookings FROM ride_bookings"
+    " count(*) AS active_bookings,"
+    " array_to_string(array_agg(id ORDER BY created_at, id), ', ') AS booking_ids"
+    " FROM ride_bookings"
     f" WHERE status IN {_OPEN} GROUP BY ride_id, passenger_id"
     " HAVING count(*) > 1 ORDER BY ride_id, passenger_id",
     "expired_active_ride": "SELECT id AS ride_id, status,"

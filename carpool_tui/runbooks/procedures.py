@@ -202,16 +202,21 @@ def _violation(kind: str) -> Procedure:
     elif kind in ("invalid_ride_status", "invalid_booking_status"):
         healthy = False
         table = "rides" if kind == "invalid_ride_status" else "ride_bookings"
+        states = (
+            "active, in-progress, completed, cancelled"
+            if kind == "invalid_ride_status"
+            else "pending, confirmed, completed, cancelled"
+        )
         steps = (
             _look(
                 kind,
                 f"{table} rows whose status is none of the four canonical "
-                "states (manual 5): data corruption.",
+                f"states ({states}; manual 5): data corruption.",
             ),
             _manual_fix(
                 kind,
                 "Find out how the value got there before changing "
-                "anything; the canonical states are in manual section 5.",
+                f"anything, then set one of {states} by hand.",
             ),
         )
     else:
@@ -224,8 +229,9 @@ def _violation(kind: str) -> Procedure:
             ),
             _manual_fix(
                 kind,
-                "The manual names no remedy: decide with the "
-                "passenger which booking stays and cancel the other.",
+                "The manual names no remedy: decide with the passenger which "
+                "booking stays (booking_ids lists them, oldest first) and cancel "
+                "the other through the platform, or by hand.",
             ),
         )
     severity = CHECKS_BY_NAME[kind].severity
