@@ -339,7 +339,9 @@ START_OF_SHIFT = Procedure(
         Step(
             title="Health summary",
             purpose="get_system_health_summary(): the counts to watch. Expired "
-            "active rides, seat mismatches, violations and failed jobs should be 0.",
+            "active rides, seat mismatches, violations and failed jobs should be 0. "
+            "failed_jobs_24h counts runs that failed in the last 24 hours: it "
+            "falls as they age out, not when the job next succeeds.",
             view="health",
         ),
         Step(
