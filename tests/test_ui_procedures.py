@@ -252,6 +252,24 @@ async def expired_and_checked(
     assert "PASSED The ride is completed with no open bookings." in screen_text(screen)
 
 
+async def test_the_list_shows_the_highlighted_summary_whole_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        listed = await until(
+            pilot, lambda: isinstance(app.screen, ProceduresScreen) and app.screen, "g"
+        )
+        await pilot.press("down")
+        summary = listed.query_one("#proc-summary", Static)
+        await until(pilot, lambda: "seat_mismatch" in static_text(summary), "it")
+        text = " ".join(static_text(summary).split())
+        assert text.endswith("verify with the invariant check.")
+        assert summary.region.bottom <= listed.region.bottom
+
+
 async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
     async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))

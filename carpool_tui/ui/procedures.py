@@ -72,6 +72,8 @@ class ProceduresScreen(Screen[None]):
             yield Static("Emergency procedures (manual section 4)", classes="title")
             table: DataTable[Text] = DataTable(cursor_type="row", id="procedure-list")
             yield table
+            # The highlighted procedure's summary, whole: the column cuts it.
+            yield Static("", id="proc-summary")
             yield Static("", id="proc-message")
             yield Static(
                 keys_line(("Enter", "open"), ("m", "export timeline"), ("Esc", "back")),
@@ -89,6 +91,14 @@ class ProceduresScreen(Screen[None]):
                 key=proc.id,
             )
         table.focus()
+
+    @on(DataTable.RowHighlighted, "#procedure-list")
+    def _summarise(self, event: DataTable.RowHighlighted) -> None:
+        proc = next(p for p in PROCEDURES if p.id == event.row_key.value)
+        self.query_one("#proc-summary", Static).update(
+            f"[b]{safe_markup(proc.section)} {safe_markup(proc.title)}:[/] "
+            f"{safe_markup(proc.summary, 400)}"
+        )
 
     @on(DataTable.RowSelected, "#procedure-list")
     def _open(self, event: DataTable.RowSelected) -> None:
