@@ -67,6 +67,7 @@ LEDGER_READABLE_SQL = (
 )
 LEDGER_SQL = "SELECT COALESCE(array_agg(name), '{}') FROM ops_schema_migrations"
 """The migration files the database records as applied."""
+STOPPED_WAITING = "stopped waiting for the server's answer"
 CAPABILITIES_RECHECK_S = 60.0
 """How often a poll looks again at what the database and role allow."""
 """How long past the statement timeout a poll may take before it counts as hung."""
@@ -733,7 +734,7 @@ class Repository:
             # may still finish there, so its outcome is recorded as unknown.
             conn.terminate()
             self._job_conn = self._job_pid = None
-            self._log_unknown_job(name, "stopped waiting for the server's answer")
+            self._log_unknown("run_job", name, STOPPED_WAITING)
             raise
         except Exception as exc:
             err = translate(exc, doing=f"Running {name}")
@@ -757,7 +758,7 @@ class Repository:
                 # The job ran on: its row in the log says how it ended.
                 result = await self._settle_dropped_job(name, pid, since, dropped)
         except asyncio.CancelledError:
-            self._log_unknown_job(name, "stopped waiting for the job's outcome")
+            self._log_unknown("run_job", name, "stopped waiting for the job's outcome")
             raise
         finally:
             self._job_conn = None
@@ -772,9 +773,12 @@ class Repository:
         )
         return result
 
-    def _log_unknown_job(self, name: str, why: str) -> None:
+    def _log_unknown(
+        self, action: str, target: str, why: str, *, note: str | None = None
+    ) -> None:
+        """An attempt whose answer never came: it may or may not have happened."""
         self._log_action(
-            "run_job", target=name, note=None, outcome="unknown", detail={"error": why}
+            action, target=target, note=note, outcome="unknown", detail={"error": why}
         )
 
     async def _settle_dropped_job(
@@ -974,23 +978,11 @@ class Repository:
                 self.poll_deadline(), doing, lambda: self._call(doing, sql, *args)
             )
         except ConnectionLost as err:
-            self._log_action(
-                name,
-                target=target,
-                note=note,
-                outcome="unknown",
-                detail={"error": err.message},
-            )
+            self._log_unknown(name, target, err.message, note=note)
             raise
         except asyncio.CancelledError:
             # The operator closed the dialog before the answer came.
-            self._log_action(
-                name,
-                target=target,
-                note=note,
-                outcome="unknown",
-                detail={"error": "stopped waiting for the server's answer"},
-            )
+            self._log_unknown(name, target, STOPPED_WAITING, note=note)
             raise
 
     # -- local action log ------------------------------------------------
