@@ -763,19 +763,20 @@ class RideDialog(WriteDialog):
         if refusal.code not in RIDE_STATE_REFUSALS or self.preview is None:
             return False
         ride = UUID(str(self.preview.ride_id))
-        self.refusal_text = (
+        said = (
             f"[b $error]Refused ({safe_markup(refusal.code, 30)}):[/] "
             f"{safe_markup(refusal.error, 300)} Nothing was written."
             f"{self.maybe_yours()}"
         )
         if refusal.code == "not_found":
             self.forget_preview()
-            self.set_message(self.refusal_text)
-            self.refusal_text = ""
+            self.set_message(said)
             self.query_one("#ride", Input).focus()
             return True
+        # Kept for when the ride read again arrives.
+        self.refusal_text = said
         self.query_one("#note", Input).disabled = True
-        self.set_message(self.refusal_text + " Reading the ride again…")
+        self.set_message(said + " Reading the ride again…")
         self.read_again(ride)
         return True
 
