@@ -753,7 +753,7 @@ async def _prepare_demo(admin_dsn: str, demo_dsn: str, rides: int) -> None:
         )
         for line in report.lines():
             _say(f"  {line}")
-        await conn.execute("SELECT check_system_invariants()")
+        _say(f"  {await _check_after_seed(conn)}")
     finally:
         await conn.close()
 

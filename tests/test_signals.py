@@ -74,7 +74,9 @@ def test_signal_stops_demo_and_its_server(signum: int, tmp_path: Path) -> None:
     if pid == 0:  # the child: become the demo, with the pty as its terminal
         os.execvpe(argv[0], argv, env)
     try:
-        _read_until(fd, b"updated", 120)
+        started = _read_until(fd, b"updated", 120)
+        # The start-up report ends with the check that opened the violations.
+        assert b"invariant check: " in started and b" open" in started
         postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
         os.kill(pid, signum)
         output = _read_until(fd, b"Stopping on", 30)
