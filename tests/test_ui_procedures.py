@@ -279,11 +279,15 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
             await loaded(pilot)
             screen = await open_from_list(pilot, "Manual ride expiry")
             assert str(ride) in screen_text(screen)
+            keys = static_text(screen.query_one("#proc-keys", Static))
+            assert " Enter  choose" in keys and " r  reload" in keys
             assert not await check(pilot, screen)
             await pilot.press("enter")  # choose the highlighted ride
             await until(pilot, lambda: screen.run.target == str(ride), "the choice")
             await next_step(pilot, screen)
             assert "open_bookings" in screen_text(screen)
+            keys = static_text(screen.query_one("#proc-keys", Static))
+            assert "Enter" not in keys and " a  act" in keys
             await pilot.press("a")
             dialog = await dialog_of(pilot, ExpireRideDialog)
             await expired_and_checked(pilot, screen, dialog)

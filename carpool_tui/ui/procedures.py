@@ -349,11 +349,14 @@ class ProcedureScreen(Screen[None]):
         if self.run.over:
             return keys_line(("b", "back"), ("m", "export timeline"), ("Esc", "close"))
         pairs = []
-        if self.run.step.action is not None:
+        step = self.run.step
+        if step.check is not None and step.check.rule == "chosen":
+            pairs.append(("Enter", "choose"))
+        if step.action is not None:
             pairs.append(("a", "act"))
-        if self.run.step.check is not None:
+        if step.check is not None:
             pairs.append(("c", "check"))
-        pairs += [("n", "next"), ("b", "back"), ("k", "skip")]
+        pairs += [("n", "next"), ("b", "back"), ("k", "skip"), ("r", "reload")]
         if self.rowset is not None and any(
             follow_up(self.rowset.view, row) for row in self.rowset.rows
         ):
