@@ -388,7 +388,8 @@ class JobResult(_Open):
     """Why the job's connection dropped before its answer came; the outcome
     was then read from the job log."""
     outcome_unknown: bool = False
-    """The connection dropped and how the run ended could not be read."""
+    """The answer never came (a dropped connection that could not be settled
+    from the job log, or the run stopped while it waited)."""
 
     def describe(self, job: str) -> str:
         """The result in words, for the operator."""

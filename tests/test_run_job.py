@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,3 +301,61 @@ async def test_a_job_whose_server_cannot_be_asked_has_an_unknown_outcome(
     assert result.describe("expire_rides").startswith("Outcome unknown: ")
     entry = job.last_action()
     assert (entry["action"], entry["outcome"]) == ("run_job", "unknown")
+
+
+async def slow_rides(dsn: str) -> None:
+    """Make every update of a ride sleep, so expire_rides is still running."""
+    async with connected(dsn, plain=True) as conn:
+        await conn.execute(
+            "CREATE FUNCTION test_sleep() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN PERFORM pg_sleep(60); RETURN NEW; END$$;"
+            " CREATE TRIGGER test_sleep BEFORE UPDATE ON rides"
+            " FOR EACH ROW EXECUTE FUNCTION test_sleep()"
+        )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+async def test_a_run_stopped_by_a_signal_says_and_logs_outcome_unknown(
+    signum: int, ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    await seed(ops_dsn, "expired_active_ride")
+    await slow_rides(ops_dsn)
+    argv = [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides"]
+    job = subprocess.Popen(
+        [*argv, "--dsn", ops_dsn],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    async with connected(ops_dsn, plain=True) as conn:
+        try:
+            for _ in range(300):
+                running = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database()"
+                    " AND query = 'SELECT expire_rides()' AND state = 'active'"
+                )
+                if running:
+                    break
+                await asyncio.sleep(0.1)
+            assert running, "the job never started"
+            job.send_signal(signum)
+            out, err = await asyncio.to_thread(job.communicate, timeout=20)
+            assert out == ""
+        finally:
+            if job.poll() is None:
+                job.kill()
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    assert job.returncode == 1, err
+    name = signal.Signals(signum).name
+    assert f"expire_rides: Outcome unknown: stopped by {name} while the job ran" in err
+    assert "Traceback" not in err
+    log = Path(cli_env["CARPOOL_TUI_LOG"]).with_name("actions.log")
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(a["target"], a["outcome"]) for a in actions] == [
+        ("expire_rides", "unknown")
+    ]

@@ -7,6 +7,8 @@ The reads run in a read-only session.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,6 +21,7 @@ from carpool_tui.db.repo import (
     FAILED_RUNS_SQL,
     FAILED_WINDOW_HOURS,
     HEALTH_FUNCTION,
+    JOB_OUTCOME_UNKNOWN,
     Repository,
     function_name,
     utc_now,
@@ -30,6 +33,9 @@ from carpool_tui.models import (
     JobResult,
     Violation,
 )
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+"""What ends a job run early: a scheduler's kill, a closed terminal, Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,33 @@ async def run_one_job(settings: Settings, name: str) -> JobResult:
     read-only session or an unknown name raises OpsError.
     """
     repo = Repository(settings)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    stopped_by: list[str] = []
+
+    def stop(sig: signal.Signals) -> None:
+        # A scheduler's kill or a closed SSH session: the job may still finish
+        # on the server, so the run ends as "outcome unknown", logged as such.
+        stopped_by.append(sig.name)
+        if task is not None:
+            task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
     try:
         result = await repo.run_job(name)
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        result = JobResult(
+            success=False,
+            outcome_unknown=True,
+            error=f"stopped by {stopped_by[0]} while the job ran",
+            hint=JOB_OUTCOME_UNKNOWN,
+        )
     finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
         await repo.close()
     if repo.action_log_error:
         print(f"carpool-tui: warning: {repo.action_log_error}", file=sys.stderr)
