@@ -53,15 +53,23 @@ async def seed(dsn: str, *faults: str, rides: int = 120) -> None:
         await seed_platform(conn, rides=rides, faults=faults)
 
 
-async def freeze_rides(dsn: str) -> None:
-    """Make every update of a ride fail (SQLSTATE P0042), so expire_rides fails."""
+async def on_ride_update(dsn: str, name: str, body: str) -> None:
+    """Run the PL/pgSQL `body` before every update of a ride (trigger `name`)."""
     async with connected(dsn, plain=True) as conn:
         await conn.execute(
-            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$BEGIN RAISE EXCEPTION 'rides are frozen' USING ERRCODE = 'P0042';"
-            " END$$; CREATE TRIGGER test_refuse BEFORE UPDATE ON rides"
-            " FOR EACH ROW EXECUTE FUNCTION test_refuse()"
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$BEGIN {body} END$$; CREATE TRIGGER {name} BEFORE UPDATE ON rides"
+            f" FOR EACH ROW EXECUTE FUNCTION {name}()"
         )
+
+
+async def freeze_rides(dsn: str) -> None:
+    """Make every update of a ride fail (SQLSTATE P0042), so expire_rides fails."""
+    await on_ride_update(
+        dsn,
+        "test_refuse",
+        "RAISE EXCEPTION 'rides are frozen' USING ERRCODE = 'P0042';",
+    )
 
 
 def run_jobs(env: dict[str, str], dsn: str, *names: str) -> None:

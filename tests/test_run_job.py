@@ -19,7 +19,14 @@ import pytest
 from asyncpg.transaction import Transaction
 from factories import connected
 from relay import relayed
-from test_check import UNREACHABLE, cli, freeze_rides, isolated_env, seed
+from test_check import (
+    UNREACHABLE,
+    cli,
+    freeze_rides,
+    isolated_env,
+    on_ride_update,
+    seed,
+)
 from test_ui_support import make_settings
 
 from carpool_tui.db.repo import Repository
@@ -303,23 +310,13 @@ async def test_a_job_whose_server_cannot_be_asked_has_an_unknown_outcome(
     assert (entry["action"], entry["outcome"]) == ("run_job", "unknown")
 
 
-async def slow_rides(dsn: str) -> None:
-    """Make every update of a ride sleep, so expire_rides is still running."""
-    async with connected(dsn, plain=True) as conn:
-        await conn.execute(
-            "CREATE FUNCTION test_sleep() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$BEGIN PERFORM pg_sleep(60); RETURN NEW; END$$;"
-            " CREATE TRIGGER test_sleep BEFORE UPDATE ON rides"
-            " FOR EACH ROW EXECUTE FUNCTION test_sleep()"
-        )
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 async def test_a_run_stopped_by_a_signal_says_and_logs_outcome_unknown(
     signum: int, ops_dsn: str, cli_env: dict[str, str]
 ) -> None:
     await seed(ops_dsn, "expired_active_ride")
-    await slow_rides(ops_dsn)
+    # Every update of a ride sleeps, so expire_rides is still running.
+    await on_ride_update(ops_dsn, "test_sleep", "PERFORM pg_sleep(60); RETURN NEW;")
     argv = [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides"]
     job = subprocess.Popen(
         [*argv, "--dsn", ops_dsn],
