@@ -20,11 +20,13 @@ from textual import events
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Static
 
 from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.ui import fmt
+from carpool_tui.ui.actions import ACTIONS_BY_ID
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     NOTE_IS_AN_ID,
@@ -833,3 +835,39 @@ async def test_an_action_log_that_cannot_be_written_is_said_once(
         await pilot.pause(1)
         said = [n for n in notices(app) if "Could not append to the action log" in n]
         assert len(said) == 1
+
+
+def footer_keys(app: DashboardApp) -> dict[str, Widget]:
+    """The footer's keys drawn now, by action, each with its region."""
+    return {
+        str(getattr(key, "action", "")): key
+        for key in app.dashboard.query("FooterKey")
+        if key.display
+    }
+
+
+async def test_the_footer_fits_its_write_keys_in_80_columns(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The spare keys (refresh, pause) give way; help still lists them."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    needed = {ACTIONS_BY_ID[i].action for i in ("seat-fix", "resolve", "expire-ride")}
+    needed |= {ACTIONS_BY_ID[i].action for i in ("help", "quit", "switch-pane")}
+    spare = {ACTIONS_BY_ID[i].action for i in ("refresh", "pause")}
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "seat_mismatch")
+        keys = footer_keys(app)
+        assert needed <= keys.keys() and not spare & keys.keys()
+        assert max(k.region.right for k in keys.values()) <= 80
+        polled = app.dashboard.last_ok
+        await pilot.press("r")  # a spare key still works
+        await until(pilot, lambda: app.dashboard.last_ok != polled, "the refresh")
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert needed | spare <= keys.keys()
+        assert max(k.region.right for k in keys.values()) <= 120

@@ -34,6 +34,8 @@ class ActionSpec:
     needs: Needs = None
     function: str | None = None
     footer: bool = False
+    spare: bool = False
+    """A footer key a narrow footer leaves out (help and the palette keep it)."""
     needs_db: bool = False
 
 
@@ -85,6 +87,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Poll the database now, or try again after an error stopped polling.",
         "refresh",
         footer=True,
+        spare=True,
     ),
     ActionSpec(
         "pause",
@@ -94,6 +97,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Pause or resume live polling.",
         "toggle_pause",
         footer=True,
+        spare=True,
     ),
     ActionSpec(
         "faster",

@@ -19,7 +19,7 @@ from textual.events import Key, Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Static, Tab, Tabs
+from textual.widgets import DataTable, Static, Tab, Tabs
 
 from carpool_tui.checks import EXPIRE_CHECKS
 from carpool_tui.config import MAX_REFRESH_SECONDS, MIN_REFRESH_SECONDS
@@ -57,6 +57,7 @@ from carpool_tui.ui.widgets import (
     HealthStrip,
     JobLogTable,
     JobsTable,
+    KeysFooter,
     ViolationsTable,
     panel_error_text,
 )
@@ -184,7 +185,11 @@ class DashboardScreen(Screen[None]):
             with Vertical(id="violations-pane", classes="pane"):
                 yield Static("", id="violations-info", classes="info")
                 yield ViolationsTable(id="violations")
-        yield Footer()
+        yield KeysFooter(
+            (spec.key_label, spec.title, spec.action, spec.spare)
+            for spec in ACTIONS
+            if spec.footer
+        )
 
     def on_mount(self) -> None:
         self.query_one("#main").display = False

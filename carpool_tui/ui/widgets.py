@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Static
+from textual.events import Resize
+from textual.widgets import DataTable, Footer, Static
 
 from carpool_tui.models import (
     JOBS,
@@ -115,6 +117,46 @@ class DialogScroll(VerticalScroll):
 
     def action_page_up(self) -> None:
         self.page(-1)
+
+
+PALETTE_KEY_CELLS = 12  # "▏^p palette " docked at the footer's right end
+
+
+class KeysFooter(Footer):
+    """The footer; narrower than its keys need, it drops the spare ones.
+
+    At 80 columns the full footer ran past the edge and cut off the write keys
+    (Resolve, Expire) and the pane switch. Below the width every key needs, it
+    draws compact and leaves out the spare keys and the palette key; the help
+    screen and Ctrl+P still list them, and every key still works.
+    """
+
+    DEFAULT_CSS = """
+    KeysFooter.-narrow FooterKey.-spare,
+    KeysFooter.-narrow FooterKey.-command-palette {
+        display: none;
+    }
+    """
+
+    def __init__(self, keys: Iterable[tuple[str, str, str, bool]]) -> None:
+        """``keys``: (key shown, title, action, spare) of each footer action."""
+        super().__init__()
+        shown = list(keys)
+        self.spare = frozenset(action for _, _, action, spare in shown if spare)
+        # A key takes " k title " on a footer at full spacing.
+        self.wide = sum(len(k) + len(t) + 3 for k, t, _, _ in shown)
+        self.wide += PALETTE_KEY_CELLS
+
+    def compose(self) -> ComposeResult:
+        for widget in super().compose():
+            if getattr(widget, "action", None) in self.spare:
+                widget.add_class("-spare")
+            yield widget
+
+    def on_resize(self, event: Resize) -> None:
+        narrow = event.size.width < self.wide
+        self.set_class(narrow, "-narrow")
+        self.compact = narrow
 
 
 class HealthStrip(Static):
