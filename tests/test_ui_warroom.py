@@ -23,7 +23,7 @@ from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import ConfirmJobDialog
 from carpool_tui.ui.schedule import ScheduleScreen
 from carpool_tui.ui.tools import THEMES
-from carpool_tui.ui.trends import TrendsScreen
+from carpool_tui.ui.trends import TimeAxis, TrendsScreen
 from carpool_tui.ui.wallboard import WallboardScreen
 from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
 
@@ -217,6 +217,20 @@ async def test_trends_draw_the_job_log_of_the_last_day(
         assert "2 runs" in text and "1 run, 1 failed" in text
         assert "peak hourly mean" in text
         assert "this hour 6, peak 6" in text
+        # Each sparkline has the hours' direction under it, as wide as it is.
+        axes = list(screen.query(TimeAxis))
+        sparks = [
+            screen.query_one(f"#trend-{name}")
+            for name in ("duration-expire_rides", "records-expire_rides", "violations")
+        ]
+        assert [(a.region.x, a.region.width) for a in axes] == [
+            (s.region.x, s.region.width) for s in sparks
+        ]
+        for axis in axes:
+            drawn = str(axis.render())
+            assert drawn.startswith("└ 24 h ago") and drawn.endswith("now ┘")
+        # Three columns apart, a job's two sparklines no longer run together.
+        assert sparks[0].region.right + 3 <= sparks[1].region.x
 
 
 # -- themes and NO_COLOR ---------------------------------------------------

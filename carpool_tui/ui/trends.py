@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,6 +17,7 @@ from textual.containers import Grid, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
 from carpool_tui.db.errors import OpsError
@@ -39,6 +41,17 @@ class TrendsRead(Message):
         self.buckets = buckets
 
 
+class TimeAxis(Widget):
+    """The time under a sparkline: where its hours start, and "now" at its end."""
+
+    DEFAULT_CSS = "TimeAxis { height: 1; color: $text-muted; }"
+
+    def render(self) -> Text:
+        start, end = f"└ {TREND_HOURS} h ago", "now ┘"
+        gap = self.size.width - len(start) - len(end)
+        return Text(start + " " * gap + end if gap > 0 else end.rjust(self.size.width))
+
+
 class TrendsScreen(Screen[None]):
     """Sparklines per job (duration, records) and of the violations found."""
 
@@ -50,10 +63,11 @@ class TrendsScreen(Screen[None]):
     #trends { padding: 0 1; }
     #trends .title { text-style: bold; color: $accent; }
     #trends-grid {
-        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 3 3 3 3;
+        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 3 3 3 3 1;
         height: auto; margin: 1 0;
     }
-    #trends-grid Sparkline { height: 2; margin-right: 1; }
+    #trends-grid Sparkline { height: 2; }
+    #trends-grid Sparkline, #trends-grid TimeAxis { margin-right: 3; }
     #trend-violations { height: 3; }
     #trends .keys { dock: bottom; height: auto; }
     """
@@ -76,7 +90,7 @@ class TrendsScreen(Screen[None]):
             yield Static("Reading the job log…", id="trends-state")
             with Grid(id="trends-grid"):
                 yield Static("[b]job[/]", classes="trend-head")
-                yield Static("[b]duration (mean per hour)[/]", classes="trend-head")
+                yield Static("[b]mean duration[/]", classes="trend-head")
                 yield Static("[b]records processed[/]", classes="trend-head")
                 for job in JOBS:
                     yield Static(
@@ -84,8 +98,12 @@ class TrendsScreen(Screen[None]):
                     )
                     yield Sparkline([], id=f"trend-duration-{job.name}")
                     yield Sparkline([], id=f"trend-records-{job.name}")
+                yield Static("")
+                yield TimeAxis()
+                yield TimeAxis()
             yield Static("", id="trend-violations-label")
             yield Sparkline([], id="trend-violations")
+            yield TimeAxis()
             yield Static(
                 keys_line(("r", "read again"), ("Esc", "back")), classes="keys"
             )
