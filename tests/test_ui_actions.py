@@ -21,7 +21,7 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Checkbox, Input, Static
+from textual.widgets import Checkbox, DataTable, Input, Static
 
 from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.db.seed import seed_platform
@@ -37,6 +37,7 @@ from carpool_tui.ui.dialogs import (
     JobRunDialog,
     ResolveDialog,
     SeatFixDialog,
+    ViolationDialog,
 )
 from carpool_tui.ui.widgets import ViolationsTable
 
@@ -871,3 +872,34 @@ async def test_the_footer_fits_its_write_keys_in_80_columns(
         keys = footer_keys(app)
         assert needed | spare <= keys.keys()
         assert max(k.region.right for k in keys.values()) <= 120
+
+
+async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
+    """The samples table fits the dialog and scrolls; s acts on the row shown."""
+    async with connected(ops_dsn) as conn:
+        for _ in range(8):
+            await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "seat_mismatch")
+        await pilot.press("enter")
+        dialog = await dialog_of(pilot, ViolationDialog)
+        await pilot.pause()
+        samples = dialog.violation.sample_data  # type: ignore[attr-defined]
+        box = dialog.query_one("#violation")
+        table = dialog.query_one("#samples", DataTable)
+        keys = box.children[-1]
+        # More samples than lines: the table must scroll, not run off the box.
+        assert len(samples) >= table.size.height
+        assert table.region.bottom <= keys.region.y
+        assert keys.region.bottom < box.region.bottom <= 24
+        for _ in samples[1:]:
+            await pilot.press("down")
+        await pilot.pause()
+        assert table.cursor_row == len(samples) - 1
+        assert table.scroll_y > 0  # scrolled to the highlighted row
+        await pilot.press("s")
+        fix = await dialog_of(pilot, SeatFixDialog)
+        assert samples[-1].ride_id in screen_text(fix)

@@ -21,6 +21,7 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.scalar import Scalar
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -400,6 +401,10 @@ class LogEntryDialog(Dialog[None]):
             yield Static(keys_line(("Esc", "close")), classes="keys")
 
 
+SAMPLES_MAX_LINES = 10  # the samples table's header and rows, at most
+SAMPLES_MIN_LINES = 3  # the header and two rows, however short the terminal
+
+
 class ViolationDialog(Dialog[None]):
     """One violation row with its samples; acts on the selected sample."""
 
@@ -465,6 +470,30 @@ class ViolationDialog(Dialog[None]):
                 key=str(n - 1),
             )
         table.focus()
+        self.call_after_refresh(self._fit_samples)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.call_after_refresh(self._fit_samples)
+
+    def _fit_samples(self) -> None:
+        """Give the samples only the lines the dialog has left for them.
+
+        The dialog stops at its max-height; a table taller than the room left
+        below the fields was cut off there, so on a short terminal the cursor
+        went down onto rows out of sight (which s and e then acted on) and the
+        keys vanished. Held to that room, the table scrolls to its cursor.
+        """
+        box = self.query_one("#violation", Vertical)
+        table = self.query_one("#samples", DataTable)
+        most = box.styles.max_height
+        if most is None:
+            return
+        room = int(most.resolve(self.size, self.size)) - box.styles.gutter.height
+        # What the box holds besides the table, margins included.
+        room -= box.virtual_size.height - table.outer_size.height
+        fitted = max(SAMPLES_MIN_LINES, min(SAMPLES_MAX_LINES, room))
+        if table.styles.max_height != Scalar.from_number(fitted):
+            table.styles.max_height = fitted
 
     def _sample_ride(self) -> str | None:
         table = self.query_one("#samples", DataTable)
