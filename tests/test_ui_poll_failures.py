@@ -163,6 +163,33 @@ async def test_the_status_says_stale_when_the_last_poll_is_too_old(
         assert "updated" not in status(app)
 
 
+async def test_polling_faster_does_not_call_older_data_stale_at_once(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Data 5 s old at a 10 s rate is fresh; + asks for more, not an alarm."""
+    now = [FIXED_NOW]
+    settings = make_settings(ops_dsn, tmp_path, refresh=10)
+    app = DashboardApp(settings, clock=lambda: now[0])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        never = asyncio.Event()
+
+        async def stuck(**_: Any) -> Snapshot:
+            await never.wait()
+            raise AssertionError("unreachable")
+
+        app.repo.poll = stuck  # type: ignore[method-assign]
+        now[0] = FIXED_NOW + timedelta(seconds=5)
+        await pilot.press("plus", "plus", "plus")
+        await until(pilot, lambda: app.interval <= 1, "the faster rate")
+        await pilot.pause()
+        assert "updated 5 s ago" in status(app)
+        # A poll at the new rate that still has not come is stale, as before.
+        now[0] += timedelta(seconds=4)
+        await until(pilot, lambda: "STALE" in status(app), "the STALE mark", 5)
+        assert "data 9 s old" in status(app)
+
+
 async def test_an_outage_keeps_the_job_ages_counting_and_says_why(
     ops_dsn: str, tmp_path: Path
 ) -> None:

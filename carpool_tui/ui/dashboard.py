@@ -145,6 +145,9 @@ class DashboardScreen(Screen[None]):
         self.caps: Capabilities | None = None
         self.snapshot: Snapshot | None = None
         self.last_ok: datetime | None = None
+        self.interval_set_at: datetime | None = None
+        """When +/- last changed the interval: a poll at the new rate is due
+        from then, so data older than the new rate allows is not stale yet."""
         self._status_text = ""
         self.error: OpsError | None = None
         self.failures = 0
@@ -517,7 +520,9 @@ class DashboardScreen(Screen[None]):
         if self.last_ok is None:
             return "connecting…"
         age_s = (now - self.last_ok).total_seconds()
-        if not self.paused and age_s > STALE_AFTER_INTERVALS * self.interval:
+        due_from = max(self.last_ok, self.interval_set_at or self.last_ok)
+        overdue_s = (now - due_from).total_seconds()
+        if not self.paused and overdue_s > STALE_AFTER_INTERVALS * self.interval:
             return (
                 f"[b reverse $warning] STALE [/] data {fmt.age(age_s)} old, "
                 "waiting for the database"
@@ -655,6 +660,7 @@ class DashboardScreen(Screen[None]):
 
     def _set_interval(self, step: int) -> None:
         self.dash.interval = next_interval(self.interval, step)
+        self.interval_set_at = self.dash.clock()
         self.notify(f"Refreshing every {fmt.duration(self.interval)}.")
         if self._timer is not None and self.error is None:
             self._timer.stop()
