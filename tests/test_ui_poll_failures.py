@@ -142,6 +142,17 @@ async def test_a_job_whose_server_stops_answering_can_be_left(
         await blocker.close()
 
 
+def hold_polls(app: DashboardApp) -> None:
+    """From now on every poll waits for ever: the data on screen only ages."""
+    never = asyncio.Event()
+
+    async def stuck(**_: Any) -> Snapshot:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    app.repo.poll = stuck  # type: ignore[method-assign]
+
+
 async def test_the_status_says_stale_when_the_last_poll_is_too_old(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -150,13 +161,7 @@ async def test_the_status_says_stale_when_the_last_poll_is_too_old(
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
         assert "updated 0 s ago" in status(app)
-        never = asyncio.Event()
-
-        async def stuck(**_: Any) -> Snapshot:
-            await never.wait()
-            raise AssertionError("unreachable")
-
-        app.repo.poll = stuck  # type: ignore[method-assign]
+        hold_polls(app)
         now[0] = FIXED_NOW + timedelta(seconds=4)
         await until(pilot, lambda: "STALE" in status(app), "the STALE mark", 5)
         assert "data 4 s old" in status(app)
@@ -172,13 +177,7 @@ async def test_polling_faster_does_not_call_older_data_stale_at_once(
     app = DashboardApp(settings, clock=lambda: now[0])
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        never = asyncio.Event()
-
-        async def stuck(**_: Any) -> Snapshot:
-            await never.wait()
-            raise AssertionError("unreachable")
-
-        app.repo.poll = stuck  # type: ignore[method-assign]
+        hold_polls(app)
         now[0] = FIXED_NOW + timedelta(seconds=5)
         await pilot.press("plus", "plus", "plus")
         await until(pilot, lambda: app.interval <= 1, "the faster rate")
