@@ -903,3 +903,32 @@ async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) ->
         await pilot.press("s")
         fix = await dialog_of(pilot, SeatFixDialog)
         assert samples[-1].ride_id in screen_text(fix)
+
+
+async def test_tab_goes_between_the_fields_of_a_write_dialog(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Never onto the body or the bookings, where typed text went nowhere."""
+    async with connected(ops_dsn) as conn:
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+
+    async def tabs_through(*fields: str) -> None:
+        await until(pilot, lambda: app.focused and app.focused.id == "note", "note")
+        for field in fields:
+            await pilot.press("tab")
+            assert app.focused is not None and app.focused.id == field
+
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        fix, _ = await on_the_mismatch(pilot, app, "s", SeatFixDialog, "Computed")
+        await tabs_through("ride", "note")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is not fix, "closed")
+        await pilot.press("e")
+        expire = await dialog_of(pilot, ExpireRideDialog)
+        await type_text(pilot, str(ride))
+        await pilot.press("enter")
+        await shows(pilot, expire, "Not due yet")
+        await tabs_through("ride", "allow", "note")

@@ -521,6 +521,15 @@ class ViolationDialog(Dialog[None]):
             self.app.push_screen(ResolveDialog(self.violation))
 
 
+class BookingsTable(DataTable[Text]):
+    """A preview's bookings: read, not chosen from, so Tab passes it by.
+
+    Focused, it showed no sign of it, and the text typed next went nowhere.
+    """
+
+    can_focus = False
+
+
 def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
     table.clear(columns=True)
     table.add_columns("Booking", "Passenger", "Status", "Seats", "Created (UTC)")
@@ -862,7 +871,7 @@ class SeatFixDialog(RideDialog):
             yield Static("Fix a ride's available seats (manual 4.4)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
-            bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
+            bookings: DataTable[Text] = BookingsTable(id="bookings", cursor_type="none")
             bookings.display = False
             yield bookings
             yield from self.foot("apply")
@@ -996,7 +1005,7 @@ class ExpireRideDialog(RideDialog):
             yield Static("Expire one ride (manual 4.3)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
-            bookings: DataTable[Text] = DataTable(id="bookings", cursor_type="none")
+            bookings: DataTable[Text] = BookingsTable(id="bookings", cursor_type="none")
             bookings.display = False
             yield bookings
             allow = Checkbox(_allow_label(False), id="allow")

@@ -100,7 +100,13 @@ def health_markup(
 class DialogScroll(VerticalScroll):
     """A dialog's scrolling body, whose keys (and note) are docked over its
     bottom: a page is what shows above them, less one line kept for context,
-    so PgDn never skips lines hidden behind the docked part."""
+    so PgDn never skips lines hidden behind the docked part.
+
+    It takes no focus: the dialog's PgUp/PgDn and the mouse scroll it, and
+    Tab goes from field to field instead of to the body, where typing did
+    nothing and nothing showed where the focus had gone."""
+
+    can_focus = False
 
     def page(self, direction: int) -> None:
         """Scroll one page down (1) or up (-1), without animation."""
