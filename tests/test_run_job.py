@@ -356,3 +356,31 @@ async def test_a_run_stopped_by_a_signal_says_and_logs_outcome_unknown(
     assert [(a["target"], a["outcome"]) for a in actions] == [
         ("expire_rides", "unknown")
     ]
+
+
+async def test_a_run_stopped_while_connecting_says_nothing_ran(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """The job was never sent: not "outcome unknown", and nothing to log."""
+    async with relayed(ops_dsn) as (relay, through):
+        relay.hold()  # the server never answers: connecting waits
+        argv = [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides"]
+        job = subprocess.Popen(
+            [*argv, "--dsn", through],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            await asyncio.sleep(2)
+            job.send_signal(signal.SIGTERM)
+            _, err = await asyncio.to_thread(job.communicate, timeout=20)
+        finally:
+            if job.poll() is None:
+                job.kill()
+    assert job.returncode == 1, err
+    assert "not sent: stopped by SIGTERM while connecting" in err
+    assert "Nothing ran" in err and "Outcome unknown" not in err
+    log = Path(cli_env["CARPOOL_TUI_LOG"]).with_name("actions.log")
+    assert not log.exists() or log.read_text() == ""

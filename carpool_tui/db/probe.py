@@ -144,12 +144,20 @@ async def run_one_job(settings: Settings, name: str) -> JobResult:
     except asyncio.CancelledError:
         if not stopped_by:
             raise
-        result = JobResult(
-            success=False,
-            outcome_unknown=True,
-            error=f"stopped by {stopped_by[0]} while the job ran",
-            hint=JOB_OUTCOME_UNKNOWN,
-        )
+        if not repo.job_connected:
+            # Still connecting: the job was never sent, so it did not run.
+            result = JobResult(
+                success=False,
+                error=f"not sent: stopped by {stopped_by[0]} while connecting",
+                hint="Nothing ran. Run the job again when you are ready.",
+            )
+        else:
+            result = JobResult(
+                success=False,
+                outcome_unknown=True,
+                error=f"stopped by {stopped_by[0]} while the job ran",
+                hint=JOB_OUTCOME_UNKNOWN,
+            )
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)

@@ -268,6 +268,8 @@ class Repository:
         self._pool: asyncpg.Pool | None = None
         self._job_conn: asyncpg.Connection | None = None
         self._job_pid: int | None = None
+        self.job_connected = False
+        """The last run_job got its connection: from then on the job may run."""
         self._detected_at = 0.0
         self.on_action: Callable[[dict[str, Any]], None] | None = None
         """Told of every action-log entry (the session's timeline takes them)."""
@@ -702,6 +704,7 @@ class Repository:
         if self._job_conn is not None:
             raise OpsError("A job is already running", "Wait for it or cancel it.")
         settings = self.settings
+        self.job_connected = False
         try:
             conn = await connect(
                 settings.dsn,
@@ -712,6 +715,7 @@ class Repository:
         except OpsError as refused:
             return JobResult(success=False, error=refused.message, hint=refused.hint)
         self._job_conn = conn
+        self.job_connected = True
         pid = self._job_pid = conn.get_server_pid()
         since: datetime | None = None
         dropped: ConnectionLost | None = None
