@@ -310,6 +310,17 @@ async def test_a_job_whose_server_cannot_be_asked_has_an_unknown_outcome(
     assert (entry["action"], entry["outcome"]) == ("run_job", "unknown")
 
 
+def expire_in_background(dsn: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`run-job expire_rides` started, not waited for, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides", "--dsn", dsn],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 async def test_a_run_stopped_by_a_signal_says_and_logs_outcome_unknown(
     signum: int, ops_dsn: str, cli_env: dict[str, str]
@@ -317,14 +328,7 @@ async def test_a_run_stopped_by_a_signal_says_and_logs_outcome_unknown(
     await seed(ops_dsn, "expired_active_ride")
     # Every update of a ride sleeps, so expire_rides is still running.
     await on_ride_update(ops_dsn, "test_sleep", "PERFORM pg_sleep(60); RETURN NEW;")
-    argv = [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides"]
-    job = subprocess.Popen(
-        [*argv, "--dsn", ops_dsn],
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    job = expire_in_background(ops_dsn, cli_env)
     async with connected(ops_dsn, plain=True) as conn:
         try:
             for _ in range(300):
@@ -364,14 +368,7 @@ async def test_a_run_stopped_while_connecting_says_nothing_ran(
     """The job was never sent: not "outcome unknown", and nothing to log."""
     async with relayed(ops_dsn) as (relay, through):
         relay.hold()  # the server never answers: connecting waits
-        argv = [sys.executable, "-m", "carpool_tui", "run-job", "expire_rides"]
-        job = subprocess.Popen(
-            [*argv, "--dsn", through],
-            env=cli_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        job = expire_in_background(through, cli_env)
         try:
             await asyncio.sleep(2)
             job.send_signal(signal.SIGTERM)
