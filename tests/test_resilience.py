@@ -29,7 +29,10 @@ from textual.widgets import Input, Static
 
 from carpool_tui.db import repo as repo_module
 from carpool_tui.db.embedded import EmbeddedServer
+from carpool_tui.db.errors import NeverSent
 from carpool_tui.db.migrate import migrate
+from carpool_tui.db.repo import Repository
+from carpool_tui.models import SeatFixPreview
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import LogEntryDialog
 from carpool_tui.ui.widgets import JobLogTable
@@ -436,3 +439,28 @@ async def main(dsn: str) -> None:
     await conn.close()
 asyncio.run(main(sys.argv[1]))
 """
+
+
+async def test_a_write_with_no_connection_to_send_it_on_is_not_unknown(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Nothing left the client: no "may or may not" and no unknown entry."""
+    async with connected(ops_dsn) as conn:
+        ride = await seat_mismatch(conn)
+    settings = make_settings(ops_dsn, tmp_path)
+    repo = Repository(settings)
+    try:
+        await repo.open()
+        preview = await repo.preview_seat_fix(ride)
+        assert isinstance(preview, SeatFixPreview)
+        await repo.close_pool()  # as after a poll that lost its server
+        with pytest.raises(NeverSent):
+            await repo.apply_seat_fix(preview, "drift after the outage")
+    finally:
+        await repo.close()
+    assert not settings.action_log.exists()
+    async with connected(ops_dsn) as conn:
+        seats = await conn.fetchval(
+            "SELECT available_seats FROM rides WHERE id = $1", ride
+        )
+    assert seats == preview.current

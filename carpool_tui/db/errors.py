@@ -32,6 +32,10 @@ class ConnectionLost(OpsError):
     """The server could not be reached or the connection dropped."""
 
 
+class NeverSent(ConnectionLost):
+    """No connection to send the request on: it never reached the server."""
+
+
 class LoginRefused(ConnectionLost):
     """The server refused the user or password; retrying cannot fix it."""
 

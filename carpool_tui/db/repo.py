@@ -25,6 +25,7 @@ from carpool_tui.db.connect import CONNECT_TIMEOUT_S, as_dict, connect, create_p
 from carpool_tui.db.errors import (
     READ_ONLY,
     ConnectionLost,
+    NeverSent,
     NotMigrated,
     OpsError,
     PermissionMissing,
@@ -398,9 +399,7 @@ class Repository:
 
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise ConnectionLost(
-                "Not connected to the database", "Waiting to reconnect."
-            )
+            raise NeverSent("Not connected to the database", "Waiting to reconnect.")
         return self._pool
 
     async def _with_conn(
@@ -981,6 +980,8 @@ class Repository:
             return await self._within(
                 self.poll_deadline(), doing, lambda: self._call(doing, sql, *args)
             )
+        except NeverSent:
+            raise  # nothing left the client: nothing happened, nothing to log
         except ConnectionLost as err:
             self._log_unknown(name, target, err.message, note=note)
             raise

@@ -27,7 +27,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
-from carpool_tui.db.errors import ConnectionLost, OpsError
+from carpool_tui.db.errors import ConnectionLost, NeverSent, OpsError
 from carpool_tui.models import (
     Booking,
     ExpireApplied,
@@ -650,7 +650,8 @@ class WriteDialog(Dialog[bool]):
         elif (
             isinstance(value, OpsError)
             and message.tag == "apply"
-            and (isinstance(value, ConnectionLost))
+            and isinstance(value, ConnectionLost)
+            and not isinstance(value, NeverSent)
         ):
             # What it means for the write comes first, where 80x24 shows it; the
             # DSN advice is left out: the connection worked until it dropped.
