@@ -8,6 +8,7 @@ import pytest
 from textual.content import Content
 
 from carpool_tui.ui import fmt
+from carpool_tui.ui.dialogs import _is_an_id
 from carpool_tui.ui.fmt import short_target
 from carpool_tui.ui.text import (
     ELLIPSIS,
@@ -168,3 +169,22 @@ def test_an_unreadable_dsn_is_named_as_such_not_a_crash() -> None:
 def test_a_count_cut_by_its_limit_says_so() -> None:
     assert fmt.at_least(499, 500) == "499"
     assert fmt.at_least(500, 500) == "500+"
+
+
+@pytest.mark.parametrize(
+    ("note", "refused"),
+    [
+        ("0b7d5a3e-2f44-4c4e-9a55-3d2b8f0e9c11", True),
+        ("{0B7D5A3E-2F44-4C4E-9A55-3D2B8F0E9C11}", True),
+        ("0b7d5a3e", True),
+        ("0b7d5a3e-2f44", True),
+        ("40012345", False),  # a ticket number
+        ("20261205", False),  # a date
+        ("2026-12-05", False),
+        ("INC-40012345", False),
+    ],
+)
+def test_a_note_that_is_only_an_id_is_told_from_a_number(
+    note: str, refused: bool
+) -> None:
+    assert _is_an_id(note) is refused

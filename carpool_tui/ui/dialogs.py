@@ -109,11 +109,18 @@ NOTE_IS_AN_ID_RIDE = (
 
 
 def _is_an_id(text: str) -> bool:
-    """A whole UUID in any spelling, or the 8-character start the tables show."""
+    """A whole UUID in any spelling, or the 8-character start the tables show.
+
+    Digits alone are a number (a ticket, a date) rather than an id's start:
+    a note of "40012345" says where the reason is written.
+    """
     try:
         parse_uuid(text)
     except ValueError:
-        return _ID_START.fullmatch(text.strip().lower()) is not None
+        start = text.strip().lower()
+        if start.replace("-", "").isdigit():
+            return False
+        return _ID_START.fullmatch(start) is not None
     return True
 
 
