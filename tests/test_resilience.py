@@ -21,9 +21,10 @@ from test_ui_actions import (
     resolve_of_the_mismatch,
     seat_fix_of_the_mismatch,
     shows,
+    type_text,
 )
 from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
-from test_ui_support import make_settings, static_text, until
+from test_ui_support import make_settings, screen_text, static_text, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
@@ -34,7 +35,7 @@ from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import SeatFixPreview
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import LogEntryDialog
+from carpool_tui.ui.dialogs import LogEntryDialog, SeatFixDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -464,3 +465,31 @@ async def test_a_write_with_no_connection_to_send_it_on_is_not_unknown(
             "SELECT available_seats FROM rides WHERE id = $1", ride
         )
     assert seats == preview.current
+
+
+async def test_a_preview_from_a_paused_dashboard_ends_when_the_server_is_silent(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Paused, nothing polls; the preview gives up on its own clock and says so."""
+    async with connected(ops_dsn) as conn, relayed(ops_dsn) as (relay, through):
+        ride = await seat_mismatch(conn)
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pilot.press("p")
+            relay.hold()
+            await pilot.press("s")
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await type_text(pilot, str(ride))
+            await pilot.press("enter")
+            seconds = app.repo.poll_deadline() + 5
+            shown = await until(
+                pilot,
+                lambda: (
+                    "did not answer within" in screen_text(dialog)
+                    and screen_text(dialog)
+                ),
+                "the preview's deadline",
+                seconds,
+            )
+            assert "Previewing the seat fix" in shown

@@ -390,6 +390,19 @@ class Repository:
             "The server may be hung or the network down; retrying.",
         )
 
+    async def _bounded(
+        self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """One read or write outside the poll round, within the poll's deadline.
+
+        A server that stops answering (stopped, or a network that drops
+        everything) never trips its own statement timeout, and with polling
+        paused nothing else notices: the client gives up on its own clock.
+        """
+        return await self._within(
+            self.poll_deadline(), doing, lambda: self._with_conn(doing, work)
+        )
+
     def _abandon(self) -> None:
         """Drop the polling pool at once, without talking to the server."""
         pool, self._pool = self._pool, None
@@ -638,7 +651,7 @@ class Repository:
                 entries=[CronEntry.model_validate(dict(r)) for r in rows],
             )
 
-        return await self._with_conn("Reading the pg_cron schedule", work)
+        return await self._bounded("Reading the pg_cron schedule", work)
 
     async def trend_buckets(self, hours: int = TREND_HOURS) -> list[TrendBucket]:
         """The last `hours` hours of the job log by job and hour, in one query."""
@@ -661,7 +674,7 @@ class Repository:
             rows = await conn.fetch(sql, self.clock(), hours)
             return [TrendBucket.model_validate(dict(r)) for r in rows]
 
-        return await self._with_conn("Reading the job trends", work)
+        return await self._bounded("Reading the job trends", work)
 
     async def procedure_rows(self, view: str, target: str | None = None) -> RowSet:
         """The live rows of a procedure step (read-only), with the query shown."""
@@ -687,7 +700,7 @@ class Repository:
                 rows=[{c: _plain(r[c]) for c in columns} for r in rows],
             )
 
-        return await self._with_conn("Reading the procedure's rows", work)
+        return await self._bounded("Reading the procedure's rows", work)
 
     # -- jobs ------------------------------------------------------------
 
@@ -861,7 +874,7 @@ class Repository:
         async def work(conn: asyncpg.Connection) -> bool:
             return bool(await conn.fetchval("SELECT pg_cancel_backend($1)", pid))
 
-        return await self._with_conn("Cancelling the job", work)
+        return await self._bounded("Cancelling the job", work)
 
     # -- admin functions -------------------------------------------------
 
@@ -874,7 +887,7 @@ class Repository:
         async def work(conn: asyncpg.Connection) -> dict[str, Any]:
             return as_dict(await conn.fetchval(sql, *args))
 
-        return await self._with_conn(doing, work)
+        return await self._bounded(doing, work)
 
     async def preview_seat_fix(self, ride_id: UUID) -> SeatFixPreview | Refusal:
         """What a seat fix of this ride would change (ops_preview_seat_fix)."""
@@ -974,12 +987,7 @@ class Repository:
         """
         name, target, note = action
         try:
-            # A server that stops answering (stopped, or a network that drops
-            # everything) never trips its own statement timeout: the client
-            # gives up on its own clock, as a poll does.
-            return await self._within(
-                self.poll_deadline(), doing, lambda: self._call(doing, sql, *args)
-            )
+            return await self._call(doing, sql, *args)
         except NeverSent:
             raise  # nothing left the client: nothing happened, nothing to log
         except ConnectionLost as err:
