@@ -93,7 +93,7 @@ async def _shoot(dsn: str, name: str, size: tuple[int, int], step: Step) -> None
         operator="oncall@ops-bastion",
         action_log=Path(tempfile.gettempdir()) / "carpool-tui-shots-actions.log",
     )
-    app = DashboardApp(settings, label="carpool_demo (embedded)")
+    app = DashboardApp(settings)
     async with app.run_test(size=size) as pilot:
         await _until(pilot, lambda: app.dashboard.snapshot is not None, "first poll")
         await step(pilot, app)
