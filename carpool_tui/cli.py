@@ -143,6 +143,15 @@ def _history_days(text: str) -> int:
     return days
 
 
+def _faults(text: str) -> tuple[str, ...]:
+    from carpool_tui.db.seed import parse_faults
+
+    try:
+        return parse_faults(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(text: str) -> int:
     if not 1 <= _number(text, int, "a port number") <= 65535:
         raise argparse.ArgumentTypeError("a port is between 1 and 65535")
@@ -378,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     seed.add_argument(
         "--faults",
+        type=_faults,
         default="none",
         metavar="LIST|all|none",
         help="comma-separated fault kinds to inject (default none)",
@@ -649,12 +659,7 @@ async def _check_after_seed(conn: Any) -> str:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from carpool_tui.db.seed import parse_faults
-
-    try:
-        faults = parse_faults(args.faults)
-    except ValueError as exc:
-        raise OpsError(str(exc), "") from exc
+    faults: tuple[str, ...] = args.faults
     dsn = _writing_dsn(args, "seed")
     _say(f"Seeding {describe_target(dsn)}")
     for line in _run(_seed(dsn, args, faults)):
