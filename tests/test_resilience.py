@@ -35,7 +35,7 @@ from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import SeatFixPreview
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import LogEntryDialog, SeatFixDialog
+from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, SeatFixDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -493,3 +493,25 @@ async def test_a_preview_from_a_paused_dashboard_ends_when_the_server_is_silent(
                 seconds,
             )
             assert "Previewing the seat fix" in shown
+
+
+async def test_help_after_an_outage_says_why_it_is_not_connected(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Not "not connected yet": it was, and the help says what went wrong."""
+    async with relayed(ops_dsn) as (relay, through):
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            relay.hold()
+            await until(
+                pilot,
+                lambda: app.capabilities is None and app.dashboard.error is not None,
+                "the lost connection",
+                app.repo.poll_deadline() + 5,
+            )
+            await pilot.press("question_mark")
+            help_screen = await dialog_of(pilot, HelpScreen)
+            text = " ".join(screen_text(help_screen).split())
+            assert "Not connected yet" not in text
+            assert "Not connected: " in text and "did not answer within" in text

@@ -1247,7 +1247,12 @@ class HelpScreen(Dialog[None]):
         dash = self.dash
         caps = dash.capabilities
         if caps is None:
-            state = "Not connected yet."
+            error = dash.dashboard.error
+            state = (
+                "Not connected yet."
+                if error is None
+                else f"Not connected: {safe_markup(error.message, 300)}"
+            )
         elif caps.ops_layer_incomplete:
             state = (
                 f"Ops layer {safe_markup(caps.ops_layer_version, 20)}, "
