@@ -52,7 +52,7 @@ from carpool_tui.ui.text import (
     safe_markup,
     safe_text,
 )
-from carpool_tui.ui.widgets import DialogScroll
+from carpool_tui.ui.widgets import DialogScroll, FormScroll
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -875,7 +875,7 @@ class SeatFixDialog(RideDialog):
     preview: SeatFixPreview | None = None
 
     def compose(self) -> ComposeResult:
-        with DialogScroll(classes="dialog", id="seat-fix"):
+        with FormScroll(classes="dialog", id="seat-fix"):
             yield Static("Fix a ride's available seats (manual 4.4)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
@@ -1009,7 +1009,7 @@ class ExpireRideDialog(RideDialog):
     preview: ExpirePreview | None = None
 
     def compose(self) -> ComposeResult:
-        with DialogScroll(classes="dialog", id="expire-ride"):
+        with FormScroll(classes="dialog", id="expire-ride"):
             yield Static("Expire one ride (manual 4.3)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
@@ -1161,7 +1161,7 @@ class ResolveDialog(WriteDialog):
 
     def compose(self) -> ComposeResult:
         v = self.violation
-        with DialogScroll(classes="dialog", id="resolve"):
+        with FormScroll(classes="dialog", id="resolve"):
             yield Static("Resolve a violation", classes="title")
             yield Static(
                 _field_lines(

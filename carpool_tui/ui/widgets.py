@@ -100,13 +100,7 @@ def health_markup(
 class DialogScroll(VerticalScroll):
     """A dialog's scrolling body, whose keys (and note) are docked over its
     bottom: a page is what shows above them, less one line kept for context,
-    so PgDn never skips lines hidden behind the docked part.
-
-    It takes no focus: the dialog's PgUp/PgDn and the mouse scroll it, and
-    Tab goes from field to field instead of to the body, where typing did
-    nothing and nothing showed where the focus had gone."""
-
-    can_focus = False
+    so PgDn never skips lines hidden behind the docked part."""
 
     def page(self, direction: int) -> None:
         """Scroll one page down (1) or up (-1), without animation."""
@@ -123,6 +117,17 @@ class DialogScroll(VerticalScroll):
 
     def action_page_up(self) -> None:
         self.page(-1)
+
+
+class FormScroll(DialogScroll):
+    """The body of a dialog with fields: it takes no focus.
+
+    The dialog's PgUp/PgDn and the mouse scroll it, and Tab goes from field
+    to field instead of to the body, where typing did nothing and nothing
+    showed where the focus had gone.
+    """
+
+    can_focus = False
 
 
 PALETTE_KEY_CELLS = 12  # "▏^p palette " docked at the footer's right end
