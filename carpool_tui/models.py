@@ -303,10 +303,11 @@ class Capabilities(BaseModel):
 
     @property
     def ops_layer_incomplete(self) -> bool:
-        """The ops layer is there but not all of it: a migrate that stopped
-        part way, or a function dropped since."""
-        return self.ops_layer and bool(
-            self.missing_functions or self.pending_migrations
+        """Part of the ops layer is there: a migrate that stopped part way
+        (perhaps before the file that names its version), or a function
+        dropped since."""
+        return bool(self.pending_migrations) or (
+            self.ops_layer and bool(self.missing_functions)
         )
 
     def can_execute(self, function: str) -> bool:

@@ -286,7 +286,33 @@ async def test_a_dropped_ops_function_says_what_is_gone(
         reason = app.blocked("seat-fix")
         assert reason is not None
         assert "no ops_apply_seat_fix() function" in reason
-        assert "is gone (dropped since)" in reason and "migrate" not in reason
+        assert "is gone (dropped since)" in reason
+        assert "run `carpool-tui migrate" not in reason  # it cannot bring it back
+        # Where its definition is, on this machine, to run it again.
+        assert "defined last in ops/0109_admin_functions.sql (on this" in reason
+        assert "sql/ops/0109_admin_functions.sql)" in reason
+
+
+async def test_a_migrate_stopped_before_the_version_file_is_incomplete(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Not LEGACY: its first files went in, the rest is still to apply."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute("DELETE FROM ops_schema_migrations WHERE name > 'ops/0102'")
+        await conn.execute("DROP FUNCTION ops_layer_version()")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        assert "INCOMPLETE" in status(app) and "LEGACY" not in status(app)
+        reason = app.blocked("seat-fix")
+        assert reason is not None and "which is incomplete" in reason
+        assert "run `carpool-tui migrate --dsn ...` to apply them" in reason
+        await pilot.press("question_mark")
+        help_screen = await until(
+            pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+        )
+        said = " ".join(screen_text(help_screen).split())
+        assert "Ops layer, incomplete: " in said and "Legacy" not in said
 
 
 async def test_selected_row_survives_refreshes_and_new_rows(

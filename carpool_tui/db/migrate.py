@@ -103,6 +103,16 @@ def load(groups: tuple[Group, ...]) -> list[Migration]:
     return found
 
 
+def defining_file(function: str) -> tuple[str, str] | None:
+    """The last shipped ops file that creates ``function``, as its name and
+    its path on this machine: where the function's current definition is."""
+    pattern = re.compile(rf"\bFUNCTION\s+{re.escape(function)}\s*\(", re.IGNORECASE)
+    found = [m.name for m in load(("ops",)) if pattern.search(m.sql)]
+    if not found:
+        return None
+    return found[-1], str(resources.files("carpool_tui.sql").joinpath(found[-1]))
+
+
 async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
     exists = await conn.fetchval("SELECT to_regclass('ops_schema_migrations')")
     if exists is None:

@@ -460,8 +460,12 @@ class Repository:
             pending: list[str] = []
             if "ops_layer_version()" in allowed:
                 version = await conn.fetchval("SELECT ops_layer_version()")
-                if await conn.fetchval(LEDGER_READABLE_SQL):
-                    recorded = set(await conn.fetchval(LEDGER_SQL))
+            if await conn.fetchval(LEDGER_READABLE_SQL):
+                # Any ops file recorded means a migrate ran: the files it has
+                # not recorded are what is left, even when it stopped before
+                # the file that defines ops_layer_version().
+                recorded = set(await conn.fetchval(LEDGER_SQL))
+                if any(name.startswith("ops/") for name in recorded):
                     shipped = load_migrations(("ops",))
                     pending = [m.name for m in shipped if m.name not in recorded]
             return Capabilities(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from carpool_tui.db.errors import READ_ONLY
+from carpool_tui.db.migrate import defining_file
 from carpool_tui.models import JOBS, Capabilities
 
 Needs = Literal["violation", "row"] | None
@@ -282,10 +283,19 @@ def incomplete_why(caps: Capabilities) -> str:
             + (f" and {more} more" if more > 0 else "")
             + f"): run `{MIGRATE_COMMAND}` to apply them."
         )
+    first = caps.missing_functions[0]
     missing = ", ".join(f"{f}()" for f in caps.missing_functions[:3])
+    where = defining_file(first)
+    source = (
+        "the ops layer's files"
+        if where is None
+        else f"{where[0]} (on this machine: {where[1]})"
+    )
     return (
         f"Its files are all recorded as applied, but {missing} is gone (dropped "
-        "since): restore it from the file in sql/ops that defines it."
+        f"since), and migrate does not apply a recorded file again. {first}() "
+        f"is defined last in {source}: run its CREATE FUNCTION statement, and "
+        "the GRANTs for it that follow, as the ops layer's owner."
     )
 
 
@@ -304,6 +314,8 @@ def blocked_reason(
     if spec.writes and caps.read_only:
         return f"Read-only session. {READ_ONLY}"
     if spec.needs_ops and not caps.ops_layer:
+        if caps.pending_migrations:
+            return f"Needs the ops layer, which is incomplete: {incomplete_why(caps)}"
         return (
             "Needs the ops layer, which this database lacks (legacy functions "
             f"only). Upgrade it with `{MIGRATE_COMMAND}`."

@@ -486,7 +486,7 @@ class DashboardScreen(Screen[None]):
         if caps is not None:
             if caps.ops_layer:
                 parts.append(f"ops {safe_markup(caps.ops_layer_version, 12)}")
-            else:
+            elif not caps.ops_layer_incomplete:
                 parts.append("[b $warning]LEGACY[/]")
         parts.append("carpool-tui")
         status = self.query_one("#status", Static)

@@ -1254,9 +1254,11 @@ class HelpScreen(Dialog[None]):
                 else f"Not connected: {safe_markup(error.message, 300)}"
             )
         elif caps.ops_layer_incomplete:
+            version = caps.ops_layer_version
             state = (
-                f"Ops layer {safe_markup(caps.ops_layer_version, 20)}, "
-                f"[b $warning]incomplete[/]: {safe_markup(incomplete_why(caps), 400)}"
+                f"Ops layer{'' if version is None else ' ' + safe_markup(version, 20)}"
+                f", [b $warning]incomplete[/]: "
+                f"{safe_markup(incomplete_why(caps), 400)}"
             )
         elif caps.ops_layer:
             state = f"Ops layer {safe_markup(caps.ops_layer_version, 20)}."
