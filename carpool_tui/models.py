@@ -7,6 +7,7 @@ operations manual); extra keys a deployment adds are kept, never rejected.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -201,6 +202,13 @@ class JobLogPage(BaseModel):
     has_more: bool = False
 
 
+def json_text(value: Any) -> Any:
+    """A JSON value as text: a string or null as it is, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 class ViolationSample(_Open):
     """One sample of a failing check; the fields present depend on the check."""
 
@@ -213,6 +221,26 @@ class ViolationSample(_Open):
     current: int | None = None
     expected: int | None = None
     status: str | None = None
+
+    @field_validator(
+        "check",
+        "name",
+        "severity",
+        "ride_id",
+        "booking_id",
+        "passenger_id",
+        "status",
+        mode="before",
+    )
+    @classmethod
+    def _any_json_as_text(cls, value: Any) -> Any:
+        """A number, bool or object where text is expected, as its JSON text.
+
+        Samples are free-form JSON that hand-written checks and scripts fill
+        too (an integer ride id, say): showing the value is better than
+        refusing the row it is in.
+        """
+        return json_text(value)
 
     def fields(self) -> dict[str, Any]:
         """Every key of the sample, known or not, in a stable order."""

@@ -332,3 +332,22 @@ def test_a_row_the_models_cannot_read_is_not_called_a_settings_problem() -> None
     assert not isinstance(err, SettingsInvalid)
     assert "a row has a shape this version cannot read" in err.message
     assert err.retryable
+
+
+def test_sample_values_of_any_json_type_are_read_as_text() -> None:
+    violation = Violation.model_validate(
+        {
+            **LEGACY_VIOLATION,
+            "check_name": "hand_written",
+            "sample_data": [
+                {"ride_id": 12345, "check": 5, "name": True},
+                {"status": {"b": 1, "a": "é"}, "booking_id": [1, 2.5], "severity": 1.5},
+            ],
+        }
+    )
+    first, second = violation.sample_data
+    assert (first.ride_id, first.check, first.name) == ("12345", "5", "true")
+    assert second.status == '{"a": "é", "b": 1}'
+    assert (second.booking_id, second.severity) == ("[1, 2.5]", "1.5")
+    assert violation.checks == ["hand_written"]
+    assert first.fields() == {"check": "5", "name": "true", "ride_id": "12345"}
