@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from carpool_tui.checks import SEAT_CHECKS
 
@@ -263,6 +263,36 @@ class Violation(BaseModel):
     check_id: str | None = None
     last_seen_at: datetime | None = None
     resolved_by: str | None = None
+    unreadable: str | None = None
+    """What of the row could not be read, and why; those columns are left
+    empty (no samples, say) and the rest of the row is shown."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Violation:
+        """A row of invariant_violations; columns that cannot be read are left out.
+
+        One malformed row must neither hide the others nor itself: it is kept
+        with its check name, severity and count, so that it is still counted,
+        listed and can be resolved, and ``unreadable`` says what is missing.
+        """
+        try:
+            return cls.model_validate(row)
+        except ValidationError as exc:
+            problems = exc.errors(include_url=False)
+        bad = {str(p["loc"][0]) for p in problems if p["loc"]}
+        kept = {k: v for k, v in row.items() if k not in bad}
+        for key in _VIOLATION_REQUIRED & bad:
+            # Text is all these need; the row's identity is worth keeping.
+            kept[key] = str(json_text(row.get(key)) or "?")
+        what = ", ".join(
+            "samples" if key == "sample_data" else key for key in sorted(bad)
+        )
+        why = "; ".join(
+            ".".join(str(part) for part in p["loc"]) + ": " + p["msg"] for p in problems
+        )
+        return cls.model_validate(
+            {**kept, "unreadable": f"{what} could not be read ({why})"}
+        )
 
     @field_validator("sample_data", mode="before")
     @classmethod
@@ -300,6 +330,11 @@ class Violation(BaseModel):
             if sample.ride_id and name in SEAT_CHECKS and sample.ride_id not in found:
                 found.append(sample.ride_id)
         return found
+
+
+_VIOLATION_REQUIRED = frozenset(
+    name for name, field in Violation.model_fields.items() if field.is_required()
+)
 
 
 class PanelError(BaseModel):

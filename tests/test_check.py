@@ -424,3 +424,32 @@ async def test_a_job_whose_only_runs_are_dated_ahead_never_ran(
     for name in ("expire_rides", "reconcile_seat_counts"):
         assert (jobs[name]["last_status"], jobs[name]["overdue"]) == (None, True)
     assert code == 1 and problems(data)["overdue_jobs"] == "WARNING"
+
+
+async def test_a_malformed_violation_row_hides_no_other(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """Samples of any JSON type are read; a row whose samples still cannot be
+    read is counted by its severity without them, and the rest judged as usual."""
+    await seed(ops_dsn, "seat_mismatch")
+    run_jobs(cli_env, ops_dsn, "check_system_invariants")
+    await once(
+        ops_dsn,
+        "INSERT INTO invariant_violations"
+        " (check_name, severity, violation_count, sample_data) VALUES"
+        " ('weird_ride_id', 'warning', 1, '[{\"ride_id\": 12345}]'),"
+        " ('weird_check', 'warning', 1, '[{\"check\": 5, \"status\": {\"a\": 1}}]'),"
+        " ('weird_count', 'critical', 1, '[{\"current\": \"many\"}]')",
+    )
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith("CARPOOL CRITICAL - ")
+    assert "cannot read" not in done.stdout
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2
+    found = problems(data)
+    assert found["seat_mismatches"] == "CRITICAL"
+    assert found["critical_violations"] == "CRITICAL"
+    assert data["metrics"]["critical_violations"] == 2
+    critical = next(p for p in data["problems"] if p["metric"] == "critical_violations")
+    assert "seat_mismatch" in critical["text"] and "weird_count" in critical["text"]

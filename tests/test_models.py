@@ -351,3 +351,24 @@ def test_sample_values_of_any_json_type_are_read_as_text() -> None:
     assert (second.booking_id, second.severity) == ("[1, 2.5]", "1.5")
     assert violation.checks == ["hand_written"]
     assert first.fields() == {"check": "5", "name": "true", "ride_id": "12345"}
+
+
+def test_a_row_that_cannot_be_read_keeps_its_check_severity_and_count() -> None:
+    row = {
+        **LEGACY_VIOLATION,
+        "check_name": "hand_written",
+        "sample_data": [{"ride_id": "r1"}, {"current": "many"}],
+        "check_id": 7,
+    }
+    violation = Violation.from_row(row)
+    assert (violation.check_name, violation.severity) == ("hand_written", "critical")
+    assert violation.violation_count == 2
+    assert violation.sample_data == [] and violation.check_id is None
+    assert violation.unreadable == (
+        "check_id, samples could not be read (sample_data.1.current: Input should"
+        " be a valid integer, unable to parse string as an integer; check_id:"
+        " Input should be a valid string)"
+    )
+    assert violation.detected_at is not None
+    readable = Violation.from_row({**row, "sample_data": [], "check_id": "C-7"})
+    assert readable.unreadable is None and readable.check_id == "C-7"

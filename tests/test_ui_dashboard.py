@@ -21,7 +21,7 @@ from test_ui_support import (
 )
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Input, Static
 from textual.widgets.data_table import ColumnKey
 
 from carpool_tui.db.connect import connect
@@ -29,7 +29,13 @@ from carpool_tui.db.migrate import migrate
 from carpool_tui.models import HealthSummary
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dashboard import LABEL_MIN_WIDTH
-from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, ViolationDialog
+from carpool_tui.ui.dialogs import (
+    HelpScreen,
+    LogEntryDialog,
+    ResolveDialog,
+    ViolationDialog,
+)
+from carpool_tui.ui.wallboard import board_state
 from carpool_tui.ui.widgets import (
     DialogScroll,
     JobLogTable,
@@ -756,3 +762,63 @@ async def test_an_empty_job_log_says_so(ops_dsn: str, tmp_path: Path) -> None:
         assert "rows 0-0" not in static_text(info)
         await pilot.press("f")
         await until(pilot, lambda: "no failed runs" in static_text(info), "filter")
+
+
+async def test_a_violation_row_that_cannot_be_read_hides_no_other(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The malformed row is listed without its samples, saying why; the rest
+    show as usual, and the wall counts them all."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        await conn.execute(
+            "INSERT INTO invariant_violations"
+            " (check_name, severity, violation_count, sample_data) VALUES"
+            " ('weird_ride_id', 'warning', 1, '[{\"ride_id\": 12345}]'),"
+            " ('weird_count', 'critical', 3, '[{\"current\": \"many\"}]')"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert screen.snapshot is not None and not screen.snapshot.errors
+        info = static_text(screen.query_one("#violations-info", Static))
+        assert "3 unresolved (2 critical)" in info, info
+        table = screen.query_one("#violations", ViolationsTable)
+        rows = table_text(table).splitlines()
+        assert len(rows) == 3
+        weird = next(r for r in rows if "weird_count" in r)
+        assert "critical" in weird and "samples could not be read" in weird
+        assert "ride_id=12345" in next(r for r in rows if "weird_ride_id" in r)
+        counts = dict(board_state(screen.snapshot, FIXED_NOW).counts)
+        assert (counts["critical"], counts["violations"]) == (2, 3)
+
+        table.focus()
+        table.move_cursor(row=rows.index(weird))
+        await pilot.press("enter")
+        detail = await until(
+            pilot,
+            lambda: isinstance(app.screen, ViolationDialog) and app.screen,
+            "violation detail",
+        )
+        shown = " ".join(screen_text(detail).split())
+        assert "weird_count (critical)" in shown
+        assert "Unreadable samples could not be read (sample_data.0.current:" in shown
+        assert "Samples (0)" in shown
+        await pilot.press("escape")
+
+        # It can be resolved like any other row.
+        await pilot.press("x")
+        resolve = await until(
+            pilot,
+            lambda: isinstance(app.screen, ResolveDialog) and app.screen,
+            "the resolve dialog",
+        )
+        await until(pilot, lambda: "cannot be run" in screen_text(resolve), "preview")
+        resolve.query_one("#note", Input).value = "hand-written row, checked"
+        await pilot.press("enter")
+        await until(pilot, lambda: "Resolved." in screen_text(resolve), "resolved")
+        await pilot.press("escape")
+        await until(pilot, lambda: table.row_count == 2, "the row to go")
+        assert "weird_count" not in table_text(table)

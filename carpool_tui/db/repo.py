@@ -633,7 +633,7 @@ class Repository:
 
         async def work(conn: asyncpg.Connection) -> list[Violation]:
             rows = await conn.fetch(sql)
-            return [Violation.model_validate(dict(r)) for r in rows]
+            return [Violation.from_row(dict(r)) for r in rows]
 
         return await self._with_conn("Reading unresolved violations", work)
 

@@ -443,6 +443,7 @@ class ViolationDialog(Dialog[None]):
                         ("Detected", fmt.full_stamp(v.detected_at)),
                         ("Last seen", fmt.full_stamp(v.last_seen_at)),
                         ("Notes", v.notes or "—"),
+                        *([("Unreadable", v.unreadable)] if v.unreadable else []),
                     ]
                 )
             )

@@ -431,13 +431,17 @@ def violation_cells(violation: Violation, check_width: int = CHECK_NARROW) -> Ce
     sample_text = " ".join(
         f"{k}={v}" for k, v in sample.items() if k not in ("check", "name", "severity")
     )
+    sample_style = ""
+    if violation.unreadable:
+        # In place of the samples it lacks: why, where the eye looks for them.
+        sample_text, sample_style = violation.unreadable, "italic"
     return (
         safe_text(violation.severity, 10, severity_style(violation.severity)),
         safe_text(check, check_width),
         Text(fmt.count(violation.violation_count)),
         Text(fmt.stamp(violation.detected_at)),
         Text(fmt.stamp(violation.last_seen_at)),
-        safe_text(sample_text, 60),
+        safe_text(sample_text, 60, sample_style),
     )
 
 
