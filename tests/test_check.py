@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from factories import connected, once
+from test_ui_support import make_settings
 
+from carpool_tui.db.repo import Repository
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import CLOCK_MARGIN, JOBS
 
@@ -453,3 +455,30 @@ async def test_a_malformed_violation_row_hides_no_other(
     assert data["metrics"]["critical_violations"] == 2
     critical = next(p for p in data["problems"] if p["metric"] == "critical_violations")
     assert "seat_mismatch" in critical["text"] and "weird_count" in critical["text"]
+
+
+async def test_a_result_it_cannot_read_is_unknown_without_the_dashboards_words(
+    ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`check` has no other panels to fall back on; the dashboard has."""
+    odd = '{"total_rides": "lots"}'
+    async with connected(ops_dsn, plain=True) as conn:
+        await conn.execute(
+            "ALTER FUNCTION get_system_health_summary() RENAME TO health_real;"
+            " CREATE FUNCTION get_system_health_summary() RETURNS jsonb"
+            f" LANGUAGE sql AS $$ SELECT health_real() || '{odd}' $$"
+        )
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 3 and data["status"] == "UNKNOWN"
+    assert "a row has a shape this version cannot read" in data["error"]
+    assert data["hint"] == "Look at that row in the database."
+    assert "other panels" not in data["summary"]
+
+    repo = Repository(make_settings(ops_dsn, tmp_path))
+    try:
+        await repo.open()
+        snapshot = await repo.snapshot()
+    finally:
+        await repo.close()
+    assert snapshot.health is None and snapshot.job_log is not None
+    assert "the other panels are unaffected" in snapshot.errors["health"].hint

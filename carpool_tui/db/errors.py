@@ -66,6 +66,10 @@ class ReadOnlySession(OpsError):
     """A write was attempted in a read-only session."""
 
 
+class RowUnreadable(OpsError):
+    """A row or function result has a shape the models cannot read."""
+
+
 _CONNECTION_STATES = {
     "08000",
     "08003",
@@ -77,6 +81,8 @@ _CONNECTION_STATES = {
     "57P03",
 }
 
+
+ROW_UNREADABLE_HINT = "Look at that row in the database."
 
 READ_ONLY = (
     "Writes are off: the session was started read-only (--read-only, or"
@@ -144,9 +150,9 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
         )
     if isinstance(exc, pydantic.ValidationError):
         # Also a ValueError, but about a row, not the settings.
-        return OpsError(
+        return RowUnreadable(
             f"{doing}: a row has a shape this version cannot read ({text})",
-            "Look at that row in the database; the other panels are unaffected.",
+            ROW_UNREADABLE_HINT,
             state,
         )
     if isinstance(exc, (ValueError, asyncpg.ClientConfigurationError)):

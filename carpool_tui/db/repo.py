@@ -30,6 +30,7 @@ from carpool_tui.db.errors import (
     OpsError,
     PermissionMissing,
     ReadOnlySession,
+    RowUnreadable,
     translate,
 )
 from carpool_tui.db.migrate import load as load_migrations
@@ -114,6 +115,8 @@ VIOLATION_COLUMNS = (
 VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
 
 PANELS = ("health", "jobs", "job_log", "violations")
+PANEL_ROW_HINT = "Look at that row in the database; the other panels are unaffected."
+"""What to do about a panel's unreadable row: the rest of the dashboard reads on."""
 
 JOB_GRANT = (
     "Running a job needs the carpool_ops_operator role; ask for it to be granted"
@@ -536,8 +539,9 @@ class Repository:
             if isinstance(result, BaseException):
                 err = translate(result, doing=f"Reading {panel.replace('_', ' ')}")
                 failures.append(err)
+                hint = PANEL_ROW_HINT if isinstance(err, RowUnreadable) else err.hint
                 errors[panel] = PanelError(
-                    message=err.message, hint=err.hint, kind=type(err).__name__
+                    message=err.message, hint=hint, kind=type(err).__name__
                 )
         if len(errors) == len(PANELS):
             # Every panel failed: the round fails with the most telling error,
