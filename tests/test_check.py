@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from factories import connected, once
+from relay import relayed
 from test_ui_support import make_settings
 
-from carpool_tui.db.repo import Repository
+from carpool_tui import cli as cli_module
+from carpool_tui.db.repo import POLL_MARGIN_S, Repository
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import CLOCK_MARGIN, JOBS
 
@@ -482,3 +487,66 @@ async def test_a_result_it_cannot_read_is_unknown_without_the_dashboards_words(
         await repo.close()
     assert snapshot.health is None and snapshot.job_log is not None
     assert "the other panels are unaffected" in snapshot.errors["health"].hint
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_a_server_that_stops_answering_is_unknown_in_bounded_time(
+    ops_dsn: str,
+    cli_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_json: bool,
+) -> None:
+    """Connected, then silence (a stopped server, a network that drops
+    everything): the server's statement timeout cannot end the wait, so the
+    client's own deadline must, and `check` says so as UNKNOWN."""
+    # In process, in a thread of its own: the command line has no option for
+    # the statement timeout, and the default (5 s) would make this test slow.
+    short_ms = 1000
+    for name in ("XDG_CONFIG_HOME", "CARPOOL_TUI_LOG"):
+        monkeypatch.setenv(name, cli_env[name])
+    for name in ("DATABASE_URL", "CARPOOL_TUI_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    settings = cli_module._settings
+    monkeypatch.setattr(
+        cli_module,
+        "_settings",
+        lambda *a: dataclasses.replace(settings(*a), statement_timeout_ms=short_ms),
+    )
+    async with (
+        connected(ops_dsn, purpose="test-blocker") as blocker,
+        connected(ops_dsn) as watcher,
+        relayed(ops_dsn) as (relay, through),
+    ):
+        await blocker.execute("BEGIN")
+        await blocker.execute("LOCK invariant_violations IN ACCESS EXCLUSIVE MODE")
+        args = cli_module.build_parser().parse_args(
+            ["check", "--json"] if as_json else ["check"]
+        )
+        args.dsn = through
+        started = time.monotonic()
+        checking = asyncio.ensure_future(asyncio.to_thread(cli_module.cmd_check, args))
+        for _ in range(250):  # until a read of `check` waits on the lock
+            if await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name LIKE 'carpool-tui %'"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("check never waited on the lock")
+        relay.hold()
+        code = await asyncio.wait_for(checking, 20)
+        took = time.monotonic() - started
+        await blocker.execute("ROLLBACK")
+    assert took < short_ms / 1000 + POLL_MARGIN_S + 2
+    assert code == 3
+    said = "Reading the health summary: the database did not answer within 4 s"
+    hint = "The server may be hung or the network down."
+    out = capsys.readouterr().out
+    if as_json:
+        data = json.loads(out)
+        assert (data["status"], data["exit_code"]) == ("UNKNOWN", 3)
+        assert (data["error"], data["hint"]) == (said, hint)
+    else:
+        assert out == f"CARPOOL UNKNOWN - {said}. {hint}\n"

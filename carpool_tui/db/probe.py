@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 
@@ -21,6 +23,7 @@ from carpool_tui.db.repo import (
     FAILED_RUNS_SQL,
     FAILED_WINDOW_HOURS,
     HEALTH_FUNCTION,
+    HUNG_HINT,
     JOB_OUTCOME_UNKNOWN,
     Repository,
     function_name,
@@ -33,6 +36,8 @@ from carpool_tui.models import (
     JobResult,
     Violation,
 )
+
+T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 """What ends a job run early: a scheduler's kill, a closed terminal, Ctrl-C."""
@@ -54,7 +59,26 @@ class HealthReading:
 
 
 class _Probe(Repository):
-    """The repository with the counts that only a monitor needs."""
+    """The repository with the counts that only a monitor needs, and a deadline
+    on every read."""
+
+    async def _with_conn(
+        self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """One read, given up on past the statement timeout and a margin.
+
+        A server that stops answering (stopped, or behind a network that drops
+        everything) never trips its own statement timeout. Without a deadline
+        of its own, `check` would wait silently until its monitor killed it;
+        with one it ends as UNKNOWN, saying the database did not answer.
+        """
+        read = super()._with_conn
+        return await self._within(
+            self.poll_deadline(),
+            doing,
+            lambda: read(doing, work),
+            hint=f"{HUNG_HINT}.",
+        )
 
     async def _count(self, doing: str, sql: str, *args: object) -> int:
         async def work(conn: asyncpg.Connection) -> int:

@@ -63,6 +63,8 @@ Clock = Callable[[], datetime]
 
 POOL_SIZE = 3
 POLL_MARGIN_S = 3.0
+"""How long past the statement timeout a poll may take before it counts as hung."""
+HUNG_HINT = "The server may be hung or the network down"
 LEDGER_READABLE_SQL = (
     "SELECT to_regclass('ops_schema_migrations') IS NOT NULL AND"
     " has_table_privilege(to_regclass('ops_schema_migrations'), 'SELECT')"
@@ -72,7 +74,6 @@ LEDGER_SQL = "SELECT COALESCE(array_agg(name), '{}') FROM ops_schema_migrations"
 STOPPED_WAITING = "stopped waiting for the server's answer"
 CAPABILITIES_RECHECK_S = 60.0
 """How often a poll looks again at what the database and role allow."""
-"""How long past the statement timeout a poll may take before it counts as hung."""
 VIOLATION_LIMIT = 500
 MAX_LOG_PAGE = 500
 
@@ -372,9 +373,18 @@ class Repository:
             raise
 
     async def _within(
-        self, seconds: float, doing: str, start: Callable[[], Awaitable[T]]
+        self,
+        seconds: float,
+        doing: str,
+        start: Callable[[], Awaitable[T]],
+        *,
+        hint: str = f"{HUNG_HINT}; retrying.",
     ) -> T:
-        """Await `start()` for at most `seconds`; past that, abandon the pool."""
+        """Await `start()` for at most `seconds`; past that, abandon the pool.
+
+        The ConnectionLost raised then carries `hint`; the default is the
+        dashboard's, which polls again.
+        """
         task = asyncio.ensure_future(start())
         try:
             done, _ = await asyncio.wait({task}, timeout=seconds)
@@ -389,8 +399,7 @@ class Repository:
         await asyncio.wait({task}, timeout=1.0)
         task.add_done_callback(_consume)
         raise ConnectionLost(
-            f"{doing}: the database did not answer within {seconds:.0f} s",
-            "The server may be hung or the network down; retrying.",
+            f"{doing}: the database did not answer within {seconds:.0f} s", hint
         )
 
     async def _bounded(
