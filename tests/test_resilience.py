@@ -266,6 +266,7 @@ async def test_a_write_to_a_server_that_stops_answering_is_not_waited_on_for_eve
             else:
                 shown = await shows(pilot, dialog, "may or may not have been made")
                 assert "did not answer within" in shown
+                assert "retrying" not in shown  # nothing retries a write by itself
         unsure = [e for e in action_log(app) if e["outcome"] == "unknown"]
         assert [(e["action"], e["target"], e["note"]) for e in unsure] == [
             ("seat_fix", str(ride), "drift")

@@ -411,8 +411,12 @@ class Repository:
         everything) never trips its own statement timeout, and with polling
         paused nothing else notices: the client gives up on its own clock.
         """
+        # Nothing retries this request by itself: the hint says no "retrying".
         return await self._within(
-            self.poll_deadline(), doing, lambda: self._with_conn(doing, work)
+            self.poll_deadline(),
+            doing,
+            lambda: self._with_conn(doing, work),
+            hint=f"{HUNG_HINT}.",
         )
 
     def _abandon(self) -> None:
