@@ -16,6 +16,9 @@ import pytest
 from factories import connected, once
 
 from carpool_tui.cli import build_parser
+from carpool_tui.config import dsn_parts
+from carpool_tui.db.connect import normalize_dsn
+from carpool_tui.db.errors import SettingsInvalid
 from carpool_tui.db.migrate import migrate, plan, read_sql
 
 
@@ -316,6 +319,70 @@ async def test_libpq_keyword_dsn_and_connect_timeout_work(ops_dsn: str) -> None:
     sep = "&" if "?" in ops_dsn else "?"
     timed = run_cli("migrate", "--dry-run", "--dsn", f"{ops_dsn}{sep}connect_timeout=3")
     assert timed.returncode == 0, timed.stderr
+
+
+def _pg_env(dsn: str) -> dict[str, str]:
+    """The environment with PGHOST, PGPORT and PGUSER naming the test server and
+    no other PG* variable or DATABASE_URL: a DSN that lost its server on the
+    way would reach this one, never libpq's default server."""
+    named = dsn_parts(dsn)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PG") and key != "DATABASE_URL"
+    }
+    env["PGHOST"] = named["host"]
+    for key, variable in (("port", "PGPORT"), ("user", "PGUSER")):
+        if named.get(key):
+            env[variable] = named[key]
+    return env
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "hostaddr=127.0.0.2 dbname=carpool user=postgres",
+        "host=db.internal hostaddr='127.0.0.2' dbname=carpool",
+        "postgresql://postgres@db.internal/carpool?hostaddr=127.0.0.2",
+    ],
+)
+def test_a_hostaddr_is_refused_in_either_form(dsn: str) -> None:
+    """The driver has no hostaddr: carried or dropped, the connection would go
+    to the host, PGHOST or the local socket instead of that address."""
+    with pytest.raises(SettingsInvalid) as refused:
+        normalize_dsn(dsn)
+    assert "hostaddr=127.0.0.2" in str(refused.value)
+    assert "Use host= instead (host=127.0.0.2" in str(refused.value)
+
+
+async def test_a_keyword_dsn_with_hostaddr_reaches_no_other_server(
+    ops_dsn: str,
+) -> None:
+    """With PGHOST naming a server, a dropped hostaddr would report on that
+    server's database as if it were the one asked for."""
+    named = dsn_parts(ops_dsn)
+    words = f"hostaddr=127.0.0.2 dbname={named['dbname']} user={named['user']}"
+    env = _pg_env(ops_dsn)
+    checked = run_cli("check", "--dsn", words, env=env)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("CARPOOL UNKNOWN"), checked.stdout
+    assert "sets hostaddr=127.0.0.2" in checked.stdout
+    assert "Use host= instead" in checked.stdout
+    job = run_cli("run-job", "expire_rides", "--dsn", words, env=env)
+    assert job.returncode == 1, job.stdout + job.stderr
+    assert "sets hostaddr=127.0.0.2" in job.stderr
+    assert await once(ops_dsn, "SELECT count(*) FROM system_job_log") == 0
+
+
+async def test_a_set_pghostaddr_is_refused(ops_dsn: str) -> None:
+    """libpq connects to PGHOSTADDR whatever the DSN's host; the driver ignores
+    it, so the two would reach different servers."""
+    env = {**_pg_env(ops_dsn), "PGHOSTADDR": "127.0.0.2"}
+    for dsn in ((), ("--dsn", ops_dsn)):
+        checked = run_cli("check", *dsn, env=env)
+        assert checked.returncode == 3, checked.stdout + checked.stderr
+        assert "PGHOSTADDR is set (127.0.0.2)" in checked.stdout
+        assert "Unset PGHOSTADDR" in checked.stdout
 
 
 def test_port_out_of_range_is_one_line_without_the_password() -> None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from carpool_tui.db.errors import OpsError, translate
+from carpool_tui.db.errors import OpsError, SettingsInvalid, translate
 
 CONNECT_TIMEOUT_S = 10.0
 _KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-_URL_PARTS = {"user", "password", "host", "hostaddr", "port", "dbname"}
+_URL_PARTS = {"user", "password", "host", "port", "dbname"}
 _BAD_DSN_HINT = "Use a DSN like postgresql://user:password@host:5432/dbname."
 
 
@@ -23,7 +24,10 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
 
     libpq's ``key=value`` form becomes a URL, and ``connect_timeout`` (a libpq
     option asyncpg would send to the server as a setting) becomes the timeout.
+    A server address asyncpg cannot honour (``hostaddr``, ``PGHOSTADDR``) is
+    refused: asyncpg would connect to another server than libpq does.
     """
+    _refuse_pghostaddr()
     if dsn is None:
         return None, CONNECT_TIMEOUT_S
     dsn = dsn.strip()
@@ -39,6 +43,8 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     timeout = CONNECT_TIMEOUT_S
     kept = []
     for key, value in query:
+        if key == "hostaddr":
+            _refuse_hostaddr(value)
         if key == "connect_timeout":
             try:
                 timeout = max(1.0, float(value))
@@ -61,6 +67,32 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 _BAD_DSN_HINT,
             )
     return urlunsplit(parts._replace(query=urlencode(kept))), timeout
+
+
+def _refuse_hostaddr(address: str) -> NoReturn:
+    """Refuse a DSN's ``hostaddr``: asyncpg has no such option and would send it
+    to the server as a setting, after connecting to the DSN's host, PGHOST or the
+    default socket, a server other than the one libpq (psql) would reach."""
+    raise SettingsInvalid(
+        f"The DSN sets hostaddr={address}, which carpool-tui's PostgreSQL driver"
+        " does not support: it would connect to the DSN's host, PGHOST or the"
+        " local socket instead",
+        f"Use host= instead (host={address or 'ADDRESS'}: host= takes an IP"
+        " address too).",
+    )
+
+
+def _refuse_pghostaddr() -> None:
+    """Refuse a set ``PGHOSTADDR``: libpq connects to that address whatever the
+    DSN's host, and asyncpg ignores it, so the two would reach different servers."""
+    address = os.environ.get("PGHOSTADDR", "").strip()
+    if address:
+        raise SettingsInvalid(
+            f"PGHOSTADDR is set ({address}), which carpool-tui's PostgreSQL driver"
+            " ignores: it would connect to another server than psql does",
+            f"Unset PGHOSTADDR and name the server in host= or PGHOST instead"
+            f" (host={address}).",
+        )
 
 
 def _keywords_to_url(text: str) -> str:
