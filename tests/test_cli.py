@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
@@ -383,6 +384,31 @@ async def test_a_set_pghostaddr_is_refused(ops_dsn: str) -> None:
         assert checked.returncode == 3, checked.stdout + checked.stderr
         assert "PGHOSTADDR is set (127.0.0.2)" in checked.stdout
         assert "Unset PGHOSTADDR" in checked.stdout
+
+
+async def test_a_service_names_the_database_in_every_form(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A DSN that names only a service takes the service file's dbname, as
+    libpq does: an empty database name in the URL it becomes would override it
+    and reach the database named after the user."""
+    named = dsn_parts(ops_dsn)
+    service = tmp_path / "pg_service.conf"
+    lines = ["[carpool_test]", f"host={named['host']}", f"dbname={named['dbname']}"]
+    lines += [f"{key}={named[key]}" for key in ("port", "user") if named.get(key)]
+    service.write_text("\n".join(lines) + "\n")
+    env = {**_pg_env(ops_dsn), "PGSERVICEFILE": str(service)}
+    forms = (
+        "postgresql://?service=carpool_test",  # the driver reads the file
+        "postgresql:///?service=carpool_test",
+        "service=carpool_test",
+        "service='carpool_test' connect_timeout=5",
+    )
+    for runs, dsn in enumerate(forms, start=1):
+        result = run_cli("run-job", "expire_rides", "--dsn", dsn, env=env)
+        assert result.returncode == 0, (dsn, result.stdout + result.stderr)
+        logged = await once(ops_dsn, "SELECT count(*) FROM system_job_log")
+        assert logged == runs, dsn
 
 
 def test_port_out_of_range_is_one_line_without_the_password() -> None:

@@ -31,7 +31,8 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     if dsn is None:
         return None, CONNECT_TIMEOUT_S
     dsn = dsn.strip()
-    if "://" not in dsn and "=" in dsn:
+    keywords = "://" not in dsn and "=" in dsn
+    if keywords:
         dsn = _keywords_to_url(dsn)
     try:
         parts = urlsplit(dsn)
@@ -66,7 +67,13 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 f"The port in the DSN is not a port number (1-65535): {host_port}",
                 _BAD_DSN_HINT,
             )
-    return urlunsplit(parts._replace(query=urlencode(kept))), timeout
+    path = parts.path
+    if path == "/" and not keywords:
+        # libpq reads a URL's empty database name as none given, so that
+        # PGDATABASE or a service's dbname applies; asyncpg would connect to an
+        # empty name, which the server takes as the user's name.
+        path = ""
+    return urlunsplit(parts._replace(path=path, query=urlencode(kept))), timeout
 
 
 def _refuse_hostaddr(address: str) -> NoReturn:
@@ -131,7 +138,10 @@ def _keywords_to_url(text: str) -> str:
             extra["port"] = port
             port = None
     netloc = f"{auth}{host}" + (f":{port}" if port is not None else "")
-    path = "/" + quote(pairs.get("dbname", ""), safe="")
+    # No dbname, no path: an empty one would be a database name, and would
+    # hide the dbname of a service, or PGDATABASE, as libpq does not.
+    dbname = pairs.get("dbname")
+    path = "" if dbname is None else "/" + quote(dbname, safe="")
     return urlunsplit(("postgresql", netloc, path, urlencode(extra), ""))
 
 
