@@ -550,3 +550,21 @@ async def test_a_server_that_stops_answering_is_unknown_in_bounded_time(
         assert (data["error"], data["hint"]) == (said, hint)
     else:
         assert out == f"CARPOOL UNKNOWN - {said}. {hint}\n"
+
+
+async def test_a_dsn_asking_for_a_read_write_server_is_checked(
+    ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """check reads in a read-only session; the server is still a read-write
+    one, and target_session_attrs=read-write must find it so, by --dsn and by a
+    read_only target alike."""
+    sep = "&" if "?" in ops_dsn else "?"
+    dsn = f"{ops_dsn}{sep}target_session_attrs=read-write"
+    run_jobs(cli_env, dsn)
+    config = tmp_path / "rw.toml"
+    config.write_text(f"[targets.wall]\ndsn = '{dsn}'\nread_only = true\n")
+    cli_env["CARPOOL_TUI_CONFIG"] = str(config)
+    for args in (("--dsn", dsn), ("--target", "wall")):
+        done = cli(cli_env, "check", *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith("CARPOOL OK - "), done.stdout

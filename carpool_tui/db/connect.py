@@ -153,29 +153,48 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _make_read_only(conn: asyncpg.Connection) -> None:
+    """Make every later transaction of the session read-only, so that the
+    server refuses any write, whatever the path.
+
+    It is set once connected, not in the startup packet: the server reports a
+    startup value back, and asyncpg's target_session_attrs check would take
+    the session's read-only default for a read-only server (refusing
+    ``read-write``, accepting a primary for ``read-only``). A value set with SET
+    lasts for the session unless reset: nothing here runs RESET ALL or DISCARD
+    ALL, and the pool releases connections without its reset query (see
+    ``_keep_session``).
+    """
+    await conn.execute("SET SESSION default_transaction_read_only = on")
+
+
+async def _init_read_only_connection(conn: asyncpg.Connection) -> None:
+    """A pooled connection made read-only before anything else runs on it."""
+    await _make_read_only(conn)
+    await _init_connection(conn)
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release a pooled connection without asyncpg's reset query.
 
-    The pool's connections carry no session state: every read is one
-    autocommit statement and every setting made is transaction-local. The
-    default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would be
+    The default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would
+    undo the read-only default of a read-only pool's connections, and would be
     one more round trip per read, about a quarter of what a dashboard's own
-    reads cost the server. asyncpg still rolls back a transaction left open.
+    reads cost the server. Nothing else needs resetting: every read is one
+    autocommit statement and every setting made is transaction-local. asyncpg
+    still rolls back a transaction left open.
     """
 
 
 def _server_settings(
-    purpose: str, statement_timeout_ms: int, read_only: bool, lock_timeout_ms: int
+    purpose: str, statement_timeout_ms: int, lock_timeout_ms: int
 ) -> dict[str, str]:
-    settings = {
+    return {
         "application_name": f"carpool-tui {purpose}"[:63],
         "statement_timeout": str(statement_timeout_ms),
         "lock_timeout": str(lock_timeout_ms),
         "idle_in_transaction_session_timeout": "60000",
     }
-    if read_only:
-        settings["default_transaction_read_only"] = "on"
-    return settings
 
 
 async def connect(
@@ -186,19 +205,29 @@ async def connect(
     lock_timeout_ms: int = 2_000,
     read_only: bool = False,
 ) -> asyncpg.Connection:
-    """One connection that names itself and carries a statement timeout."""
+    """One connection that names itself and carries a statement timeout;
+    ``read_only``: one where the server refuses every write."""
     dsn, timeout = normalize_dsn(dsn)
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn,
             timeout=timeout,
             server_settings=_server_settings(
-                purpose, statement_timeout_ms, read_only, lock_timeout_ms
+                purpose, statement_timeout_ms, lock_timeout_ms
             ),
         )
     except Exception as exc:
         raise translate(exc, doing="Connecting to the database") from exc
-    await _init_connection(conn)
+    try:
+        if read_only:
+            await _make_read_only(conn)
+        await _init_connection(conn)
+    except BaseException as exc:
+        # Never hand out a connection that may not be read-only as asked.
+        conn.terminate()
+        if isinstance(exc, Exception):
+            raise translate(exc, doing="Connecting to the database") from exc
+        raise
     return conn
 
 
@@ -210,7 +239,8 @@ async def create_pool(
     read_only: bool = False,
     max_size: int = 3,
 ) -> asyncpg.Pool:
-    """A small pool for polling; each connection is named and time-limited."""
+    """A small pool for polling; each connection is named and time-limited,
+    and with ``read_only`` made read-only before the pool hands it out."""
     dsn, timeout = normalize_dsn(dsn)
     try:
         pool = await asyncio.wait_for(
@@ -219,10 +249,8 @@ async def create_pool(
                 min_size=1,
                 max_size=max_size,
                 timeout=timeout,
-                server_settings=_server_settings(
-                    purpose, statement_timeout_ms, read_only, 2_000
-                ),
-                init=_init_connection,
+                server_settings=_server_settings(purpose, statement_timeout_ms, 2_000),
+                init=_init_read_only_connection if read_only else _init_connection,
                 reset=_keep_session,
             ),
             timeout=timeout * 2,
