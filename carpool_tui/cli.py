@@ -303,8 +303,9 @@ def _add_dashboard_options(
         "--read-only",
         action="store_true",
         default=False if top else argparse.SUPPRESS,
-        help="open a read-only session: the database refuses every write "
-        "(also on when the target says read_only = true)",
+        help="open a read-only session: the database refuses every write, and "
+        "migrate (but not --dry-run) and seed refuse to run (also on when the "
+        "target says read_only = true)",
     )
 
 
@@ -575,8 +576,14 @@ def _target_dsn(args: argparse.Namespace) -> str | None:
 
 
 def _writing_dsn(args: argparse.Namespace, command: str) -> str | None:
-    """The DSN for a command that writes (migrate, seed); a read-only target
-    refuses it, whatever DSN the command line gives."""
+    """The DSN for a command that writes (migrate, seed); --read-only or a
+    read-only target refuses it before connecting, whatever DSN the command
+    line gives: a session asked to be read-only must write nothing."""
+    if getattr(args, "read_only", False):
+        raise OpsError(
+            f"--read-only is given, and {command} writes to the database; run it"
+            " without --read-only"
+        )
     target = _target(args, _config(args))
     if target is not None and target.read_only:
         raise ConfigError(

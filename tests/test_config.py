@@ -266,6 +266,31 @@ async def test_a_read_only_target_refuses_migrate_and_seed(
     assert "no target 'nope'" in json.loads(as_json.stdout)["error"]
 
 
+async def test_read_only_on_the_command_line_refuses_migrate_and_seed(
+    cli_env: dict[str, str], base_dsn: str, ops_dsn: str
+) -> None:
+    """--read-only is as binding as a read_only target: refused before
+    connecting, so nothing is written."""
+    for args in (
+        ["--read-only", "migrate", "--dsn", base_dsn],
+        ["--read-only", "--dsn", base_dsn, "migrate", "--base"],
+        ["--read-only", "seed", "--dsn", ops_dsn, "--rides", "5"],
+        ["--dsn", ops_dsn, "--read-only", "seed", "--rides", "5"],
+    ):
+        done = cli(cli_env, *args)
+        assert done.returncode == 1, done.stdout + done.stderr
+        command = "migrate" if "migrate" in args else "seed"
+        assert done.stderr.strip().splitlines() == [
+            f"carpool-tui: --read-only is given, and {command} writes to the"
+            " database; run it without --read-only"
+        ]
+    assert await once(base_dsn, "SELECT to_regproc('ops_layer_version')") is None
+    assert await once(ops_dsn, "SELECT count(*) FROM rides") == 0
+    dry = cli(cli_env, "--read-only", "migrate", "--dsn", base_dsn, "--dry-run")
+    assert dry.returncode == 0, dry.stderr  # a dry run only reads
+    assert "would apply ops/0101_ops_tables.sql" in dry.stdout
+
+
 def test_a_target_dsn_that_names_nothing_is_refused_when_used(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
