@@ -386,17 +386,23 @@ async def test_a_set_pghostaddr_is_refused(ops_dsn: str) -> None:
         assert "Unset PGHOSTADDR" in checked.stdout
 
 
+def _service_file(path: Path, dsn: str, *settings: str) -> Path:
+    """A service file defining the service carpool_test: the server and
+    database of ``dsn``, then ``settings`` (``key=value`` lines)."""
+    named = dsn_parts(dsn)
+    lines = ["[carpool_test]", f"host={named['host']}", f"dbname={named['dbname']}"]
+    lines += [f"{key}={named[key]}" for key in ("port", "user") if named.get(key)]
+    path.write_text("\n".join([*lines, *settings]) + "\n")
+    return path
+
+
 async def test_a_service_names_the_database_in_every_form(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     """A DSN that names only a service takes the service file's dbname, as
     libpq does: an empty database name in the URL it becomes would override it
     and reach the database named after the user."""
-    named = dsn_parts(ops_dsn)
-    service = tmp_path / "pg_service.conf"
-    lines = ["[carpool_test]", f"host={named['host']}", f"dbname={named['dbname']}"]
-    lines += [f"{key}={named[key]}" for key in ("port", "user") if named.get(key)]
-    service.write_text("\n".join(lines) + "\n")
+    service = _service_file(tmp_path / "pg_service.conf", ops_dsn)
     env = {**_pg_env(ops_dsn), "PGSERVICEFILE": str(service)}
     forms = (
         "postgresql://?service=carpool_test",  # the driver reads the file
@@ -409,6 +415,41 @@ async def test_a_service_names_the_database_in_every_form(
         assert result.returncode == 0, (dsn, result.stdout + result.stderr)
         logged = await once(ops_dsn, "SELECT count(*) FROM system_job_log")
         assert logged == runs, dsn
+
+
+def test_a_service_the_driver_would_connect_without_is_refused(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """libpq fails on a service it cannot find and reads PGSERVICE and a
+    service's hostaddr; the driver ignores all three and connects by the PG*
+    variables, here to a database that would answer as if it were the one."""
+    service = _service_file(tmp_path / "pg_service.conf", ops_dsn)
+    env = {
+        **_pg_env(ops_dsn),
+        "PGDATABASE": dsn_parts(ops_dsn)["dbname"],
+        "PGSERVICEFILE": str(service),
+    }
+    for dsn, said in (
+        ("service=nosuch", f"names service 'nosuch', which {service} does not"),
+        ("postgresql://?service=nosuch", "names service 'nosuch'"),
+    ):
+        checked = run_cli("check", "--dsn", dsn, env=env)
+        assert checked.returncode == 3, checked.stdout + checked.stderr
+        assert said in checked.stdout, checked.stdout
+        assert "set PGSERVICEFILE to the file that defines it" in checked.stdout
+
+    unset = {**env, "PGSERVICE": "carpool_test"}
+    checked = run_cli("check", env=unset)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert "PGSERVICE is set (carpool_test)" in checked.stdout, checked.stdout
+    assert "service=carpool_test" in checked.stdout
+
+    by_address = _service_file(tmp_path / "by-address.conf", ops_dsn, "hostaddr=::2")
+    env["PGSERVICEFILE"] = str(by_address)
+    checked = run_cli("check", "--dsn", "service=carpool_test", env=env)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert "sets hostaddr=::2" in checked.stdout, checked.stdout
+    assert "Use host= instead" in checked.stdout
 
 
 def test_port_out_of_range_is_one_line_without_the_password() -> None:

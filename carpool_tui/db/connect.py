@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -25,10 +27,12 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     libpq's ``key=value`` form becomes a URL, and ``connect_timeout`` (a libpq
     option asyncpg would send to the server as a setting) becomes the timeout.
     A server address asyncpg cannot honour (``hostaddr``, ``PGHOSTADDR``) is
-    refused: asyncpg would connect to another server than libpq does.
+    refused: asyncpg would connect to another server than libpq does. So is a
+    service asyncpg would connect without (see ``_check_service``).
     """
     _refuse_pghostaddr()
     if dsn is None:
+        _check_service(None)
         return None, CONNECT_TIMEOUT_S
     dsn = dsn.strip()
     keywords = "://" not in dsn and "=" in dsn
@@ -56,6 +60,8 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 ) from None
         else:
             kept.append((key, value))
+    services = [value for key, value in kept if key == "service"]
+    _check_service(services[-1] if services else None)
     host_port = parts.netloc.rsplit("@", 1)[-1]
     if "," not in host_port:  # asyncpg checks multi-host lists itself
         try:
@@ -100,6 +106,72 @@ def _refuse_pghostaddr() -> None:
             f"Unset PGHOSTADDR and name the server in host= or PGHOST instead"
             f" (host={address}).",
         )
+
+
+def _check_service(service: str | None) -> None:
+    """Refuse a service asyncpg would silently connect without.
+
+    libpq fails on a service it cannot find, and also reads PGSERVICE and the
+    system-wide service file. asyncpg reads only PGSERVICEFILE (else
+    ~/.pg_service.conf), ignores a service not defined there and PGSERVICE,
+    and skips a service's hostaddr: each time it would connect by the rest of
+    the DSN, the PG* variables or the local socket, to another database.
+    """
+    if service is None:
+        named = os.environ.get("PGSERVICE", "").strip()
+        if named:
+            raise SettingsInvalid(
+                f"PGSERVICE is set ({named}), which carpool-tui's PostgreSQL driver"
+                " ignores: it would connect without that service's settings",
+                f"Name the service in the DSN instead (service={named}) and unset"
+                " PGSERVICE.",
+            )
+        return
+    path = _service_file()
+    if path is None:
+        raise SettingsInvalid(
+            f"The DSN names service {service!r}, but carpool-tui's PostgreSQL"
+            " driver finds no service file (PGSERVICEFILE is not set and there is"
+            " no home directory), and would connect without it",
+            "Set PGSERVICEFILE to the file that defines the service.",
+        )
+    services = configparser.ConfigParser(interpolation=None)
+    try:
+        services.read(path, encoding="utf-8")  # a missing file defines nothing
+    except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+        raise SettingsInvalid(
+            f"The service file {path} cannot be read ({exc})",
+            "Correct the file, or set PGSERVICEFILE to another one.",
+        ) from None
+    if not services.has_section(service):
+        raise SettingsInvalid(
+            f"The DSN names service {service!r}, which {path} does not define:"
+            " carpool-tui's PostgreSQL driver reads no other service file, and"
+            " would connect without it",
+            "Define the service in that file, or set PGSERVICEFILE to the file"
+            " that defines it.",
+        )
+    address = services.get(service, "hostaddr", fallback=None)
+    if address is not None:
+        raise SettingsInvalid(
+            f"Service {service!r} in {path} sets hostaddr={address}, which"
+            " carpool-tui's PostgreSQL driver does not support: it would connect"
+            " to the service's host, PGHOST or the local socket instead",
+            f"Use host= instead (host={address or 'ADDRESS'}: host= takes an IP"
+            " address too).",
+        )
+
+
+def _service_file() -> Path | None:
+    """The one service file asyncpg reads: PGSERVICEFILE, else
+    ~/.pg_service.conf; None without either."""
+    named = os.environ.get("PGSERVICEFILE")
+    if named is not None:
+        return Path(named)
+    try:
+        return Path.home() / ".pg_service.conf"
+    except (RuntimeError, KeyError):
+        return None
 
 
 def _keywords_to_url(text: str) -> str:
