@@ -95,17 +95,27 @@ def _refuse_hostaddr(address: str) -> NoReturn:
     )
 
 
+def _refuse_ignored(variable: str, consequence: str, remedy: str) -> None:
+    """Refuse a set libpq variable that asyncpg ignores; ``remedy`` may name
+    the value as ``{value}``."""
+    value = os.environ.get(variable, "").strip()
+    if value:
+        raise SettingsInvalid(
+            f"{variable} is set ({value}), which carpool-tui's PostgreSQL driver"
+            f" ignores: {consequence}",
+            remedy.format(value=value),
+        )
+
+
 def _refuse_pghostaddr() -> None:
     """Refuse a set ``PGHOSTADDR``: libpq connects to that address whatever the
     DSN's host, and asyncpg ignores it, so the two would reach different servers."""
-    address = os.environ.get("PGHOSTADDR", "").strip()
-    if address:
-        raise SettingsInvalid(
-            f"PGHOSTADDR is set ({address}), which carpool-tui's PostgreSQL driver"
-            " ignores: it would connect to another server than psql does",
-            f"Unset PGHOSTADDR and name the server in host= or PGHOST instead"
-            f" (host={address}).",
-        )
+    _refuse_ignored(
+        "PGHOSTADDR",
+        "it would connect to another server than psql does",
+        "Unset PGHOSTADDR and name the server in host= or PGHOST instead"
+        " (host={value}).",
+    )
 
 
 def _check_service(service: str | None) -> None:
@@ -118,14 +128,12 @@ def _check_service(service: str | None) -> None:
     the DSN, the PG* variables or the local socket, to another database.
     """
     if service is None:
-        named = os.environ.get("PGSERVICE", "").strip()
-        if named:
-            raise SettingsInvalid(
-                f"PGSERVICE is set ({named}), which carpool-tui's PostgreSQL driver"
-                " ignores: it would connect without that service's settings",
-                f"Name the service in the DSN instead (service={named}) and unset"
-                " PGSERVICE.",
-            )
+        _refuse_ignored(
+            "PGSERVICE",
+            "it would connect without that service's settings",
+            "Name the service in the DSN instead (service={value}) and unset"
+            " PGSERVICE.",
+        )
         return
     path = _service_file()
     if path is None:
