@@ -12,12 +12,15 @@ import asyncpg
 import pytest
 from factories import connected, job
 from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
-from test_ui_support import frozen, make_settings, screen_text, until
+from test_ui_support import frozen, make_settings, screen_text, static_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
-from textual.widgets import Sparkline
+from textual.widgets import Digits, Sparkline, Static
 
 from carpool_tui.cli import THEME_CHOICES, build_parser
+from carpool_tui.db.errors import OpsError
+from carpool_tui.db.probe import read_health
+from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.ui.actions import ACTIONS, ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import ConfirmJobDialog
@@ -128,6 +131,100 @@ async def test_wallboard_says_disconnected_and_since_when(tmp_path: Path) -> Non
             "unknown state with a since",
         )
         assert "NO DATA" in text
+
+
+def figures(board: WallboardScreen) -> dict[str, str]:
+    """The big figures of the wall, by their label."""
+    found: dict[str, str] = {}
+    for box in board.query(".wb-count"):
+        if box.display:
+            label = static_text(box.query_one(".wb-label", Static))
+            found[label] = box.query_one(Digits).value
+    return found
+
+
+def failed_panels(app: DashboardApp) -> set[str]:
+    """The panels that failed in the dashboard's latest snapshot."""
+    snapshot = app.dashboard.snapshot
+    return set() if snapshot is None else set(snapshot.errors)
+
+
+async def wall(pilot: Pilot[Any], app: DashboardApp) -> WallboardScreen:
+    """The wallboard, once the first snapshot is on it."""
+    board: WallboardScreen = await until(
+        pilot, lambda: isinstance(app.screen, WallboardScreen) and app.screen, "wb"
+    )
+    await loaded(pilot)
+    board.redraw()
+    return board
+
+
+async def test_the_wall_is_unknown_while_the_health_summary_cannot_be_read(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Only the summary's seat-mismatch count says something is wrong: while a
+    lock keeps the summary unread, the wall must not turn green."""
+    async with connected(ops_dsn) as conn:
+        for name in JOBS_BY_NAME:
+            await job(conn, name)
+        await seat_mismatch(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), wallboard=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board = await wall(pilot, app)
+        await until(pilot, lambda: board.has_class("-critical"), "the mismatch")
+        assert figures(board)["mismatches"] == "1"
+        blocker = await asyncpg.connect(ops_dsn)
+        try:
+            await blocker.execute("BEGIN; LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+            await until(
+                pilot,
+                lambda: "health" in failed_panels(app),
+                "a poll that cannot read the health summary",
+            )
+            board.redraw()
+            text = screen_text(board)
+            with pytest.raises(OpsError) as by_check:
+                await read_health(make_settings(ops_dsn, tmp_path))
+        finally:
+            await blocker.close()
+        assert "ALL OK" not in text and "Nothing is wrong" not in text
+        assert text.startswith("UNKNOWN") and board.has_class("-unknown"), text
+        unread = next(ln for ln in text.splitlines() if "health summary" in ln)
+        assert unread.startswith(" UNKNOWN") and "· since " in unread
+        locked = "Reading the health summary: a row it needs is locked"
+        assert locked in unread and by_check.value.message.startswith(locked)
+        shown = figures(board)
+        assert (shown["failed 24 h"], shown["mismatches"]) == ("-", "-")
+        assert (shown["critical"], shown["violations"]) == ("0", "0")
+        await until(pilot, lambda: board.has_class("-critical"), "the recovery")
+        assert "health summary" not in screen_text(board)
+
+
+async def test_the_wall_is_unknown_while_the_violations_cannot_be_read(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A critical row is open but unread: no big zeros, and the count the
+    health summary did give is on the wall instead."""
+    await problems_db(ops_dsn)
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "ALTER TABLE invariant_violations RENAME COLUMN notes TO notes_gone"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), wallboard=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board = await wall(pilot, app)
+        assert "violations" in failed_panels(app)
+        text = screen_text(board)
+        assert board.has_class("-unknown"), text
+        assert text.startswith("UNKNOWN")
+        unread = next(ln for ln in text.splitlines() if "violations:" in ln)
+        assert unread.startswith(" UNKNOWN"), unread
+        assert "Reading unresolved violations: column" in unread
+        shown = figures(board)
+        assert (shown["critical"], shown["violations"]) == ("-", "-")
+        assert shown["mismatches"] == "1"
+        assert "1 unresolved violations (warning above 0)" in text
+        assert "reconcile_seat_counts failed" in text
 
 
 # -- schedule --------------------------------------------------------------

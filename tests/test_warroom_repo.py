@@ -210,3 +210,26 @@ async def test_the_wall_says_how_often_an_overdue_job_runs(
     state = board_state(snapshot, FIXED_NOW)
     lines = [p.text for p in state.problems]
     assert "expire_rides overdue (runs every 5 minutes)" in lines, lines
+
+
+async def test_the_wall_does_not_judge_jobs_whose_runs_it_could_not_read(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Unread, the job log is no proof that a job never ran, nor of how many
+    are overdue: the wall says what it could not read instead."""
+    async with connected(ops_dsn) as conn:
+        for name in JOBS_BY_NAME:
+            await log_run(conn, name, 0.0)
+        await conn.execute(
+            "ALTER TABLE system_job_log RENAME COLUMN details TO details_gone"
+        )
+    snapshot = await read(ops_dsn, tmp_path, lambda r: r.snapshot())
+    assert "jobs" in snapshot.errors and "health" not in snapshot.errors
+    state = board_state(snapshot, FIXED_NOW)
+    assert state.level is Level.UNKNOWN
+    texts = [p.text for p in state.problems]
+    assert texts[0].startswith("Reading the latest job runs: column"), texts
+    assert state.problems[0].level is Level.UNKNOWN
+    assert not [t for t in texts if "never ran" in t or "overdue" in t], texts
+    assert dict(state.counts)["overdue"] is None
+    assert judge(snapshot, FIXED_NOW).level is Level.UNKNOWN

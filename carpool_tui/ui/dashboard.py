@@ -156,6 +156,9 @@ class DashboardScreen(Screen[None]):
         self.again = False
         self.retry_at: datetime | None = None
         self.failed_since: datetime | None = None
+        self.panels_failed_since: dict[str, datetime] = {}
+        """When each panel that failed in the latest snapshot first failed, by
+        panel: the wallboard says since when it could not read it."""
         self.log_offset = 0
         self.failed_only = False
         self.active_pane = "log"
@@ -319,6 +322,10 @@ class DashboardScreen(Screen[None]):
         self.error = None
         self.failures = 0
         self.failed_since = None
+        self.panels_failed_since = {
+            panel: self.panels_failed_since.get(panel, snap.fetched_at)
+            for panel in snap.errors
+        }
         self.render_snapshot(snap)
         if first:
             self.query_one("#startup").display = False

@@ -3,13 +3,15 @@
 It takes no keys and polls nothing itself: it sits on top of the live
 dashboard screen, whose poll loop keeps running, and redraws from that
 screen's latest snapshot and connection state once a second. The state is
-judged as `carpool-tui check` judges it (default thresholds), so the wall,
-the pager and the channel agree.
+judged as `carpool-tui check` judges it (default thresholds), UNKNOWN when a
+panel `check` reads could not be read, so the wall, the pager and the
+channel agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar
 
@@ -22,7 +24,7 @@ from textual.widgets import Digits, Static
 from carpool_tui.config import CheckThresholds
 from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.db.probe import HealthReading
-from carpool_tui.models import JOBS_BY_NAME, HealthSummary, Snapshot
+from carpool_tui.models import JOBS_BY_NAME, HealthSummary, PanelError, Snapshot
 from carpool_tui.monitor import CheckResult, Level, evaluate
 from carpool_tui.ui import fmt
 from carpool_tui.ui.text import safe_markup
@@ -55,8 +57,51 @@ class BoardState:
     problems: tuple[Problem, ...]
 
 
+def unread_panels(snapshot: Snapshot) -> dict[str, PanelError]:
+    """The panels `check` reads that failed in this snapshot, with why.
+
+    `check` reads the health summary, the latest job runs where there is a
+    job log, and the open violations where there is a violations table; when
+    any of them fails it says UNKNOWN. A panel that failed reads as empty in
+    the snapshot (no summary, no runs, no violations), so judging without
+    this would take what could not be read for all clear.
+    """
+    caps = snapshot.capabilities
+    needed = {"health"}
+    if caps.job_log_columns:
+        needed.add("jobs")
+    if caps.violation_columns:
+        needed.add("violations")
+    return {panel: e for panel, e in snapshot.errors.items() if panel in needed}
+
+
+def jobs_unread(snapshot: Snapshot, unread: Mapping[str, PanelError]) -> bool:
+    """Whether the jobs' last runs are unknown: they come from the job log
+    where there is one, else from the health summary."""
+    source = "jobs" if snapshot.capabilities.job_log_columns else "health"
+    return source in unread
+
+
+UNREAD_METRICS: dict[str, tuple[str, ...]] = {
+    "health": (
+        "seat_mismatches",
+        "unresolved_violations",
+        "expired_active_rides",
+        "failed_runs_24h",
+    ),
+    "violations": ("critical_violations",),
+}
+"""The metrics each panel measures, left out while it cannot be read; the
+jobs' two (failing and overdue) go by jobs_unread."""
+
+
 def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
-    """The snapshot judged with the thresholds `check` uses by default."""
+    """The snapshot judged as `check` judges it, with its default thresholds.
+
+    When a panel `check` reads failed, the level is UNKNOWN, the summary says
+    what could not be read and why, and the measures and jobs that panel
+    would have given are left out rather than judged as zeros.
+    """
     caps = snapshot.capabilities
     reading = HealthReading(
         capabilities=caps,
@@ -67,10 +112,27 @@ def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
         server_now=now,
         has_job_log=bool(caps.job_log_columns),
     )
-    return evaluate(reading, CheckThresholds(), caps.database)
+    result = evaluate(reading, CheckThresholds(), caps.database)
+    unread = unread_panels(snapshot)
+    if not unread:
+        return result
+    blind = {metric for panel in unread for metric in UNREAD_METRICS.get(panel, ())}
+    jobs = result.jobs
+    if jobs_unread(snapshot, unread):
+        blind |= {"failing_jobs", "overdue_jobs"}
+        jobs = ()
+    return replace(
+        result,
+        level=Level.UNKNOWN,
+        summary="; ".join(e.message for e in unread.values()),
+        measures=tuple(m for m in result.measures if m.metric not in blind),
+        jobs=jobs,
+    )
 
 
-def _problems(result: CheckResult, snapshot: Snapshot) -> list[Problem]:
+def _problems(
+    result: CheckResult, snapshot: Snapshot, unread: Mapping[str, PanelError]
+) -> list[Problem]:
     """Open violations, failing and overdue jobs, then other counts over limits."""
     found: list[Problem] = []
     for v in snapshot.violations:
@@ -99,8 +161,10 @@ def _problems(result: CheckResult, snapshot: Snapshot) -> list[Problem]:
                         job.last_started_at + every,
                     )
                 )
-    told = {"critical_violations", "unresolved_violations", "failing_jobs"}
-    told.add("overdue_jobs")
+    told = {"critical_violations", "failing_jobs", "overdue_jobs"}
+    if "violations" not in unread:
+        # Listed row by row above; unread, the summary's count is all there is.
+        told.add("unresolved_violations")
     for measure in result.measures:
         if measure.level is not Level.OK and measure.metric not in told:
             found.append(Problem(measure.level, measure.text(), None))
@@ -115,8 +179,14 @@ def board_state(
     *,
     lost_since: datetime | None = None,
     error: str | None = None,
+    unread_since: Mapping[str, datetime] | None = None,
 ) -> BoardState:
-    """The wall's content from the dashboard's latest snapshot and poll state."""
+    """The wall's content from the dashboard's latest snapshot and poll state.
+
+    ``unread_since`` says since when each failed panel has been failing. A
+    figure from a panel that could not be read is None (drawn as a dash),
+    never the zero an empty panel would give.
+    """
     if snapshot is None:
         return BoardState(
             Level.UNKNOWN,
@@ -125,18 +195,32 @@ def board_state(
             (Problem(Level.UNKNOWN, error or "Connecting…", lost_since),),
         )
     result = judge(snapshot, now)
-    problems = _problems(result, snapshot)
+    unread = unread_panels(snapshot)
+    problems = _problems(result, snapshot, unread)
+    since = unread_since or {}
+    for panel, failure in reversed(unread.items()):
+        problems.insert(0, Problem(Level.UNKNOWN, failure.message, since.get(panel)))
     level = result.level
     if error is not None:
         problems.insert(0, Problem(Level.UNKNOWN, error, lost_since))
         level = Level.UNKNOWN if lost_since is not None else level
-    health = snapshot.health
-    critical = sum(1 for v in snapshot.violations if v.severity == "critical")
+    health = None if "health" in unread else snapshot.health
+    violations = None if "violations" in unread else snapshot.violations
+    critical = (
+        None
+        if violations is None
+        else sum(1 for v in violations if v.severity == "critical")
+    )
+    overdue = (
+        None
+        if jobs_unread(snapshot, unread)
+        else sum(1 for j in result.jobs if j.overdue)
+    )
     counts: tuple[tuple[str, int | None], ...] = (
         ("critical", critical),
-        ("violations", len(snapshot.violations)),
+        ("violations", None if violations is None else len(violations)),
         ("failed 24 h", None if health is None else health.failed_jobs_24h),
-        ("overdue", sum(1 for j in result.jobs if j.overdue)),
+        ("overdue", overdue),
         ("mismatches", None if health is None else health.seat_mismatches),
     )
     headline = {
@@ -231,7 +315,13 @@ class WallboardScreen(Screen[None]):
         lost = source.failed_since if source.error is not None else None
         if isinstance(source.error, ConnectionLost) and source.snapshot is not None:
             error = f"DISCONNECTED: {source.error.message}"
-        return board_state(source.snapshot, now, lost_since=lost, error=error)
+        return board_state(
+            source.snapshot,
+            now,
+            lost_since=lost,
+            error=error,
+            unread_since=source.panels_failed_since,
+        )
 
     def redraw(self) -> None:
         now = self.dash.clock()
