@@ -711,13 +711,22 @@ def _view(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _wall_thresholds(
+    args: argparse.Namespace, config: ConfigFile, target: Target | None
+) -> CheckThresholds:
+    """What the wallboard judges with: the thresholds `check` takes from the
+    config file for the same target."""
+    return config.thresholds(target)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from carpool_tui.ui.app import run_dashboard
 
-    settings, _, _ = _target_settings(args)
+    settings, config, target = _target_settings(args)
+    thresholds = _wall_thresholds(args, config, target)
     restore = _install_stop_handlers()
     try:
-        return run_dashboard(settings, **_view(args))
+        return run_dashboard(settings, thresholds=thresholds, **_view(args))
     except _Stop as stop:
         _say(f"Stopping on {stop}.")
         return 0
@@ -790,6 +799,12 @@ def _install_stop_handlers() -> Callable[[], None]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from carpool_tui.db.embedded import EmbeddedServer, default_data_dir
 
+    # The config file is read before the server starts: a mistake in it stops
+    # the demo at once.
+    view = _view(args)
+    thresholds = (
+        _wall_thresholds(args, _config(args), None) if view["wallboard"] else None
+    )
     data_dir: Path = args.data_dir or default_data_dir()
     if args.reset and data_dir.exists():
         stale = EmbeddedServer(data_dir)
@@ -808,7 +823,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"Demo database (for --dsn while the demo runs): {demo_dsn}")
         from carpool_tui.ui.app import run_dashboard
 
-        return run_dashboard(_settings(args, demo_dsn), **_view(args))
+        return run_dashboard(_settings(args, demo_dsn), thresholds=thresholds, **view)
     except _Stop as stop:
         _say(f"Stopping on {stop}.")
         return 0

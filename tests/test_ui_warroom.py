@@ -11,16 +11,19 @@ from typing import Any
 import asyncpg
 import pytest
 from factories import connected, job
+from test_check import cli, isolated_env
 from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
 from test_ui_support import frozen, make_settings, screen_text, static_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
 from textual.widgets import Digits, Sparkline, Static
 
-from carpool_tui.cli import THEME_CHOICES, build_parser
+from carpool_tui.cli import THEME_CHOICES, build_parser, cmd_dashboard
+from carpool_tui.config import Settings
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import read_health
 from carpool_tui.models import JOBS_BY_NAME
+from carpool_tui.ui import app as app_module
 from carpool_tui.ui.actions import ACTIONS, ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import ConfirmJobDialog
@@ -225,6 +228,49 @@ async def test_the_wall_is_unknown_while_the_violations_cannot_be_read(
         assert shown["mismatches"] == "1"
         assert "1 unresolved violations (warning above 0)" in text
         assert "reconcile_seat_counts failed" in text
+
+
+async def test_the_wall_judges_with_the_thresholds_check_uses_for_the_target(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A critical violation is open and the target turns critical violations
+    off: `check --target` says WARNING, and so must the wall of that target."""
+    async with connected(ops_dsn) as conn:
+        for name in JOBS_BY_NAME:
+            await job(conn, name)
+        ride = await seat_mismatch(conn)
+        await conn.fetchval("SELECT check_system_invariants()")
+        await conn.execute("UPDATE rides SET available_seats = 2 WHERE id = $1", ride)
+    config = tmp_path / "carpool.toml"
+    config.write_text(
+        f"[targets.demo]\ndsn = '{ops_dsn}'\n"
+        "[targets.demo.check.critical]\ncritical_violations = 'off'\n"
+    )
+    env = isolated_env(tmp_path)
+    by_check = cli(env, "check", "--config", str(config), "--target", "demo")
+    assert by_check.returncode == 1, by_check.stdout + by_check.stderr
+    assert by_check.stdout.startswith("CARPOOL WARNING - 1 unresolved violations")
+    # The dashboard command, as `carpool-tui --target demo --wallboard` runs it.
+    monkeypatch.setenv("CARPOOL_TUI_LOG", env["CARPOOL_TUI_LOG"])
+    started: dict[str, Any] = {}
+
+    def run_dashboard(settings: Settings, **options: Any) -> int:
+        started.update(options, settings=settings)
+        return 0
+
+    monkeypatch.setattr(app_module, "run_dashboard", run_dashboard)
+    argv = ["--config", str(config), "--target", "demo", "--wallboard"]
+    assert cmd_dashboard(build_parser().parse_args(argv)) == 0
+    app = DashboardApp(**started)
+    async with app.run_test(size=(120, 40)) as pilot:
+        board = await wall(pilot, app)
+        text = screen_text(board)
+        assert text.startswith("WARNING"), text
+        assert board.has_class("-warning")
+        seat = next(ln for ln in text.splitlines() if "seat_mismatch" in ln)
+        assert seat.startswith(" WARNING"), seat
+        assert "CRITICAL" not in text
+        assert figures(board)["critical"] == "1"
 
 
 # -- schedule --------------------------------------------------------------

@@ -17,7 +17,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from carpool_tui.config import Settings
+from carpool_tui.config import CheckThresholds, Settings
 from carpool_tui.db.repo import Repository, utc_now
 from carpool_tui.models import Capabilities
 from carpool_tui.runbooks.engine import Entry, Timeline
@@ -34,7 +34,8 @@ class DashboardApp(WarRoomActions, App[int]):
     """carpool-tui's dashboard; `clock` is injectable so tests can freeze time.
 
     With `wallboard` the keyless WallboardScreen covers the dashboard screen,
-    whose poll loop feeds it.
+    whose poll loop feeds it; it judges with `thresholds`, those `check` uses
+    for the same target (None: the defaults).
     """
 
     CSS_PATH = "dashboard.tcss"
@@ -61,11 +62,13 @@ class DashboardApp(WarRoomActions, App[int]):
         target: str | None = None,
         wallboard: bool = False,
         theme: str | None = None,
+        thresholds: CheckThresholds | None = None,
     ) -> None:
         super().__init__()
         if theme is not None:
             self.theme = theme_name(theme)
         self.wallboard = wallboard
+        self.thresholds = thresholds or CheckThresholds()
         if wallboard:
             self.use_command_palette = False
         self.last_export: Path | None = None
@@ -175,10 +178,16 @@ def _give_up() -> None:
 
 
 def run_dashboard(
-    settings: Settings, *, wallboard: bool = False, theme: str | None = None
+    settings: Settings,
+    *,
+    wallboard: bool = False,
+    theme: str | None = None,
+    thresholds: CheckThresholds | None = None,
 ) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
-    app = DashboardApp(settings, wallboard=wallboard, theme=theme)
+    app = DashboardApp(
+        settings, wallboard=wallboard, theme=theme, thresholds=thresholds
+    )
     try:
         app.run()
     finally:

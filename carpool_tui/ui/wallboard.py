@@ -3,9 +3,9 @@
 It takes no keys and polls nothing itself: it sits on top of the live
 dashboard screen, whose poll loop keeps running, and redraws from that
 screen's latest snapshot and connection state once a second. The state is
-judged as `carpool-tui check` judges it (default thresholds), UNKNOWN when a
-panel `check` reads could not be read, so the wall, the pager and the
-channel agree.
+judged as `carpool-tui check` judges it, with the thresholds `check` uses for
+the same target, and UNKNOWN when a panel `check` reads could not be read, so
+the wall, the pager and the channel agree.
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ UNREAD_METRICS: dict[str, tuple[str, ...]] = {
 jobs' two (failing and overdue) go by jobs_unread."""
 
 
-def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
-    """The snapshot judged as `check` judges it, with its default thresholds.
+def judge(
+    snapshot: Snapshot, now: datetime, thresholds: CheckThresholds | None = None
+) -> CheckResult:
+    """The snapshot judged as `check` judges it with ``thresholds`` (None: the
+    defaults).
 
     When a panel `check` reads failed, the level is UNKNOWN, the summary says
     what could not be read and why, and the measures and jobs that panel
@@ -112,7 +115,7 @@ def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
         server_now=now,
         has_job_log=bool(caps.job_log_columns),
     )
-    result = evaluate(reading, CheckThresholds(), caps.database)
+    result = evaluate(reading, thresholds or CheckThresholds(), caps.database)
     unread = unread_panels(snapshot)
     if not unread:
         return result
@@ -133,7 +136,13 @@ def judge(snapshot: Snapshot, now: datetime) -> CheckResult:
 def _problems(
     result: CheckResult, snapshot: Snapshot, unread: Mapping[str, PanelError]
 ) -> list[Problem]:
-    """Open violations, failing and overdue jobs, then other counts over limits."""
+    """Open violations, failing and overdue jobs, then other counts over limits.
+
+    With everything read, no line claims more than the judged level: under a
+    target's thresholds (critical violations off, say) a critical row shows
+    as WARNING when `check` says WARNING, and a line the thresholds make no
+    problem at all is left out.
+    """
     found: list[Problem] = []
     for v in snapshot.violations:
         level = Level.CRITICAL if v.severity == "critical" else Level.WARNING
@@ -168,6 +177,9 @@ def _problems(
     for measure in result.measures:
         if measure.level is not Level.OK and measure.metric not in told:
             found.append(Problem(measure.level, measure.text(), None))
+    if not unread:
+        capped = (replace(p, level=min(p.level, result.level)) for p in found)
+        found = [p for p in capped if p.level is not Level.OK]
     never = datetime.max.replace(tzinfo=UTC)
     found.sort(key=lambda p: (-int(p.level), p.since or never))
     return found
@@ -180,8 +192,10 @@ def board_state(
     lost_since: datetime | None = None,
     error: str | None = None,
     unread_since: Mapping[str, datetime] | None = None,
+    thresholds: CheckThresholds | None = None,
 ) -> BoardState:
-    """The wall's content from the dashboard's latest snapshot and poll state.
+    """The wall's content from the dashboard's latest snapshot and poll state,
+    judged with ``thresholds`` (None: the defaults).
 
     ``unread_since`` says since when each failed panel has been failing. A
     figure from a panel that could not be read is None (drawn as a dash),
@@ -194,7 +208,7 @@ def board_state(
             (),
             (Problem(Level.UNKNOWN, error or "Connecting…", lost_since),),
         )
-    result = judge(snapshot, now)
+    result = judge(snapshot, now, thresholds)
     unread = unread_panels(snapshot)
     problems = _problems(result, snapshot, unread)
     since = unread_since or {}
@@ -321,6 +335,7 @@ class WallboardScreen(Screen[None]):
             lost_since=lost,
             error=error,
             unread_since=source.panels_failed_since,
+            thresholds=self.dash.thresholds,
         )
 
     def redraw(self) -> None:
