@@ -182,6 +182,14 @@ def _limit(text: str) -> tuple[str, int | None]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
+def _thresholds_json(text: str) -> CheckThresholds:
+    """A --thresholds value: check thresholds as CheckThresholds.to_json writes."""
+    try:
+        return CheckThresholds.from_json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
 def _dsn_text(text: str) -> str:
     """A --dsn value; one that names no server or database (an unset shell
     variable) is refused, not left to libpq's defaults: another database."""
@@ -327,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     _add_dsn(parser, top=True)
     _add_dashboard_options(parser, top=True)
+    # How `serve --wallboard` hands the check thresholds of its config file and
+    # target to the dashboard processes it starts; not for typing.
+    parser.add_argument(
+        "--thresholds", type=_thresholds_json, default=None, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -715,8 +728,9 @@ def _wall_thresholds(
     args: argparse.Namespace, config: ConfigFile, target: Target | None
 ) -> CheckThresholds:
     """What the wallboard judges with: the thresholds `check` takes from the
-    config file for the same target."""
-    return config.thresholds(target)
+    config file for the same target (`serve` passes them on as --thresholds)."""
+    given: CheckThresholds | None = getattr(args, "thresholds", None)
+    return given if given is not None else config.thresholds(target)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -902,28 +916,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise OpsError(
-            "carpool-tui serve needs the textual-serve package",
-            "Install it with `pip install 'carpool-tui[serve]'`.",
-        ) from None
-    settings, _, _ = _target_settings(args)
-    read_only = settings.read_only or not args.allow_writes
-    if not _loopback(args.host):
-        _say(
-            f"Warning: serving on {args.host}, which is not a loopback address. "
-            "textual-serve has no authentication: anyone who can reach "
-            f"port {args.port} gets the dashboard"
-            + ("." if read_only else " and can run jobs and write.")
-            + " Put it behind a proxy that authenticates."
-        )
-    # Each browser tab starts its own dashboard process with this environment.
-    # The DSN travels in DATABASE_URL so that it does not show in `ps`.
-    if settings.dsn is not None:
-        os.environ["DATABASE_URL"] = settings.dsn
+def _served_command(
+    args: argparse.Namespace,
+    settings: Settings,
+    read_only: bool,
+    thresholds: CheckThresholds,
+) -> list[str]:
+    """The dashboard process `serve` starts for each browser tab.
+
+    It gets no --target: what `serve` took from the target reaches it as
+    options (the DSN in DATABASE_URL), the wallboard's check thresholds as
+    --thresholds.
+    """
     command = [
         sys.executable,
         "-m",
@@ -937,9 +941,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         command.append("--read-only")
     view = _view(args)
     if view["wallboard"]:
-        command.append("--wallboard")
+        command += ["--wallboard", "--thresholds", thresholds.to_json()]
     if view["theme"]:
         command += ["--theme", view["theme"]]
+    return command
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise OpsError(
+            "carpool-tui serve needs the textual-serve package",
+            "Install it with `pip install 'carpool-tui[serve]'`.",
+        ) from None
+    settings, config, target = _target_settings(args)
+    read_only = settings.read_only or not args.allow_writes
+    if not _loopback(args.host):
+        _say(
+            f"Warning: serving on {args.host}, which is not a loopback address. "
+            "textual-serve has no authentication: anyone who can reach "
+            f"port {args.port} gets the dashboard"
+            + ("." if read_only else " and can run jobs and write.")
+            + " Put it behind a proxy that authenticates."
+        )
+    # Each browser tab starts its own dashboard process with this environment.
+    # The DSN travels in DATABASE_URL so that it does not show in `ps`.
+    if settings.dsn is not None:
+        os.environ["DATABASE_URL"] = settings.dsn
+    command = _served_command(
+        args, settings, read_only, _wall_thresholds(args, config, target)
+    )
     server = Server(
         shlex.join(command),
         host=args.host,
@@ -974,7 +1006,15 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
 
 
 _TOP_VALUE_OPTIONS = frozenset(
-    {"--dsn", "--target", "--config", "--refresh", "--operator", "--theme"}
+    {
+        "--dsn",
+        "--target",
+        "--config",
+        "--refresh",
+        "--operator",
+        "--theme",
+        "--thresholds",
+    }
 )
 """Options before the command that take a value (which is not the command)."""
 

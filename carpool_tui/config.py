@@ -244,6 +244,64 @@ class CheckThresholds:
             overdue_factor=self.overdue_factor if factor is None else factor,
         )
 
+    def to_json(self) -> str:
+        """One line of JSON that from_json reads back, "off" for a limit that is
+        off: how `serve` hands a target's thresholds to the dashboard processes
+        it starts, which have no target of their own."""
+        return json.dumps(
+            {
+                "warn": {k: OFF if v is None else v for k, v in self.warn.items()},
+                "critical": {
+                    k: OFF if v is None else v for k, v in self.critical.items()
+                },
+                "overdue_factor": self.overdue_factor,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckThresholds:
+        """Thresholds from to_json's JSON: the defaults with the limits it
+        names replaced; ValueError says what is wrong with it."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        unknown = sorted(set(data) - set(_CHECK_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown key {unknown[0]!r} (known: {', '.join(_CHECK_KEYS)})"
+            )
+        limits: dict[str, dict[str, int | None]] = {}
+        for level in ("warn", "critical"):
+            raw = data.get(level, {})
+            if not isinstance(raw, dict):
+                raise ValueError(f"{level} must be an object of metric limits")
+            limits[level] = {}
+            for metric, value in raw.items():
+                if metric not in CHECK_METRICS:
+                    raise ValueError(f"{level}: unknown metric {metric!r}")
+                try:
+                    limits[level][metric] = parse_limit(value)
+                except ValueError as exc:
+                    raise ValueError(f"{level}.{metric}: {exc}") from None
+        factor = data.get("overdue_factor")
+        if factor is not None and (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not math.isfinite(factor)
+            or factor < 0
+        ):
+            raise ValueError(f"overdue_factor must be a number, 0 or more: {factor!r}")
+        overrides = CheckOverrides(
+            warn=limits["warn"],
+            critical=limits["critical"],
+            overdue_factor=None if factor is None else float(factor),
+        )
+        return cls().merged(overrides)
+
 
 @dataclass(frozen=True)
 class CheckOverrides:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
+import textual_serve.server
 from factories import once
 from test_check import cli, isolated_env
 
-from carpool_tui.cli import _target_settings, build_parser
+from carpool_tui.cli import _target_settings, _wall_thresholds, build_parser, cmd_serve
 from carpool_tui.config import (
     CHECK_METRICS,
+    CheckThresholds,
     ConfigError,
     default_config_file,
     load_config,
@@ -312,3 +317,64 @@ def test_an_unknown_target_on_the_command_line(
         f"{tmp_path / 'config' / 'carpool-tui' / 'config.toml'} does not exist "
         "(set CARPOOL_TUI_CONFIG or --config to use another file)"
     )
+
+
+def test_thresholds_go_through_json_and_bad_ones_are_refused() -> None:
+    strict = parse_config(
+        "[check]\noverdue_factor = 3\n[check.warn]\nfailed_runs_24h = 'off'\n"
+        "[targets.t.check.critical]\ncritical_violations = 'off'\n"
+        "unresolved_violations = 9\n",
+        WHERE,
+    )
+    thresholds = strict.thresholds(strict.target("t"))
+    assert CheckThresholds.from_json(thresholds.to_json()) == thresholds
+    assert CheckThresholds.from_json("{}") == CheckThresholds()
+    for bad, problem in (
+        ("[]", "not a JSON object"),
+        ('{"warn": {"nope": 1}}', "unknown metric 'nope'"),
+        ('{"critical": {"seat_mismatches": -1}}', "below 0"),
+        ('{"overdue_factor": "x"}', "overdue_factor must be a number"),
+        ('{"limits": {}}', "unknown key 'limits'"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            CheckThresholds.from_json(bad)
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--thresholds", bad])
+
+
+def test_served_walls_judge_with_the_targets_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --target` starts dashboards without the target: its thresholds
+    must reach them as the DSN does, or the wall in the browser judges with
+    the defaults while `check --target` does not."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[targets.demo]\ndsn = 'postgresql://wall@h/db'\n"
+        "[targets.demo.check.critical]\ncritical_violations = 'off'\n"
+    )
+    monkeypatch.setenv("CARPOOL_TUI_CONFIG", str(config))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://env@h/db")
+    served: list[str] = []
+
+    class Server:
+        """Takes the command each browser tab would run; serves nothing."""
+
+        def __init__(self, command: str, **options: Any) -> None:
+            served.append(command)
+            self.public_url = "http://127.0.0.1:1"
+
+        def serve(self) -> None:
+            pass
+
+    monkeypatch.setattr(textual_serve.server, "Server", Server)
+    args = build_parser().parse_args(["serve", "--target", "demo", "--wallboard"])
+    assert cmd_serve(args) == 0
+    command = shlex.split(served[0])
+    assert command[1:3] == ["-m", "carpool_tui"] and "postgresql:" not in served[0]
+    child = build_parser().parse_args(command[3:])
+    settings, config_file, target = _target_settings(child)
+    assert settings.dsn == os.environ["DATABASE_URL"] == "postgresql://wall@h/db"
+    wall = _wall_thresholds(child, config_file, target)
+    assert wall == load_config(config).thresholds(load_config(config).target("demo"))
+    assert wall.critical["critical_violations"] is None
