@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 
@@ -18,9 +20,33 @@ def write_new(folder: Path, stem: str, suffix: str, text: str) -> Path:
         name = f"{stem}{suffix}" if number == 1 else f"{stem}-{number}{suffix}"
         path = folder / name
         try:
-            with path.open("x", encoding="utf-8") as out:
-                out.write(text)
+            out = path.open("x", encoding="utf-8")
         except FileExistsError:
             number += 1
             continue
+        try:
+            with out:
+                out.write(text)
+        except OSError:
+            # A full disk: no half-written file left looking like an export.
+            path.unlink(missing_ok=True)
+            raise
         return path
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path``, whole or not at all.
+
+    On a full disk a partial write would leave a line with no end, onto which
+    the next append would be glued: the file is cut back to where it ended.
+    """
+    data = (line + "\n").encode("utf-8")
+    with path.open("ab") as out:
+        end = out.seek(0, os.SEEK_END)
+        try:
+            out.write(data)
+            out.flush()
+        except OSError:
+            with contextlib.suppress(OSError):
+                out.truncate(end)
+            raise

@@ -34,6 +34,7 @@ from carpool_tui.db.errors import (
     translate,
 )
 from carpool_tui.db.migrate import load as load_migrations
+from carpool_tui.files import append_line
 from carpool_tui.models import (
     CLOCK_MARGIN,
     JOBS,
@@ -258,8 +259,7 @@ def function_name(signature: str) -> str:
 def append_action_log(path: Path, entry: dict[str, Any]) -> None:
     """Append one JSON line to the local action log, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    append_line(path, json.dumps(entry, sort_keys=True, default=str))
 
 
 class Repository:
