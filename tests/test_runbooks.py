@@ -28,6 +28,7 @@ from carpool_tui.runbooks.engine import (
     Timeline,
     Verdict,
     evaluate,
+    latest_start,
 )
 from carpool_tui.runbooks.procedures import (
     CHECK_KINDS,
@@ -398,3 +399,33 @@ def test_choosing_another_row_drops_the_steps_earlier_result() -> None:
     failing.choose("run-2", {"job_name": "expire_rides"})
     assert failing.result is None
     assert failing.verify([]) == Verdict(False, "The job has not run in this step yet.")
+
+
+async def test_a_rerun_whose_answer_was_lost_is_judged_by_the_job_log(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Outcome unknown in the dialog; the job log says it completed after all."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    repo = Repository(make_settings(ops_dsn, tmp_path), clock=frozen())
+    check = Check("job_ok", "the job completes")
+    try:
+        await repo.open()
+        before = await repo.procedure_rows("latest_runs")
+        lost = {
+            "success": False,
+            "outcome_unknown": True,
+            "job_name": "reconcile_seat_counts",
+            "runs_before": latest_start(before, "reconcile_seat_counts"),
+        }
+        assert lost["runs_before"] is not None
+        # Nothing in the log since the send: not passed, and it says why.
+        verdict = evaluate(check, Evidence(before.rows, lost))
+        assert not verdict.ok and "answer was lost" in verdict.text
+        async with connected(ops_dsn) as conn:
+            await conn.fetchval("SELECT reconcile_seat_counts()")
+        after = await repo.procedure_rows("latest_runs")
+    finally:
+        await repo.close()
+    verdict = evaluate(check, Evidence(after.rows, lost))
+    assert verdict.ok and "completed (its row in the job log)" in verdict.text

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carpool_tui.files import write_new
+from carpool_tui.models import RowSet
 
 ActionKind = Literal["job", "seat_fix", "expire_ride"]
 StepState = Literal["pending", "done", "skipped", "failed"]
@@ -93,9 +94,40 @@ def _no_rows(ev: Evidence, arg: str | None) -> Verdict:
     return Verdict(False, f"{len(ev.rows)} affected row(s) remain.")
 
 
+def latest_start(rows: RowSet | None, job: str) -> datetime | None:
+    """When the job's latest run in ``rows`` (a latest_runs view) started."""
+    for row in rows.rows if rows is not None else []:
+        started = row.get("started_at")
+        if row.get("job_name") == job and isinstance(started, datetime):
+            return started
+    return None
+
+
+def _job_from_log(ev: Evidence, result: dict[str, Any]) -> Verdict:
+    """The job's answer was lost: its row in the job log says how it ended."""
+    job = str(result.get("job_name"))
+    before = result.get("runs_before")
+    row = next((r for r in ev.rows if r.get("job_name") == job), None)
+    started = row.get("started_at") if row is not None else None
+    if row is None or started is None or (before is not None and started <= before):
+        return Verdict(
+            False,
+            "Its answer was lost and the job log has no run of it since: it may "
+            "still be running, or it rolled back. r reads the log again.",
+        )
+    if row.get("status") == "completed":
+        return Verdict(True, "The job completed (its row in the job log).")
+    if row.get("status") == "failed":
+        error = row.get("error_message") or "no message"
+        return Verdict(False, f"The job failed (its row in the job log): {error}.")
+    return Verdict(False, f"The job's run is {row.get('status')}; r reads it again.")
+
+
 def _job_ok(ev: Evidence, arg: str | None) -> Verdict:
     if ev.result is None:
         return Verdict(False, "The job has not run in this step yet.")
+    if ev.result.get("outcome_unknown"):
+        return _job_from_log(ev, ev.result)
     if ev.result.get("success"):
         return Verdict(True, "The job completed.")
     return Verdict(False, f"The job failed: {ev.result.get('error') or 'no message'}.")

@@ -8,6 +8,7 @@ admin dialogs (preview, note, confirm), so nothing here writes on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,7 +24,7 @@ from textual.widgets import DataTable, Input, Static
 
 from carpool_tui.db.errors import OpsError
 from carpool_tui.models import JOBS_BY_NAME, JobLogEntry, JobResult, RowSet, Violation
-from carpool_tui.runbooks.engine import Procedure, Run
+from carpool_tui.runbooks.engine import Procedure, Run, latest_start
 from carpool_tui.runbooks.procedures import (
     JOBS_FAILING,
     PROCEDURES,
@@ -214,6 +215,7 @@ class ProcedureScreen(Screen[None]):
         self.before: RowSet | None = None
         self.error: OpsError | None = None
         self._resume_row: int | None = None
+        self._runs_before: datetime | None = None
 
     @property
     def dash(self) -> DashboardApp:
@@ -494,6 +496,9 @@ class ProcedureScreen(Screen[None]):
 
             def confirmed(ok: bool | None) -> None:
                 if ok:
+                    # The job's latest run now: one after it is this step's run,
+                    # should the job's answer be lost on the way.
+                    self._runs_before = latest_start(self.rowset, job.name)
                     self.app.push_screen(JobRunDialog(job), self._job_done)
                 else:
                     self.run.acted(f"run {job.name}", None, "cancelled at confirm")
@@ -512,10 +517,19 @@ class ProcedureScreen(Screen[None]):
 
     def _job_done(self, result: JobResult | None) -> None:
         job = self._job() or "job"
-        if result is None:
-            self.run.acted(f"run {job}", None, "closed without a result")
-        else:
+        if result is not None and not result.outcome_unknown:
             self.run.acted(f"run {job}", result.model_dump(), result.describe(job))
+        else:
+            # No answer (closed while waiting, or the outcome is unknown): the
+            # check reads the job log for a run that started after the send.
+            unknown = {
+                "success": False,
+                "outcome_unknown": True,
+                "job_name": job,
+                "runs_before": self._runs_before,
+            }
+            said = "closed without a result" if result is None else "outcome unknown"
+            self.run.acted(f"run {job}", unknown, said)
         self.show_step(verify=True)
 
     def _write_done(self, dialog: RideDialog, done: bool | None) -> None:
