@@ -47,7 +47,7 @@ from benchmarks.cluster import DEFAULT_PORT, Cluster
 
 LOG_ROWS = 100_000
 PAGE_DEPTHS = (0, 1_000, 50_000, LOG_ROWS - 100)
-FIRST_SCREEN_STARTS = 3
+FIRST_SCREEN_STARTS = 5
 COLUMNS, LINES = 120, 40
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 APP_MARKER = b"newest first"
