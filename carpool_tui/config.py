@@ -590,10 +590,12 @@ def parse_limit(value: object) -> int | None:
         text = value.strip().lower()
         if text == OFF:
             return None
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a whole number or {OFF!r}") from None
+        # Plain ASCII digits only: int() would also take "1_000", "+3" and
+        # other scripts' digits, which a monitoring config should not hold.
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError(f"{value!r} is not a whole number or {OFF!r}")
+        value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not a whole number or {OFF!r}")
     if value < 0:

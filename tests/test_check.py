@@ -288,6 +288,11 @@ def test_usage_errors_are_unknown(cli_env: dict[str, str]) -> None:
     negative = cli(cli_env, "check", "--critical", "seat_mismatches=-1")
     assert negative.returncode == 3
     assert "below 0" in negative.stderr
+    # Plain digits only: not Python's "1_000" or "+3", nor other scripts' digits.
+    for odd_number in ("1_000", "+3", "\u0663"):
+        odd = cli(cli_env, "check", "--warn", f"seat_mismatches={odd_number}")
+        assert odd.returncode == 3, odd.stdout
+        assert "is not a whole number or 'off'" in odd.stderr
     for factor in ("nan", "inf"):
         odd = cli(cli_env, "check", "--overdue-factor", factor)
         assert odd.returncode == 3, odd.stdout
