@@ -822,3 +822,33 @@ async def test_a_violation_row_that_cannot_be_read_hides_no_other(
         await pilot.press("escape")
         await until(pilot, lambda: table.row_count == 2, "the row to go")
         assert "weird_count" not in table_text(table)
+
+
+async def test_a_run_detail_shows_a_multi_line_error_as_lines(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A server error's DETAIL and CONTEXT lines, not one line with '\\n' in it."""
+    message = "deadlock detected\nDETAIL: Process 4242 waits for ShareLock."
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at,"
+            " status, records_processed, error_message) VALUES"
+            " ('expire_rides', now() - interval '1 minute', now(), 'failed', 0, $1)",
+            message,
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        log = app.dashboard.query_one("#log", JobLogTable)
+        log.focus()
+        await until(pilot, lambda: log.row_count == 1, "the failed run")
+        await pilot.press("enter")
+        detail = await until(
+            pilot,
+            lambda: isinstance(app.screen, LogEntryDialog) and app.screen,
+            "job run detail",
+        )
+        lines = screen_text(detail).splitlines()
+        assert "deadlock detected" in lines
+        assert "DETAIL: Process 4242 waits for ShareLock." in lines
+        assert "\\n" not in screen_text(detail)

@@ -370,6 +370,9 @@ def _field_lines(rows: list[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+ERROR_LINES = 40  # of a job run's error message, in its detail
+
+
 class LogEntryDialog(Dialog[None]):
     """One job run in full: timings, error message, SQLSTATE and details."""
 
@@ -398,10 +401,10 @@ class LogEntryDialog(Dialog[None]):
             )
             if e.error_message:
                 yield Static("Error message", classes="subtitle")
-                yield Static(
-                    f"[$error]{safe_markup(e.error_message, 2000)}[/]",
-                    classes="wrap",
-                )
+                # A server error's lines (message, DETAIL, CONTEXT) as lines.
+                lines = e.error_message.splitlines()[:ERROR_LINES]
+                text = "\n".join(safe_markup(line, 2000) for line in lines)
+                yield Static(f"[$error]{text}[/]", classes="wrap")
             yield Static("Details", classes="subtitle")
             details = json.dumps(e.details, indent=2, sort_keys=True, default=str)
             yield Static(Text(safe_block(details, 100, 60)), classes="code")
