@@ -23,7 +23,14 @@ from test_ui_actions import (
     shows,
     type_text,
 )
-from test_ui_dashboard import db, loaded, notices, seat_mismatch, status
+from test_ui_dashboard import (
+    db,
+    loaded,
+    newest_run_detail,
+    notices,
+    seat_mismatch,
+    status,
+)
 from test_ui_support import make_settings, screen_text, static_text, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
@@ -35,7 +42,7 @@ from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import SeatFixPreview
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import HelpScreen, LogEntryDialog, SeatFixDialog
+from carpool_tui.ui.dialogs import HelpScreen, SeatFixDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -394,10 +401,7 @@ async def test_hostile_database_text_is_shown_safely(
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        log = app.dashboard.query_one("#log", JobLogTable)
-        log.focus()
-        await pilot.press("enter")
-        dialog = await dialog_of(pilot, LogEntryDialog)
+        dialog = await newest_run_detail(pilot, app)
         shown = await shows(pilot, dialog, "not markup")
         assert "[bold red]not markup[/]" in shown
         assert "\\x1b[31mred\\x07" in shown

@@ -824,6 +824,21 @@ async def test_a_violation_row_that_cannot_be_read_hides_no_other(
         assert "weird_count" not in table_text(table)
 
 
+async def newest_run_detail(pilot: Pilot[Any], app: DashboardApp) -> LogEntryDialog:
+    """Enter on the job log's newest run: its detail dialog."""
+    log = app.dashboard.query_one("#log", JobLogTable)
+    log.focus()
+    await until(pilot, lambda: log.row_count >= 1, "a run in the job log")
+    log.move_cursor(row=0)
+    await pilot.press("enter")
+    detail: LogEntryDialog = await until(
+        pilot,
+        lambda: isinstance(app.screen, LogEntryDialog) and app.screen,
+        "job run detail",
+    )
+    return detail
+
+
 async def test_a_run_detail_shows_a_multi_line_error_as_lines(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -839,15 +854,7 @@ async def test_a_run_detail_shows_a_multi_line_error_as_lines(
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        log = app.dashboard.query_one("#log", JobLogTable)
-        log.focus()
-        await until(pilot, lambda: log.row_count == 1, "the failed run")
-        await pilot.press("enter")
-        detail = await until(
-            pilot,
-            lambda: isinstance(app.screen, LogEntryDialog) and app.screen,
-            "job run detail",
-        )
+        detail = await newest_run_detail(pilot, app)
         lines = screen_text(detail).splitlines()
         assert "deadlock detected" in lines
         assert "DETAIL: Process 4242 waits for ShareLock." in lines
