@@ -15,7 +15,7 @@ import asyncpg
 from factories import connected, job, make_booking, make_ride
 from relay import relayed
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
-from test_ui_support import OPERATOR, make_settings, screen_text, until
+from test_ui_support import OPERATOR, make_settings, screen_text, static_text, until
 from textual import events
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
@@ -838,6 +838,20 @@ async def test_an_action_log_that_cannot_be_written_is_said_once(
         assert len(said) == 1
 
 
+@asynccontextmanager
+async def a_mismatch_on_screen(
+    dsn: str, tmp_path: Path
+) -> AsyncIterator[tuple[DashboardApp, Pilot[Any]]]:
+    """A seat-mismatch violation, and the dashboard at 80x24 with it loaded."""
+    async with connected(dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        yield app, pilot
+
+
 def footer_keys(app: DashboardApp) -> dict[str, Widget]:
     """The footer's keys drawn now, by action, each with its region."""
     return {
@@ -851,15 +865,10 @@ async def test_the_footer_fits_its_write_keys_in_80_columns(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     """The spare keys (refresh, pause) give way; help still lists them."""
-    async with connected(ops_dsn) as conn:
-        await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
     needed = {ACTIONS_BY_ID[i].action for i in ("seat-fix", "resolve", "expire-ride")}
     needed |= {ACTIONS_BY_ID[i].action for i in ("help", "quit", "switch-pane")}
     spare = {ACTIONS_BY_ID[i].action for i in ("refresh", "pause")}
-    async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot)
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
         await select_violation(pilot, app, "seat_mismatch")
         keys = footer_keys(app)
         assert needed <= keys.keys() and not spare & keys.keys()
@@ -932,3 +941,17 @@ async def test_tab_goes_between_the_fields_of_a_write_dialog(
         await pilot.press("enter")
         await shows(pilot, expire, "Not due yet")
         await tabs_through("ride", "allow", "note")
+
+
+async def test_a_refusal_of_the_note_goes_once_the_note_changes(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A pasted or typed note is not left under "A note is required"."""
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+        await pilot.press("enter")  # no note yet
+        await shows(pilot, dialog, NOTE_REQUIRED)
+        await type_text(pilot, "drift")
+        message = static_text(dialog.query_one("#message", Static))
+        assert NOTE_REQUIRED not in message
+        assert "Apply sets available_seats 1 → 2" in message  # the gist is back

@@ -577,9 +577,13 @@ class WriteDialog(Dialog[bool]):
     message_markup = ""
     """What the message line says now."""
 
+    note_refused = False
+    """The message line holds a refusal of the note as it was."""
+
     def set_message(self, markup: str) -> None:
         self.message_markup = markup
         self.gist_shown = False
+        self.note_refused = False
         message = self.query_one("#message", Static)
         message.update(markup)
         if markup:
@@ -600,9 +604,20 @@ class WriteDialog(Dialog[bool]):
             problem = NOTE_IS_AN_ID + (NOTE_IS_AN_ID_RIDE if has_ride_field else "")
         if problem is not None:
             self.set_message(f"[b $error]{problem}[/]")
+            self.note_refused = True
             field.focus()
             return None
         return note
+
+    @on(Input.Changed, "#note")
+    def _note_edited(self) -> None:
+        """Once the note changes, its refusal no longer speaks of it."""
+        if self.note_refused:
+            self.set_message("")
+            self.message_cleared()
+
+    def message_cleared(self) -> None:
+        """What the message line shows when nothing else is to be said."""
 
     def finish(self, markup: str) -> None:
         """The write is done: one dialog, one write; the inputs are closed."""
@@ -840,6 +855,9 @@ class RideDialog(WriteDialog):
 
     gist_shown = False
     """The message line holds the preview's gist (kept in step with the fold)."""
+
+    def message_cleared(self) -> None:
+        self._say_what_it_does()
 
     def _fold_moved(self) -> None:
         if self.gist_shown:
