@@ -27,12 +27,13 @@ from textual.widgets.data_table import ColumnKey
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
 from carpool_tui.models import HealthSummary
-from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.app import DashboardApp, TooSmallScreen
 from carpool_tui.ui.dashboard import LABEL_MIN_WIDTH
 from carpool_tui.ui.dialogs import (
     HelpScreen,
     LogEntryDialog,
     ResolveDialog,
+    SeatFixDialog,
     ViolationDialog,
 )
 from carpool_tui.ui.wallboard import board_state
@@ -859,3 +860,34 @@ async def test_a_run_detail_shows_a_multi_line_error_as_lines(
         assert "deadlock detected" in lines
         assert "DETAIL: Process 4242 waits for ShareLock." in lines
         assert "\\n" not in screen_text(detail)
+
+
+async def test_a_terminal_too_small_for_the_fields_is_covered_until_it_grows(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """No write can be made blind at 40x12; what was open comes back as it was."""
+    async with connected(ops_dsn) as conn:
+        ride = await seat_mismatch(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("s")
+        fix = await until(
+            pilot, lambda: isinstance(app.screen, SeatFixDialog) and app.screen, "s"
+        )
+        await pilot.press(*str(ride))
+        await pilot.resize_terminal(40, 12)
+        cover = await until(
+            pilot, lambda: isinstance(app.screen, TooSmallScreen) and app.screen, "c"
+        )
+        said = " ".join(screen_text(cover).split())
+        assert "The terminal is 40x12: too small" in said and "60x18" in said
+        await pilot.press("enter")  # nothing reaches the dialog beneath
+        assert fix.preview is None
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: app.screen is fix, "the dialog back")
+        assert fix.query_one("#ride", Input).value == str(ride)
+        await pilot.resize_terminal(50, 30)
+        await until(pilot, lambda: isinstance(app.screen, TooSmallScreen), "cover")
+        await pilot.press("q")
+        await until(pilot, lambda: app.return_code is not None, "the app to exit")

@@ -13,9 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual.app import App, SystemCommand
+from textual import events
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.geometry import Size
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
 
 from carpool_tui.config import CheckThresholds, Settings
 from carpool_tui.db.repo import Repository, utc_now
@@ -28,6 +31,35 @@ from carpool_tui.ui.dashboard import DashboardScreen
 from carpool_tui.ui.procedures import ProcedureScreen
 from carpool_tui.ui.tools import WarRoomActions, theme_name
 from carpool_tui.ui.wallboard import WallboardScreen
+
+MIN_COLUMNS, MIN_LINES = 60, 18
+"""The smallest terminal whose dialogs show their fields, note and keys."""
+
+
+class TooSmallScreen(ModalScreen[None]):
+    """Says the terminal is too small, and how small, instead of the dashboard."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+    DEFAULT_CSS = """
+    TooSmallScreen { align: center middle; background: $background; }
+    TooSmallScreen Static { width: auto; max-width: 100%; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._text(self.app.size))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one(Static).update(self._text(event.size))
+
+    @staticmethod
+    def _text(size: Size) -> str:
+        return (
+            f"The terminal is {size.width}x{size.height}: too small to show "
+            f"the dashboard's fields. Make it at least {MIN_COLUMNS}x{MIN_LINES}. "
+            "q quits."
+        )
 
 
 class DashboardApp(WarRoomActions, App[int]):
@@ -112,6 +144,24 @@ class DashboardApp(WarRoomActions, App[int]):
         self.push_screen(self.dashboard)
         if self.wallboard:
             self.push_screen(WallboardScreen())
+        self._guard_size(self.size)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._guard_size(event.size)
+
+    def _guard_size(self, size: Size) -> None:
+        """Cover everything while the terminal is too small for a dialog's fields.
+
+        At 40x12 a seat fix could be previewed and applied with neither the ride
+        id nor the note ever on screen. Whatever was open stays underneath, as
+        it was, and comes back once the terminal is large enough.
+        """
+        small = size.width < MIN_COLUMNS or size.height < MIN_LINES
+        covered = isinstance(self.screen, TooSmallScreen)
+        if small and not covered:
+            self.push_screen(TooSmallScreen())
+        elif covered and not small:
+            self.pop_screen()
 
     def _handle_stop_signals(self) -> None:
         """Quit cleanly on SIGTERM and SIGHUP (a closed SSH session).
