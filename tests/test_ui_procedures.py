@@ -591,3 +591,29 @@ async def test_a_fixed_violation_does_not_claim_the_system_healthy(
                 ),
                 "the ending in view",
             )
+
+
+async def test_a_bad_booking_status_is_in_view_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The corrupt value is the first column, not cut off after two ids."""
+    async with connected(ops_dsn) as conn:
+        await seed_platform(conn, rides=80, seed=5, faults=["invalid_booking_status"])
+        await job(conn, "check_system_invariants")
+        bad = {
+            r["status"]
+            for r in await conn.fetch(
+                "SELECT status FROM ride_bookings WHERE status NOT IN"
+                " ('pending', 'confirmed', 'completed', 'cancelled')"
+            )
+        }
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "invalid_booking_status")
+        await pilot.press("g")
+        screen = await procedure(pilot)
+        rows = screen.query_one("#proc-rows", DataTable)
+        shown = {rows.get_row_at(i)[0].plain for i in range(rows.row_count)}
+        assert bad and shown == bad
+        assert rows.region.right <= 80

@@ -188,7 +188,8 @@ FINDINGS: dict[str, str] = {
     "invalid_ride_status": "SELECT id AS ride_id, status, updated_at FROM rides"
     " WHERE status NOT IN ('active', 'in-progress', 'completed', 'cancelled')"
     " ORDER BY id",
-    "invalid_booking_status": "SELECT id AS booking_id, ride_id, status,"
+    # The bad status first: at 80 columns it would be cut off after two ids.
+    "invalid_booking_status": "SELECT status, id AS booking_id, ride_id,"
     " updated_at FROM ride_bookings"
     " WHERE status NOT IN ('pending', 'confirmed', 'completed', 'cancelled')"
     " ORDER BY id",
