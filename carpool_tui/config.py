@@ -347,7 +347,8 @@ class ConfigFile:
                 f"no target {name!r}: config file {self.path} does not exist "
                 f"(set {CONFIG_ENV} or --config to use another file)"
             )
-        known = ", ".join(sorted(self.targets)) or "none"
+        names = [*self.targets, *(f"{n} (has a mistake)" for n in self.broken)]
+        known = ", ".join(sorted(names)) or "none"
         raise ConfigError(
             f"no target {name!r} in config file {self.path} (targets: {known})"
         )

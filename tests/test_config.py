@@ -58,6 +58,10 @@ def test_a_broken_target_stops_only_the_commands_that_use_it() -> None:
     assert str(caught.value).startswith(
         "config file /etc/carpool/c.toml, line 2: targets.bad.refresh must be"
     )
+    # A mistyped name lists the broken target too: it is there, with a mistake.
+    with pytest.raises(ConfigError) as caught:
+        config.target("bda")
+    assert "(targets: bad (has a mistake), good)" in str(caught.value)
 
 
 def test_the_example_file_parses() -> None:
