@@ -37,11 +37,11 @@ MIN_COLUMNS, MIN_LINES = 60, 18
 
 
 class TooSmallScreen(ModalScreen[None]):
-    """Says the terminal is too small, and how small, instead of the dashboard."""
+    """Says the terminal is too small, and how small, instead of the dashboard.
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "app.quit", "Quit", show=False),
-    ]
+    It takes no key of its own: a q meant for a note beneath must not quit.
+    """
+
     DEFAULT_CSS = """
     TooSmallScreen { align: center middle; background: $background; }
     TooSmallScreen Static { width: auto; max-width: 100%; padding: 0 1; }
@@ -58,7 +58,7 @@ class TooSmallScreen(ModalScreen[None]):
         return (
             f"The terminal is {size.width}x{size.height}: too small to show "
             f"the dashboard's fields. Make it at least {MIN_COLUMNS}x{MIN_LINES}. "
-            "q quits."
+            "Ctrl+Q quits (a dialog open beneath, and its note, are then lost)."
         )
 
 
