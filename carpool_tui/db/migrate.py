@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -103,9 +104,14 @@ def load(groups: tuple[Group, ...]) -> list[Migration]:
     return found
 
 
+@functools.cache
 def defining_file(function: str) -> tuple[str, str] | None:
     """The last shipped ops file that creates ``function``, as its name and
-    its path on this machine: where the function's current definition is."""
+    its path on this machine: where the function's current definition is.
+
+    Kept once found: the help and every key's blocked reason ask for it, and
+    the shipped files do not change while the program runs.
+    """
     pattern = re.compile(rf"\bFUNCTION\s+{re.escape(function)}\s*\(", re.IGNORECASE)
     found = [m.name for m in load(("ops",)) if pattern.search(m.sql)]
     if not found:
