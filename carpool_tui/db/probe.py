@@ -23,7 +23,6 @@ from carpool_tui.db.repo import (
     FAILED_RUNS_SQL,
     FAILED_WINDOW_HOURS,
     HEALTH_FUNCTION,
-    HUNG_HINT,
     JOB_OUTCOME_UNKNOWN,
     Repository,
     function_name,
@@ -67,18 +66,12 @@ class _Probe(Repository):
     ) -> T:
         """One read, given up on past the statement timeout and a margin.
 
-        A server that stops answering (stopped, or behind a network that drops
-        everything) never trips its own statement timeout. Without a deadline
-        of its own, `check` would wait silently until its monitor killed it;
-        with one it ends as UNKNOWN, saying the database did not answer.
+        Without a deadline of its own, `check` would wait silently on a server
+        that stops answering until its monitor killed it; with one it ends as
+        UNKNOWN, saying the database did not answer.
         """
         read = super()._with_conn
-        return await self._within(
-            self.poll_deadline(),
-            doing,
-            lambda: read(doing, work),
-            hint=f"{HUNG_HINT}.",
-        )
+        return await self._on_deadline(doing, lambda: read(doing, work))
 
     async def _count(self, doing: str, sql: str, *args: object) -> int:
         async def work(conn: asyncpg.Connection) -> int:

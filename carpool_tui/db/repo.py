@@ -406,18 +406,20 @@ class Repository:
     async def _bounded(
         self, doing: str, work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> T:
-        """One read or write outside the poll round, within the poll's deadline.
+        """One read or write outside the poll round, within the poll's deadline."""
+        return await self._on_deadline(doing, lambda: self._with_conn(doing, work))
+
+    async def _on_deadline(self, doing: str, start: Callable[[], Awaitable[T]]) -> T:
+        """``start()`` given up on past the statement timeout and a margin.
 
         A server that stops answering (stopped, or a network that drops
         everything) never trips its own statement timeout, and with polling
         paused nothing else notices: the client gives up on its own clock.
+        Nothing retries such a request by itself, so the hint says no
+        "retrying".
         """
-        # Nothing retries this request by itself: the hint says no "retrying".
         return await self._within(
-            self.poll_deadline(),
-            doing,
-            lambda: self._with_conn(doing, work),
-            hint=f"{HUNG_HINT}.",
+            self.poll_deadline(), doing, start, hint=f"{HUNG_HINT}."
         )
 
     def _abandon(self) -> None:
