@@ -90,8 +90,15 @@ def _refuse_hostaddr(address: str) -> NoReturn:
         f"The DSN sets hostaddr={address}, which carpool-tui's PostgreSQL driver"
         " does not support: it would connect to the DSN's host, PGHOST or the"
         " local socket instead",
+        _use_host(address),
+    )
+
+
+def _use_host(address: str) -> str:
+    """The way out of a hostaddr the driver cannot honour."""
+    return (
         f"Use host= instead (host={address or 'ADDRESS'}: host= takes an IP"
-        " address too).",
+        " address too)."
     )
 
 
@@ -165,8 +172,7 @@ def _check_service(service: str | None) -> None:
             f"Service {service!r} in {path} sets hostaddr={address}, which"
             " carpool-tui's PostgreSQL driver does not support: it would connect"
             " to the service's host, PGHOST or the local socket instead",
-            f"Use host= instead (host={address or 'ADDRESS'}: host= takes an IP"
-            " address too).",
+            _use_host(address),
         )
 
 
