@@ -540,19 +540,23 @@ class BookingsTable(DataTable[Text]):
 
     can_focus = False
 
+    def __init__(self) -> None:
+        super().__init__(id="bookings", cursor_type="none")
+        self.display = False  # until a preview has bookings
 
-def _bookings_table(table: DataTable[Text], bookings: list[Booking]) -> None:
-    table.clear(columns=True)
-    table.add_columns("Booking", "Passenger", "Status", "Seats", "Created (UTC)")
-    for b in bookings:
-        table.add_row(
-            safe_text(b.booking_id, 36),
-            safe_text(b.passenger_id or "—", 36),
-            safe_text(b.status or "—", 12),
-            Text(fmt.count(b.seats_requested)),
-            Text(fmt.stamp(b.created_at)),
-        )
-    table.display = bool(bookings)
+    def show(self, bookings: list[Booking]) -> None:
+        """These bookings, or nothing at all when there are none."""
+        self.clear(columns=True)
+        self.add_columns("Booking", "Passenger", "Status", "Seats", "Created (UTC)")
+        for b in bookings:
+            self.add_row(
+                safe_text(b.booking_id, 36),
+                safe_text(b.passenger_id or "—", 36),
+                safe_text(b.status or "—", 12),
+                Text(fmt.count(b.seats_requested)),
+                Text(fmt.stamp(b.created_at)),
+            )
+        self.display = bool(bookings)
 
 
 WRITE_UNSURE = (
@@ -901,9 +905,7 @@ class SeatFixDialog(RideDialog):
             yield Static("Fix a ride's available seats (manual 4.4)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
-            bookings: DataTable[Text] = BookingsTable(id="bookings", cursor_type="none")
-            bookings.display = False
-            yield bookings
+            yield BookingsTable()
             yield from self.foot("apply")
 
     async def preview_call(self, ride: UUID) -> Any:
@@ -961,7 +963,7 @@ class SeatFixDialog(RideDialog):
         else:
             lines.append("[b $success]Nothing to fix: the stored value is right.[/]")
         self.query_one("#preview", Static).update("\n".join(lines))
-        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        self.query_one(BookingsTable).show(preview.bookings)
         if self.done:
             return  # the ride as it is after the fix: nothing more to apply here
         note = self.query_one("#note", Input)
@@ -1035,9 +1037,7 @@ class ExpireRideDialog(RideDialog):
             yield Static("Expire one ride (manual 4.3)", classes="title")
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
-            bookings: DataTable[Text] = BookingsTable(id="bookings", cursor_type="none")
-            bookings.display = False
-            yield bookings
+            yield BookingsTable()
             allow = Checkbox(_allow_label(False), id="allow")
             allow.display = False
             yield from self.foot("expire", allow)
@@ -1111,7 +1111,7 @@ class ExpireRideDialog(RideDialog):
             self.query_one("#allow", Checkbox).display = False
             return
         self._show_expire_fields(preview)
-        _bookings_table(self.query_one("#bookings", DataTable), preview.bookings)
+        self.query_one(BookingsTable).show(preview.bookings)
         self.query_one("#allow", Checkbox).display = not (
             preview.due or preview.terminal
         )
