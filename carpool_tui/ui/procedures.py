@@ -28,6 +28,7 @@ from carpool_tui.runbooks.engine import Procedure, Run, latest_start
 from carpool_tui.runbooks.procedures import (
     JOBS_FAILING,
     PROCEDURES,
+    PROCEDURES_BY_ID,
     diagnose,
     for_violation,
 )
@@ -95,7 +96,7 @@ class ProceduresScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted, "#procedure-list")
     def _summarise(self, event: DataTable.RowHighlighted) -> None:
-        proc = next(p for p in PROCEDURES if p.id == event.row_key.value)
+        proc = PROCEDURES_BY_ID[str(event.row_key.value)]
         self.query_one("#proc-summary", Static).update(
             f"[b]{safe_markup(proc.section)} {safe_markup(proc.title)}:[/] "
             f"{safe_markup(proc.summary, 400)}"
@@ -103,7 +104,7 @@ class ProceduresScreen(Screen[None]):
 
     @on(DataTable.RowSelected, "#procedure-list")
     def _open(self, event: DataTable.RowSelected) -> None:
-        proc = next(p for p in PROCEDURES if p.id == event.row_key.value)
+        proc = PROCEDURES_BY_ID[str(event.row_key.value)]
         self.app.push_screen(ProcedureScreen(proc))
 
     def action_close(self) -> None:
