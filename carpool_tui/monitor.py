@@ -15,7 +15,7 @@ from typing import Any
 from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
-from carpool_tui.models import JOBS, last_run, last_start
+from carpool_tui.models import JOBS, Violation, last_run, last_start
 from carpool_tui.warroom import overdue
 
 PREFIX = "CARPOOL"
@@ -158,11 +158,32 @@ class CheckResult:
             }
             for j in self.jobs
         ]
+        data["violations"] = [violation_json(v) for v in reading.violations]
         caps = reading.capabilities
         data["ops_layer_version"] = caps.ops_layer_version
         data["server_version"] = caps.server_version
         data["health"] = reading.health.model_dump(mode="json")
         return data
+
+
+def violation_json(violation: Violation) -> dict[str, Any]:
+    """One open violation row for --json, read whole or not.
+
+    A row that could not be read whole is counted like any other, so it is
+    listed like any other too, with ``unreadable`` saying what is missing and
+    why: a script reading the list finds the rows the counts are made of.
+    """
+    detected = violation.detected_at
+    row: dict[str, Any] = {
+        "id": str(violation.id),
+        "check_name": violation.check_name,
+        "severity": violation.severity,
+        "violation_count": violation.violation_count,
+        "detected_at": None if detected is None else detected.isoformat(),
+    }
+    if violation.unreadable:
+        row["unreadable"] = violation.unreadable
+    return row
 
 
 def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:

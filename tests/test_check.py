@@ -467,6 +467,40 @@ async def test_a_malformed_violation_row_hides_no_other(
     assert "seat_mismatch" in critical["text"] and "weird_count" in critical["text"]
 
 
+async def test_a_violation_row_it_cannot_read_is_listed_with_the_others(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """--json lists every open row it counted: one it could not read whole
+    keeps its check name, severity and count and says why in `unreadable`."""
+    await seed(ops_dsn, "seat_mismatch")
+    run_jobs(cli_env, ops_dsn, "check_system_invariants")
+    await once(
+        ops_dsn,
+        "INSERT INTO invariant_violations"
+        " (check_name, severity, violation_count, sample_data) VALUES"
+        " ('weird_count', 'warning', 3, '[{\"current\": \"many\"}]')",
+    )
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2
+    listed = {v["check_name"]: v for v in data["violations"]}
+    assert sorted(listed) == ["seat_mismatch", "weird_count"]
+    assert len(listed) == data["metrics"]["unresolved_violations"]
+    weird = listed["weird_count"]
+    assert (weird["severity"], weird["violation_count"]) == ("warning", 3)
+    assert weird["unreadable"].startswith("samples could not be read (")
+    assert "sample_data.0.current" in weird["unreadable"]
+    ordinary = listed["seat_mismatch"]
+    assert "unreadable" not in ordinary
+    assert set(ordinary) == {
+        "id",
+        "check_name",
+        "severity",
+        "violation_count",
+        "detected_at",
+    }
+    assert ordinary["severity"] == "critical" and ordinary["violation_count"] >= 1
+
+
 async def test_a_result_it_cannot_read_is_unknown_without_the_dashboards_words(
     ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
