@@ -98,6 +98,42 @@ def test_job_check_reads_the_action_result() -> None:
     assert r.ending() == "Finished: every check of this procedure passed."
 
 
+def test_a_result_or_choice_judged_again_is_not_a_new_timeline_entry() -> None:
+    """A check of fresh rows is logged each time; a verdict on the step's own
+    result or choice once per action or choice, however often it is checked."""
+    r = run(JOBS_FAILING)
+
+    def checks() -> list[tuple[str, str]]:
+        return [
+            (e.step[:1], e.result)
+            for e in r.timeline.entries
+            if e.action.startswith("check: ")
+        ]
+
+    r.choose("run-1", {"job_name": "expire_rides"})
+    r.verify([])
+    r.verify([])
+    assert checks() == [("1", "passed: Chosen: run-1.")]
+    r.advance()
+    r.verify([])
+    r.verify([])
+    r.acted("run expire_rides", {"success": True}, "completed")
+    r.verify([])
+    r.verify([])
+    r.acted("run expire_rides", {"success": True}, "completed")
+    r.verify([])
+    assert checks()[1:] == [
+        ("2", "failed: The job has not run in this step yet."),
+        ("2", "passed: The job completed."),
+        ("2", "passed: The job completed."),
+    ]
+    rows = run()
+    rows.advance()
+    rows.verify([{"ride_id": "a"}])
+    rows.verify([{"ride_id": "a"}])
+    assert [e.action for e in rows.timeline.entries].count("check: nothing left") == 2
+
+
 def test_an_empty_table_says_there_is_nothing_to_choose() -> None:
     choose = Check("chosen", "a ride is chosen")
     empty = evaluate(choose, Evidence(rows=[]))

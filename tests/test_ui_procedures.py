@@ -491,6 +491,56 @@ async def test_reload_checks_the_step_again_on_the_new_rows(
         assert "PASSED Every job ran on time" in screen_text(shift)
 
 
+def check_entries(app: DashboardApp, step: str) -> list[str]:
+    """The results the timeline holds for the checks of one step."""
+    return [
+        e.result
+        for e in app.timeline.entries
+        if e.step == step and e.action.startswith("check: ")
+    ]
+
+
+async def checked_again(pilot: Pilot[Any], screen: ProcedureScreen, key: str) -> None:
+    """Press c or r and wait until the step's rows are read and judged again."""
+    await pilot.press(key)
+    await settled(pilot, screen)
+    message = screen.query_one("#proc-message", Static)
+    await until(pilot, lambda: static_text(message) != "Checking…", "the check")
+
+
+async def test_one_invariant_check_run_is_one_timeline_entry(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Checking again after the check that follows the run judges the same
+    result: the timeline keeps one entry per run of check_system_invariants,
+    and one per reading of a step's live rows."""
+    async with connected(ops_dsn) as conn:
+        for name in JOBS_BY_NAME:
+            await job(conn, name)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        await next_step(pilot, shift)
+        # The jobs step judges the rows it reads: each c is a check of its own.
+        assert await check(pilot, shift)
+        await checked_again(pilot, shift, "c")
+        assert len(check_entries(app, "2. Jobs")) == 2
+        await next_step(pilot, shift)
+        step = "3. Run the invariant check"
+        await run_job_action(pilot, shift)
+        passed = ["passed: Every invariant check passes: healthy."]
+        assert check_entries(app, step) == passed
+        await checked_again(pilot, shift, "c")
+        await checked_again(pilot, shift, "r")
+        assert shift.run.verdict is not None and shift.run.verdict.ok
+        assert check_entries(app, step) == passed
+        await run_job_action(pilot, shift)
+        assert check_entries(app, step) == passed * 2
+        runs = [e for e in app.timeline.entries if e.action.startswith("run ")]
+        assert len(runs) == 2
+
+
 def top_line(app: DashboardApp) -> str:
     """The text of the widget drawn on the terminal's first line."""
     widget, _ = app.screen.get_widget_at(2, 0)

@@ -86,6 +86,16 @@ class Verdict:
 
     ok: bool
     text: str
+    from_rows: bool = field(default=True, compare=False)
+    """Whether it judged the rows just read. One drawn only from what the step
+    holds (its action's result, its chosen row) is the same answer each time it
+    is checked again, until the step acts or chooses anew."""
+
+
+def _held(ok: bool, text: str) -> Verdict:
+    """A verdict on what the step holds (its action's result, its choice) rather
+    than on the rows just read."""
+    return Verdict(ok, text, from_rows=False)
 
 
 def _no_rows(ev: Evidence, arg: str | None) -> Verdict:
@@ -125,17 +135,19 @@ def _job_from_log(ev: Evidence, result: dict[str, Any]) -> Verdict:
 
 def _job_ok(ev: Evidence, arg: str | None) -> Verdict:
     if ev.result is None:
-        return Verdict(False, "The job has not run in this step yet.")
+        return _held(False, "The job has not run in this step yet.")
     if ev.result.get("outcome_unknown"):
         return _job_from_log(ev, ev.result)
     if ev.result.get("success"):
-        return Verdict(True, "The job completed.")
-    return Verdict(False, f"The job failed: {ev.result.get('error') or 'no message'}.")
+        return _held(True, "The job completed.")
+    error = ev.result.get("error") or "no message"
+    return _held(False, f"The job failed: {error}.")
 
 
 def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
+    """The step's invariant check run, judged from its result alone."""
     if ev.result is None or not ev.result.get("success"):
-        return Verdict(False, "The invariant check has not completed in this step.")
+        return _held(False, "The invariant check has not completed in this step.")
     checks = ev.result.get("checks")
     samples = ev.result.get("violations")
     if checks is None and isinstance(samples, list):
@@ -146,13 +158,13 @@ def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
     counts = {c.get("name"): c.get("count") for c in checks or []}
     if arg is None:
         if ev.result.get("healthy"):
-            return Verdict(True, "Every invariant check passes: healthy.")
+            return _held(True, "Every invariant check passes: healthy.")
         total = ev.result.get("total_violations")
-        return Verdict(False, f"Not healthy: {total} violation(s) remain.")
+        return _held(False, f"Not healthy: {total} violation(s) remain.")
     count = counts.get(arg)
     if count == 0:
-        return Verdict(True, f"{arg} passes now.")
-    return Verdict(False, f"{arg} still fails: {count} finding(s).")
+        return _held(True, f"{arg} passes now.")
+    return _held(False, f"{arg} still fails: {count} finding(s).")
 
 
 def _ride_finished(ev: Evidence, arg: str | None) -> Verdict:
@@ -207,7 +219,7 @@ def _no_failed_latest(ev: Evidence, arg: str | None) -> Verdict:
 
 def _chosen(ev: Evidence, arg: str | None) -> Verdict:
     if ev.target:
-        return Verdict(True, f"Chosen: {ev.target}.")
+        return _held(True, f"Chosen: {ev.target}.")
     if not ev.rows:
         return Verdict(
             False, "The table is empty: nothing to choose. k skips the step."
@@ -371,16 +383,25 @@ class Run:
         self.log(action, summary)
 
     def verify(self, rows: Rows) -> Verdict | None:
-        """Run the step's check on fresh rows; None for a step without a check."""
+        """Run the step's check on fresh rows; None for a step without a check.
+
+        The timeline gets one entry per check run. A verdict on the rows just
+        read is a new run each time; one drawn only from the step's action
+        result or choice (the invariant check's counts, say) is the same run
+        judged again, so it is logged only when it differs from the step's
+        current verdict, which acting or choosing clears.
+        """
         check = self.step.check
         if check is None:
             return None
         verdict = evaluate(check, Evidence(rows, self.result, self.target))
+        repeated = not verdict.from_rows and verdict == self.verdict
         self.verdicts[self.index] = verdict
-        self.log(
-            f"check: {check.expect}",
-            ("passed: " if verdict.ok else "failed: ") + verdict.text,
-        )
+        if not repeated:
+            self.log(
+                f"check: {check.expect}",
+                ("passed: " if verdict.ok else "failed: ") + verdict.text,
+            )
         return verdict
 
     def can_advance(self) -> str | None:
