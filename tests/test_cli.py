@@ -375,15 +375,57 @@ async def test_a_keyword_dsn_with_hostaddr_reaches_no_other_server(
     assert await once(ops_dsn, "SELECT count(*) FROM system_job_log") == 0
 
 
-async def test_a_set_pghostaddr_is_refused(ops_dsn: str) -> None:
-    """libpq connects to PGHOSTADDR whatever the DSN's host; the driver ignores
-    it, so the two would reach different servers."""
-    env = {**_pg_env(ops_dsn), "PGHOSTADDR": "127.0.0.2"}
+async def test_libpq_options_that_tune_the_client_are_dropped(ops_dsn: str) -> None:
+    """A DSN copied from a libpq tool (keepalives, TCP timeouts) connects: the
+    driver would have sent those to the server as settings, which it refuses."""
+    tuning = "keepalives=1&keepalives_idle=30&tcp_user_timeout=5000&gssencmode=disable"
+    sep = "&" if "?" in ops_dsn else "?"
+    named = dsn_parts(ops_dsn)
+    words = " ".join(f"{key}={value}" for key, value in named.items() if value)
+    for dsn in (f"{ops_dsn}{sep}{tuning}", f"{words} keepalives=0 sslsni=1"):
+        checked = run_cli("check", "--dsn", dsn)
+        # A fresh database warns of jobs that never ran: read, not refused.
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert "seat_mismatches=0" in checked.stdout
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "host=db.internal dbname=carpool channel_binding=require",
+        "postgresql://db.internal/carpool?require_auth=scram-sha-256",
+        "postgresql://db.internal/carpool?gssencmode=require",
+    ],
+)
+def test_a_libpq_option_that_restricts_the_connection_is_refused(dsn: str) -> None:
+    """The driver would connect without the restriction psql enforces."""
+    with pytest.raises(SettingsInvalid) as refused:
+        normalize_dsn(dsn)
+    key = dsn.split("?")[-1].split()[-1].split("=")[0]
+    assert f"The DSN sets {key}=" in str(refused.value)
+    assert f"Remove {key} if the connection is acceptable" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "way_out"),
+    [
+        # libpq connects to that address whatever the DSN's host: the two
+        # would reach different servers.
+        ("PGHOSTADDR", "127.0.0.2", "Unset PGHOSTADDR"),
+        # psql would refuse a server that does not authenticate that way.
+        ("PGREQUIREAUTH", "scram-sha-256", "Unset PGREQUIREAUTH"),
+    ],
+)
+async def test_a_set_variable_the_driver_ignores_is_refused(
+    ops_dsn: str, variable: str, value: str, way_out: str
+) -> None:
+    """The driver ignores the variable libpq (and psql) would act on."""
+    env = {**_pg_env(ops_dsn), variable: value}
     for dsn in ((), ("--dsn", ops_dsn)):
         checked = run_cli("check", *dsn, env=env)
         assert checked.returncode == 3, checked.stdout + checked.stderr
-        assert "PGHOSTADDR is set (127.0.0.2)" in checked.stdout
-        assert "Unset PGHOSTADDR" in checked.stdout
+        assert f"{variable} is set ({value})" in checked.stdout
+        assert way_out in checked.stdout
 
 
 def _service_file(path: Path, dsn: str, *settings: str) -> Path:

@@ -19,6 +19,57 @@ CONNECT_TIMEOUT_S = 10.0
 _KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
 _URL_PARTS = {"user", "password", "host", "port", "dbname"}
 _BAD_DSN_HINT = "Use a DSN like postgresql://user:password@host:5432/dbname."
+# libpq options the driver does not know, which it would send to the server as
+# settings (and the server refuses). These only tune the client's TCP socket or
+# name a fallback, so going without them reaches the same server as safely.
+_CLIENT_TUNING = {
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "fallback_application_name",
+    "sslcompression",
+    "sslsni",
+    "load_balance_hosts",
+}
+# Options that ask for more than the driver gives unless they are left at a
+# value that asks for nothing: these only are dropped.
+_ASKS_NOTHING = {
+    "gssencmode": {"disable", "prefer"},
+    "channel_binding": {"disable", "prefer"},
+}
+# libpq options that restrict how it connects or authenticates; the driver
+# would ignore them, so a connection psql refuses could be made.
+_UNSUPPORTED = {
+    "gssencmode",
+    "channel_binding",
+    "require_auth",
+    "requirepeer",
+    "sslcertmode",
+    "sslcrldir",
+    "sslkeylogfile",
+    "gssdelegation",
+    "replication",
+    "min_protocol_version",
+    "max_protocol_version",
+    "oauth_issuer",
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_scope",
+    "scram_client_key",
+    "scram_server_key",
+}
+_UNSUPPORTED_VARIABLES = {
+    "PGGSSENCMODE": "gssencmode",
+    "PGCHANNELBINDING": "channel_binding",
+    "PGREQUIREAUTH": "require_auth",
+    "PGREQUIREPEER": "requirepeer",
+    "PGSSLCERTMODE": "sslcertmode",
+    "PGSSLCRLDIR": "sslcrldir",
+    "PGMINPROTOCOLVERSION": "min_protocol_version",
+    "PGMAXPROTOCOLVERSION": "max_protocol_version",
+}
 
 
 def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
@@ -28,9 +79,13 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     option asyncpg would send to the server as a setting) becomes the timeout.
     A server address asyncpg cannot honour (``hostaddr``, ``PGHOSTADDR``) is
     refused: asyncpg would connect to another server than libpq does. So is a
-    service asyncpg would connect without (see ``_check_service``).
+    service asyncpg would connect without (see ``_check_service``), and a libpq
+    option that restricts the connection (``_UNSUPPORTED``). libpq options that
+    only tune the client (``_CLIENT_TUNING``) are dropped: asyncpg would send
+    them to the server as settings, which it refuses.
     """
     _refuse_pghostaddr()
+    _refuse_unsupported_variables()
     if dsn is None:
         _check_service(None)
         return None, CONNECT_TIMEOUT_S
@@ -50,6 +105,10 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     for key, value in query:
         if key == "hostaddr":
             _refuse_hostaddr(value)
+        if key in _CLIENT_TUNING or value in _ASKS_NOTHING.get(key, ()):
+            continue
+        if key in _UNSUPPORTED:
+            _refuse_unsupported(f"The DSN sets {key}={value}", f"Remove {key}")
         if key == "connect_timeout":
             try:
                 timeout = max(1.0, float(value))
@@ -80,6 +139,24 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
         # empty name, which the server takes as the user's name.
         path = ""
     return urlunsplit(parts._replace(path=path, query=urlencode(kept))), timeout
+
+
+def _refuse_unsupported(what: str, way_out: str) -> NoReturn:
+    """Refuse a libpq option that restricts the connection, which the driver
+    would ignore: it could connect where psql refuses to."""
+    raise SettingsInvalid(
+        f"{what}, a libpq option carpool-tui's PostgreSQL driver cannot honour: it"
+        " would connect without what the option asks for",
+        f"{way_out} if the connection is acceptable without it.",
+    )
+
+
+def _refuse_unsupported_variables() -> None:
+    """Refuse a set PG* variable for an option in ``_UNSUPPORTED``."""
+    for variable, option in _UNSUPPORTED_VARIABLES.items():
+        value = os.environ.get(variable, "").strip()
+        if value and value not in _ASKS_NOTHING.get(option, ()):
+            _refuse_unsupported(f"{variable} is set ({value})", f"Unset {variable}")
 
 
 def _refuse_hostaddr(address: str) -> NoReturn:
