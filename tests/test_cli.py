@@ -462,9 +462,9 @@ async def test_a_service_names_the_database_in_every_form(
 def test_a_service_the_driver_would_connect_without_is_refused(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    """libpq fails on a service it cannot find and reads PGSERVICE and a
-    service's hostaddr; the driver ignores all three and connects by the PG*
-    variables, here to a database that would answer as if it were the one."""
+    """libpq fails on a service it cannot find and reads a service's hostaddr;
+    the driver ignores both and connects by the PG* variables, here to a
+    database that would answer as if it were the one."""
     service = _service_file(tmp_path / "pg_service.conf", ops_dsn)
     env = {
         **_pg_env(ops_dsn),
@@ -480,11 +480,9 @@ def test_a_service_the_driver_would_connect_without_is_refused(
         assert said in checked.stdout, checked.stdout
         assert "set PGSERVICEFILE to the file that defines it" in checked.stdout
 
-    unset = {**env, "PGSERVICE": "carpool_test"}
-    checked = run_cli("check", env=unset)
+    checked = run_cli("check", env={**env, "PGSERVICE": "nosuch"})
     assert checked.returncode == 3, checked.stdout + checked.stderr
-    assert "PGSERVICE is set (carpool_test)" in checked.stdout, checked.stdout
-    assert "service=carpool_test" in checked.stdout
+    assert "PGSERVICE (nosuch) names service 'nosuch'" in checked.stdout
 
     by_address = _service_file(tmp_path / "by-address.conf", ops_dsn, "hostaddr=::2")
     env["PGSERVICEFILE"] = str(by_address)
@@ -492,6 +490,26 @@ def test_a_service_the_driver_would_connect_without_is_refused(
     assert checked.returncode == 3, checked.stdout + checked.stderr
     assert "sets hostaddr=::2" in checked.stdout, checked.stdout
     assert "Use host= instead" in checked.stdout
+
+
+def test_pgservice_names_the_service_as_for_libpq(ops_dsn: str, tmp_path: Path) -> None:
+    """libpq takes the service from PGSERVICE when the DSN names none; so does
+    carpool-tui, though its driver ignores the variable. PGDATABASE names a
+    database that does not exist: only the service's dbname reaches ours."""
+    service = _service_file(tmp_path / "pg_service.conf", ops_dsn)
+    env = {
+        **_pg_env(ops_dsn),
+        "PGDATABASE": "no_such_database",
+        "PGSERVICEFILE": str(service),
+    }
+    without = run_cli("check", env=env)
+    assert without.returncode == 3, without.stdout + without.stderr
+    env["PGSERVICE"] = "carpool_test"
+    for dsn in ((), ("--dsn", f"host={dsn_parts(ops_dsn)['host']}")):
+        checked = run_cli("check", *dsn, env=env)
+        # A fresh database warns of jobs that never ran: read, not refused.
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert "seat_mismatches=0" in checked.stdout
 
 
 def test_port_out_of_range_is_one_line_without_the_password() -> None:

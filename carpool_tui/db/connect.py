@@ -86,9 +86,11 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     """
     _refuse_pghostaddr()
     _refuse_unsupported_variables()
+    default_service = os.environ.get("PGSERVICE", "").strip()
     if dsn is None:
-        _check_service(None)
-        return None, CONNECT_TIMEOUT_S
+        if not default_service:
+            return None, CONNECT_TIMEOUT_S
+        dsn = "postgresql://"
     dsn = dsn.strip()
     keywords = "://" not in dsn and "=" in dsn
     if keywords:
@@ -120,7 +122,13 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
         else:
             kept.append((key, value))
     services = [value for key, value in kept if key == "service"]
-    _check_service(services[-1] if services else None)
+    if services:
+        _check_service(services[-1], "The DSN")
+    elif default_service:
+        # libpq reads PGSERVICE for a DSN that names no service; asyncpg does
+        # not, so it goes into the DSN.
+        _check_service(default_service, f"PGSERVICE ({default_service})")
+        kept.append(("service", default_service))
     host_port = parts.netloc.rsplit("@", 1)[-1]
     if "," not in host_port:  # asyncpg checks multi-host lists itself
         try:
@@ -202,27 +210,20 @@ def _refuse_pghostaddr() -> None:
     )
 
 
-def _check_service(service: str | None) -> None:
+def _check_service(service: str, named_by: str) -> None:
     """Refuse a service asyncpg would silently connect without.
 
-    libpq fails on a service it cannot find, and also reads PGSERVICE and the
-    system-wide service file. asyncpg reads only PGSERVICEFILE (else
-    ~/.pg_service.conf), ignores a service not defined there and PGSERVICE,
-    and skips a service's hostaddr: each time it would connect by the rest of
-    the DSN, the PG* variables or the local socket, to another database.
+    libpq fails on a service it cannot find, and also reads the system-wide
+    service file. asyncpg reads only PGSERVICEFILE (else ~/.pg_service.conf),
+    ignores a service not defined there, and skips a service's hostaddr: each
+    time it would connect by the rest of the DSN, the PG* variables or the
+    local socket, to another database. ``named_by`` says where the service was
+    named (the DSN, PGSERVICE).
     """
-    if service is None:
-        _refuse_ignored(
-            "PGSERVICE",
-            "it would connect without that service's settings",
-            "Name the service in the DSN instead (service={value}) and unset"
-            " PGSERVICE.",
-        )
-        return
     path = _service_file()
     if path is None:
         raise SettingsInvalid(
-            f"The DSN names service {service!r}, but carpool-tui's PostgreSQL"
+            f"{named_by} names service {service!r}, but carpool-tui's PostgreSQL"
             " driver finds no service file (PGSERVICEFILE is not set and there is"
             " no home directory), and would connect without it",
             "Set PGSERVICEFILE to the file that defines the service.",
@@ -237,7 +238,7 @@ def _check_service(service: str | None) -> None:
         ) from None
     if not services.has_section(service):
         raise SettingsInvalid(
-            f"The DSN names service {service!r}, which {path} does not define:"
+            f"{named_by} names service {service!r}, which {path} does not define:"
             " carpool-tui's PostgreSQL driver reads no other service file, and"
             " would connect without it",
             "Define the service in that file, or set PGSERVICEFILE to the file"
