@@ -43,12 +43,16 @@ async def settled(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
     await pilot.pause()
 
 
-async def run_job_action(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
+async def run_job_action(
+    pilot: Pilot[Any], screen: ProcedureScreen, read_for: float = 0.0
+) -> None:
+    """Run the step's job and close its result, after ``read_for`` seconds."""
     await pilot.press("a")
     await dialog_of(pilot, ConfirmJobDialog)
     await pilot.press("enter")
     running = await dialog_of(pilot, JobRunDialog)
     await until(pilot, lambda: running.result is not None, "the job's result")  # type: ignore[attr-defined]
+    await pilot.pause(read_for)
     await pilot.press("enter")
     await settled(pilot, screen)
     await until(pilot, lambda: screen.run.verdict is not None, "the check")
@@ -513,7 +517,8 @@ async def test_one_invariant_check_run_is_one_timeline_entry(
 ) -> None:
     """Checking again after the check that follows the run judges the same
     result: the timeline keeps one entry per run of check_system_invariants,
-    and one per reading of a step's live rows."""
+    and one per reading of a step's live rows. A run's entry has the time the
+    job was sent, however long the operator read its result."""
     async with connected(ops_dsn) as conn:
         for name in JOBS_BY_NAME:
             await job(conn, name)
@@ -528,7 +533,11 @@ async def test_one_invariant_check_run_is_one_timeline_entry(
         assert len(check_entries(app, "2. Jobs")) == 2
         await next_step(pilot, shift)
         step = "3. Run the invariant check"
-        await run_job_action(pilot, shift)
+        sent = app.clock()
+        await run_job_action(pilot, shift, read_for=1.5)
+        closed = app.clock()
+        (run,) = [e for e in app.timeline.entries if e.action.startswith("run ")]
+        assert sent <= run.at < closed - timedelta(seconds=1), (sent, run.at, closed)
         passed = ["passed: Every invariant check passes: healthy."]
         assert check_entries(app, step) == passed
         await checked_again(pilot, shift, "c")

@@ -349,12 +349,12 @@ class Run:
     def over(self) -> bool:
         return self.stopped or self.finished
 
-    def log(self, action: str, result: str) -> None:
-        """Add a timeline entry for the current step."""
+    def log(self, action: str, result: str, at: datetime | None = None) -> None:
+        """Add a timeline entry for the current step, made now or ``at``."""
         step = f"{self.index + 1}. {self.step.title}" if self.procedure.steps else ""
         self.timeline.add(
             Entry(
-                at=self.clock(),
+                at=at or self.clock(),
                 operator=self.operator,
                 procedure=f"{self.procedure.section} {self.procedure.title}",
                 step=step,
@@ -376,11 +376,21 @@ class Run:
         self.verdicts[self.index] = None
         self.log("choose", target)
 
-    def acted(self, action: str, result: dict[str, Any] | None, summary: str) -> None:
-        """The step's action ran (or was refused or cancelled); keep its result."""
+    def acted(
+        self,
+        action: str,
+        result: dict[str, Any] | None,
+        summary: str,
+        at: datetime | None = None,
+    ) -> None:
+        """The step's action ran (or was refused or cancelled); keep its result.
+
+        ``at`` is when it was sent, for an action whose answer is read later: the
+        timeline gives the time it ran, not the time its result was dismissed.
+        """
         self.results[self.index] = result
         self.verdicts[self.index] = None
-        self.log(action, summary)
+        self.log(action, summary, at)
 
     def verify(self, rows: Rows) -> Verdict | None:
         """Run the step's check on fresh rows; None for a step without a check.

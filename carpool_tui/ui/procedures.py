@@ -217,6 +217,8 @@ class ProcedureScreen(Screen[None]):
         self.error: OpsError | None = None
         self._resume_row: int | None = None
         self._runs_before: datetime | None = None
+        self._sent_at: datetime | None = None
+        """When the step's job was sent: its timeline entry's time."""
 
     @property
     def dash(self) -> DashboardApp:
@@ -500,6 +502,7 @@ class ProcedureScreen(Screen[None]):
                     # The job's latest run now: one after it is this step's run,
                     # should the job's answer be lost on the way.
                     self._runs_before = latest_start(self.rowset, job.name)
+                    self._sent_at = self.run.clock()
                     self.app.push_screen(JobRunDialog(job), self._job_done)
                 else:
                     self.run.acted(f"run {job.name}", None, "cancelled at confirm")
@@ -519,7 +522,9 @@ class ProcedureScreen(Screen[None]):
     def _job_done(self, result: JobResult | None) -> None:
         job = self._job() or "job"
         if result is not None and not result.outcome_unknown:
-            self.run.acted(f"run {job}", result.model_dump(), result.describe(job))
+            self.run.acted(
+                f"run {job}", result.model_dump(), result.describe(job), self._sent_at
+            )
         else:
             # No answer (closed while waiting, or the outcome is unknown): the
             # check reads the job log for a run that started after the send.
@@ -530,7 +535,7 @@ class ProcedureScreen(Screen[None]):
                 "runs_before": self._runs_before,
             }
             said = "closed without a result" if result is None else "outcome unknown"
-            self.run.acted(f"run {job}", unknown, said)
+            self.run.acted(f"run {job}", unknown, said, self._sent_at)
         self.show_step(verify=True)
 
     def _write_done(self, dialog: RideDialog, done: bool | None) -> None:
