@@ -695,6 +695,54 @@ async def test_resolve_says_when_a_check_cannot_be_run(
         assert "safe to resolve" not in shown
 
 
+async def test_the_gist_names_pgdn_only_while_the_preview_is_cut(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 120x40 the whole preview shows, so no key is named; at 80x24 its
+    bookings are below the fold until PgDn, and the line follows the resize."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, total_seats=6)
+        for _ in range(3):
+            await make_booking(conn, ride, status="confirmed")
+        await conn.execute("UPDATE rides SET available_seats = 5 WHERE id = $1", ride)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        dialog, _ = await preview_ride(pilot, "s", SeatFixDialog, ride, "Computed")
+        page = dialog.query_one(".dialog", VerticalScroll)
+        message = dialog.query_one("#message", Static)
+
+        async def says(text: str) -> str:
+            return await until(
+                pilot,
+                lambda: text in (said := static_text(message)) and said,
+                f"{text!r} in the message",
+            )
+
+        await says("Apply sets available_seats 5 → 3")
+        await until(pilot, lambda: page.max_scroll_y == 0, "the whole preview")
+        await pilot.pause()
+        said = static_text(message)
+        assert "PgDn" not in said and "PgUp" not in said, said
+
+        await pilot.resize_terminal(80, 24)
+        await says("PgDn shows the rest of the preview.")
+        assert page.max_scroll_y > 0
+        for _ in range(page.max_scroll_y):
+            await pilot.press("pagedown")
+        await until(pilot, lambda: page.scroll_y == page.max_scroll_y, "the bottom")
+        said = await says("PgUp shows the top of the preview.")
+        assert "PgDn" not in said
+
+        await pilot.resize_terminal(120, 40)
+        await until(
+            pilot,
+            lambda: "Pg" not in static_text(message) and page.max_scroll_y == 0,
+            "no key named once the whole preview shows",
+        )
+        assert "Apply sets available_seats 5 → 3" in static_text(message)
+
+
 async def test_expiring_a_ride_not_yet_due_at_80x24(
     ops_dsn: str, tmp_path: Path
 ) -> None:

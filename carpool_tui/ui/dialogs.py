@@ -736,7 +736,7 @@ class RideDialog(WriteDialog):
 
     def on_mount(self) -> None:
         page = self.query_one(".dialog", DialogScroll)
-        self.watch(page, "virtual_size", self._fold_moved, init=False)
+        self.watch(page, "scroll_y", self._fold_moved, init=False)
         if self.initial:
             self._start_preview(self.initial)
             return
@@ -863,20 +863,25 @@ class RideDialog(WriteDialog):
     def message_cleared(self) -> None:
         self._say_what_it_does()
 
+    @on(DialogScroll.Resized)
     def _fold_moved(self) -> None:
         if self.gist_shown:
             self._say_what_it_does(again=True)
 
     def _say_what_it_does(self, again: bool = False) -> None:
         """The preview's gist beside the note, where a small terminal shows
-        it, and whether the rest of the preview is below the fold."""
+        it, and which key shows the part of the preview out of view, if any."""
         # Only into an empty line: a message said since (a refused note) stays.
         if self.done or self.preview is None or (self.message_markup and not again):
             return
         gist = self.gist()
-        page = self.query_one(".dialog", DialogScroll)
-        if gist and page.max_scroll_y > 0:
+        above, below = self.query_one(".dialog", DialogScroll).hidden()
+        if gist and below:
             gist += " PgDn shows the rest of the preview."
+        elif gist and above:
+            gist += " PgUp shows the top of the preview."
+        if again and gist == self.message_markup:
+            return  # unchanged: the message line is not redrawn
         self.set_message(gist)
         self.gist_shown = bool(gist)
 

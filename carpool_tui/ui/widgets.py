@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.events import Resize
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from carpool_tui.models import (
@@ -117,6 +118,21 @@ class DialogScroll(VerticalScroll):
 
     def action_page_up(self) -> None:
         self.page(-1)
+
+    class Resized(Message):
+        """The body, or what it holds, changed size: what it hides may have.
+
+        A Resize event does not reach the dialog, and the body's virtual size
+        alone can change before its own height does, so a dialog that says
+        what is out of view listens for this instead.
+        """
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized())
+
+    def hidden(self) -> tuple[bool, bool]:
+        """Whether lines are out of view (above, below) the visible part."""
+        return round(self.scroll_y) > 0, round(self.scroll_y) < self.max_scroll_y
 
 
 class FormScroll(DialogScroll):
