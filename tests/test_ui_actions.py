@@ -15,7 +15,15 @@ import asyncpg
 from factories import connected, job, make_booking, make_ride
 from relay import relayed
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
-from test_ui_support import OPERATOR, make_settings, screen_text, static_text, until
+from test_ui_support import (
+    OPERATOR,
+    drawn_lines,
+    make_settings,
+    pairs_whole,
+    screen_text,
+    static_text,
+    until,
+)
 from textual import events
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
@@ -960,6 +968,35 @@ async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) ->
         await pilot.press("s")
         fix = await dialog_of(pilot, SeatFixDialog)
         assert samples[-1].ride_id in screen_text(fix)
+
+
+async def test_a_violations_keys_wrap_only_between_whole_pairs(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    pairs = [
+        ("s", "fix seats of sample's ride"),
+        ("e", "expire sample's ride"),
+        ("x", "resolve"),
+        ("Esc", "close"),
+    ]
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        await select_violation(pilot, app, "seat_mismatch")
+        await pilot.press("enter")
+        dialog = await dialog_of(pilot, ViolationDialog)
+        keys = dialog.query_one(".keys", Widget)
+        box = dialog.query_one("#violation", Widget)
+
+        def drawn() -> list[str]:
+            return [line for line in drawn_lines(keys) if line.strip()]
+
+        for width, height, count in ((80, 24, 2), (60, 20, 3), (120, 40, 1)):
+            await pilot.resize_terminal(width, height)
+            await until(
+                pilot, lambda n=count: len(drawn()) == n, f"{count} lines at {width}"
+            )
+            pairs_whole(keys, pairs)
+            # Every line of them is drawn, inside the dialog.
+            assert keys.region.bottom <= box.region.bottom - 1
 
 
 async def test_tab_goes_between_the_fields_of_a_write_dialog(

@@ -11,9 +11,16 @@ from factories import connected, job, make_booking, make_ride
 from test_ui_actions import action_log, dialog_of, select_violation, shows, type_text
 from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
-from test_ui_support import make_settings, screen_text, static_text, until
+from test_ui_support import (
+    make_settings,
+    pairs_whole,
+    screen_text,
+    static_text,
+    until,
+)
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
@@ -469,6 +476,53 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
         ("2. Jobs", "4.1 Jobs are failing"),
         ("3. Run the invariant check", "4.2 Violation: seat_mismatch"),
     ]
+
+
+async def test_key_lines_wrap_only_between_whole_pairs(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await job(conn, "expire_rides")
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        await next_step(pilot, shift)
+        keys = shift.query_one("#proc-keys", Widget)
+        pairs = [
+            ("c", "check"),
+            ("n", "next"),
+            ("b", "back"),
+            ("k", "skip"),
+            ("r", "reload"),
+            ("f", "follow its procedure"),
+            ("m", "timeline"),
+            ("Esc", "stop"),
+        ]
+        lines = pairs_whole(keys, pairs)
+        assert len([line for line in lines if line.strip()]) == 2
+
+        await pilot.resize_terminal(60, 20)
+        await until(pilot, lambda: keys.size.width == 60, "the narrower line")
+        await pilot.pause()
+        pairs_whole(keys, pairs)
+
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: keys.size.width == 120, "the wider line")
+        await pilot.pause()
+        lines = pairs_whole(keys, pairs)
+        assert len([line for line in lines if line.strip()]) == 1
+
+        await pilot.press("escape")
+        listing = await dialog_of(pilot, ProceduresScreen)
+        await pilot.resize_terminal(60, 20)
+        await until(pilot, lambda: listing.size.width == 60, "the list at 60")
+        await pilot.pause()
+        pairs_whole(
+            listing.query_one(".keys", Widget),
+            [("Enter", "open"), ("m", "export timeline"), ("Esc", "back")],
+        )
 
 
 async def test_reload_checks_the_step_again_on_the_new_rows(

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from rich.text import Text
 from textual.content import Content
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from carpool_tui.config import Settings
@@ -88,6 +90,20 @@ def screen_text(screen: Screen[Any]) -> str:
         elif isinstance(widget, DataTable):
             parts.append(table_text(widget))
     return "\n".join(parts)
+
+
+def drawn_lines(widget: Widget) -> list[str]:
+    """The lines a widget draws on the terminal now, as plain text."""
+    region = Region(0, 0, *widget.region.size)
+    return [strip.text for strip in widget.render_lines(region)]
+
+
+def pairs_whole(widget: Widget, pairs: list[tuple[str, str]]) -> list[str]:
+    """The drawn lines, after checking every "key label" pair is on one of them."""
+    lines = drawn_lines(widget)
+    for key, label in pairs:
+        assert any(f" {key}  {label}" in line for line in lines), (key, label, lines)
+    return lines
 
 
 def test_frozen_clock_does_not_move() -> None:

@@ -16,12 +16,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from uuid import UUID
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.content import Content
 from textual.css.scalar import Scalar
+from textual.geometry import Size
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -127,9 +130,53 @@ def _is_an_id(text: str) -> bool:
 _ID_START = re.compile(r"[0-9a-f]{8}[0-9a-f-]*")
 
 
-def keys_line(*pairs: tuple[str, str]) -> str:
-    """The dialog's keys, written on it: '[Enter] run · [Esc] cancel'."""
-    return "   ".join(f"[b reverse] {key} [/] {what}" for key, what in pairs)
+def keys_line(*pairs: tuple[str, str], width: int | None = None) -> str:
+    """Keys and what they do, as markup: '[Enter] run   [Esc] cancel'.
+
+    With `width` the pairs are packed into lines of that many cells, so a key
+    is never parted from its label where the line wraps.
+    """
+    lines: list[str] = []
+    used = 0
+    for key, what in pairs:
+        part = f"[b reverse] {key} [/] {what}"
+        cells = cell_len(key) + 3 + cell_len(what)
+        if lines and (width is None or used + 3 + cells <= width):
+            lines[-1] += "   " + part
+            used += 3 + cells
+        else:
+            lines.append(part)
+            used = cells
+    return "\n".join(lines)
+
+
+class KeysLine(Static):
+    """Keys and what they do, wrapped only between whole "key label" pairs.
+
+    Text wraps at any space, which can leave a key at the end of one line and
+    its label at the start of the next; here the pairs are packed into lines
+    of the width the widget is given, as it is laid out and drawn.
+    """
+
+    def __init__(self, *pairs: tuple[str, str], **kwargs: Any) -> None:
+        super().__init__(keys_line(*pairs), **kwargs)
+        self.pairs = pairs
+
+    def show(self, *pairs: tuple[str, str]) -> None:
+        """Show these pairs instead."""
+        if pairs != self.pairs:
+            self.pairs = pairs
+            self.update(keys_line(*pairs))
+
+    def packed(self, width: int) -> Content:
+        """The pairs in lines of `width` cells (0: one line)."""
+        return Content.from_markup(keys_line(*self.pairs, width=width or None))
+
+    def render(self) -> Content:
+        return self.packed(self.content_size.width)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return self.packed(width).get_height(self.styles.get_render_rules(), width)
 
 
 class Outcome(Message):
@@ -191,10 +238,7 @@ class ConfirmJobDialog(Dialog[bool]):
                 "updating and you can cancel it.",
                 classes="muted",
             )
-            yield Static(
-                keys_line(("Enter", "run the job"), ("Esc", "cancel")),
-                classes="keys",
-            )
+            yield KeysLine(("Enter", "run the job"), ("Esc", "cancel"), classes="keys")
 
     def action_confirm(self) -> None:
         self.dismiss(True)
@@ -227,7 +271,7 @@ class JobRunDialog(Dialog[JobResult | None]):
             yield Static(f"{self.job.title}: {self.job.name}()", classes="title")
             yield Static("", id="progress")
             yield Static("", id="outcome")
-            yield Static("", id="job-keys", classes="keys")
+            yield KeysLine(id="job-keys", classes="keys")
 
     def on_mount(self) -> None:
         self.started = self.dash.clock()
@@ -255,7 +299,7 @@ class JobRunDialog(Dialog[JobResult | None]):
             # Sent: c again would do nothing; say when Esc will work.
             later = f"stop waiting, from {CANCEL_GRACE_S:g} s after the cancel"
             keys = [("Esc", later)]
-        self.query_one("#job-keys", Static).update(keys_line(*keys))
+        self.query_one("#job-keys", KeysLine).show(*keys)
 
     @property
     def cancelling(self) -> bool:
@@ -313,7 +357,7 @@ class JobRunDialog(Dialog[JobResult | None]):
             if result.hint:
                 text += f"\n{safe_markup(result.hint, 300)}"
         self.query_one("#outcome", Static).update(text)
-        self.query_one("#job-keys", Static).update(keys_line(("Enter/Esc", "close")))
+        self.query_one("#job-keys", KeysLine).show(("Enter/Esc", "close"))
 
     def action_cancel_job(self) -> None:
         if self.running and not self.cancelling:
@@ -408,7 +452,7 @@ class LogEntryDialog(Dialog[None]):
             yield Static("Details", classes="subtitle")
             details = json.dumps(e.details, indent=2, sort_keys=True, default=str)
             yield Static(Text(safe_block(details, 100, 60)), classes="code")
-            yield Static(keys_line(("Esc", "close")), classes="keys")
+            yield KeysLine(("Esc", "close"), classes="keys")
 
 
 SAMPLES_MAX_LINES = 10  # the samples table's header and rows, at most
@@ -453,13 +497,11 @@ class ViolationDialog(Dialog[None]):
             yield Static(f"Samples ({len(v.sample_data)})", classes="subtitle")
             table: DataTable[Text] = DataTable(cursor_type="row", id="samples")
             yield table
-            yield Static(
-                keys_line(
-                    ("s", "fix seats of sample's ride"),
-                    ("e", "expire sample's ride"),
-                    ("x", "resolve"),
-                    ("Esc", "close"),
-                ),
+            yield KeysLine(
+                ("s", "fix seats of sample's ride"),
+                ("e", "expire sample's ride"),
+                ("x", "resolve"),
+                ("Esc", "close"),
                 classes="keys",
             )
 
@@ -630,7 +672,7 @@ class WriteDialog(Dialog[bool]):
         self.query_one("#note", Input).disabled = True
         for target in self.query("#ride").results(Input):
             target.disabled = True
-        self.query_one(".keys", Static).update(keys_line(("Esc", "close")))
+        self.query_one(".keys", KeysLine).show(("Esc", "close"))
         self.focus_next()
 
     applying = False
@@ -807,11 +849,9 @@ class RideDialog(WriteDialog):
                 placeholder="note: why (required)", id="note", disabled=True
             )
             yield Static("", id="message")
-            yield Static(
-                keys_line(
-                    ("Enter", f"on ride id: preview · on note: {verb}"),
-                    ("Esc", "cancel"),
-                ),
+            yield KeysLine(
+                ("Enter", f"on ride id: preview · on note: {verb}"),
+                ("Esc", "cancel"),
                 classes="keys",
             )
 
@@ -1204,9 +1244,8 @@ class ResolveDialog(WriteDialog):
             with Vertical(classes="foot"):
                 yield NoteInput(placeholder="note: what was done (required)", id="note")
                 yield Static("", id="message")
-                yield Static(
-                    keys_line(("Enter", "on note: resolve"), ("Esc", "cancel")),
-                    classes="keys",
+                yield KeysLine(
+                    ("Enter", "on note: resolve"), ("Esc", "cancel"), classes="keys"
                 )
 
     def on_mount(self) -> None:
@@ -1320,4 +1359,4 @@ class HelpScreen(Dialog[None]):
                 "Times are UTC.",
                 classes="muted",
             )
-            yield Static(keys_line(("Esc", "close")), classes="keys")
+            yield KeysLine(("Esc", "close"), classes="keys")

@@ -36,9 +36,9 @@ from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
     ExpireRideDialog,
     JobRunDialog,
+    KeysLine,
     RideDialog,
     SeatFixDialog,
-    keys_line,
 )
 from carpool_tui.ui.text import safe_markup, safe_text
 
@@ -77,8 +77,10 @@ class ProceduresScreen(Screen[None]):
             # The highlighted procedure's summary, whole: the column cuts it.
             yield Static("", id="proc-summary")
             yield Static("", id="proc-message")
-            yield Static(
-                keys_line(("Enter", "open"), ("m", "export timeline"), ("Esc", "back")),
+            yield KeysLine(
+                ("Enter", "open"),
+                ("m", "export timeline"),
+                ("Esc", "back"),
                 classes="keys",
             )
 
@@ -240,7 +242,7 @@ class ProcedureScreen(Screen[None]):
             reason.display = False
             yield reason
             yield Static("", id="proc-message")
-        yield Static("", id="proc-keys", classes="keys")
+        yield KeysLine(id="proc-keys", classes="keys")
 
     def on_resize(self, event: Resize) -> None:
         # A short terminal shows fewer rows, so the step's result fits below.
@@ -308,7 +310,7 @@ class ProcedureScreen(Screen[None]):
         self.query_one("#proc-detail", Static).update(self._detail())
         self.query_one("#proc-action", Static).update(self._action_text())
         self.query_one("#proc-verdict", Static).update(self._verdict_text())
-        self.query_one("#proc-keys", Static).update(self._keys())
+        self.query_one("#proc-keys", KeysLine).show(*self._keys())
         if self.run.over:
             self.reveal()
 
@@ -350,9 +352,9 @@ class ProcedureScreen(Screen[None]):
         style, word = ("$success", "PASSED") if verdict.ok else ("$error", "FAILED")
         return f"{expect} · [b {style}]{word}[/] {safe_markup(verdict.text, 200)}"
 
-    def _keys(self) -> str:
+    def _keys(self) -> list[tuple[str, str]]:
         if self.run.over:
-            return keys_line(("b", "back"), ("m", "export timeline"), ("Esc", "close"))
+            return [("b", "back"), ("m", "export timeline"), ("Esc", "close")]
         pairs = []
         step = self.run.step
         if step.check is not None and step.check.rule == "chosen":
@@ -367,7 +369,7 @@ class ProcedureScreen(Screen[None]):
         ):
             pairs.append(("f", "follow its procedure"))
         pairs += [("m", "timeline"), ("Esc", "stop")]
-        return keys_line(*pairs)
+        return pairs
 
     def _detail(self) -> str:
         """Advice for a chosen failed run; open and found now for the final check."""

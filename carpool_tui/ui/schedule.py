@@ -24,7 +24,7 @@ from carpool_tui.config import DEFAULT_OVERDUE_FACTOR
 from carpool_tui.db.errors import OpsError
 from carpool_tui.models import last_start
 from carpool_tui.ui import fmt
-from carpool_tui.ui.dialogs import keys_line
+from carpool_tui.ui.dialogs import KeysLine
 from carpool_tui.ui.text import safe_markup, safe_text
 from carpool_tui.warroom import CronTable, ScheduleRow, schedule_rows
 
@@ -81,9 +81,7 @@ class ScheduleScreen(Screen[None]):
             table: DataTable[Text] = DataTable(cursor_type="row", id="schedule-table")
             yield table
             yield Static("", id="schedule-problems")
-            yield Static(
-                keys_line(("r", "read again"), ("Esc", "back")), classes="keys"
-            )
+            yield KeysLine(("r", "read again"), ("Esc", "back"), classes="keys")
 
     def on_mount(self) -> None:
         table = self.query_one("#schedule-table", DataTable)

@@ -23,7 +23,7 @@ from textual.widgets import Sparkline, Static
 from carpool_tui.db.errors import OpsError
 from carpool_tui.models import JOBS, counted
 from carpool_tui.ui import fmt
-from carpool_tui.ui.dialogs import keys_line
+from carpool_tui.ui.dialogs import KeysLine
 from carpool_tui.ui.text import safe_markup
 from carpool_tui.warroom import TREND_HOURS, TrendBucket, job_trends
 
@@ -104,9 +104,7 @@ class TrendsScreen(Screen[None]):
             yield Static("", id="trend-violations-label")
             yield Sparkline([], id="trend-violations")
             yield TimeAxis()
-            yield Static(
-                keys_line(("r", "read again"), ("Esc", "back")), classes="keys"
-            )
+            yield KeysLine(("r", "read again"), ("Esc", "back"), classes="keys")
 
     def on_mount(self) -> None:
         self._read()
