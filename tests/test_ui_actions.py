@@ -792,6 +792,34 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
         )
 
 
+async def test_the_allow_box_is_empty_until_ticked(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Its X is drawn only when ticked, not told apart by colour alone."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=3))
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        dialog, _ = await preview_ride(
+            pilot, "e", ExpireRideDialog, ride, "Due              no"
+        )
+        allow = dialog.query_one("#allow", Checkbox)
+        await until(pilot, lambda: allow.region.height > 0, "the box drawn")
+
+        def drawn() -> str:
+            return "".join(drawn_lines(allow))
+
+        assert "▐ ▌ Expire although it is not due yet (not ticked)" in drawn()
+        assert "X" not in drawn()
+        await pilot.press("shift+tab", "space")
+        await until(pilot, lambda: "▐X▌" in drawn(), "the X once ticked")
+        assert allow.value and "(TICKED)" in drawn()
+        await pilot.press("space")
+        await until(pilot, lambda: "X" not in drawn(), "an empty box again")
+        assert not allow.value and "(not ticked)" in drawn()
+
+
 async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(
     ops_dsn: str, tmp_path: Path
 ) -> None:

@@ -1067,6 +1067,26 @@ def _seats(value: Any) -> str:
     return printable(value, 20)
 
 
+class TickBox(Checkbox):
+    """A checkbox that draws its X only when ticked: unticked, the box is empty.
+
+    Textual's checkbox draws the X either way and tells the two apart by
+    colour alone, which a terminal with few colours (or none) shows the same.
+    Space and Enter toggle it, as any checkbox.
+    """
+
+    def __init__(self, label: str, value: bool = False, **kwargs: Any) -> None:
+        super().__init__(label, value, **kwargs)
+        self._mark()
+
+    def watch_value(self) -> None:
+        self._mark()
+        super().watch_value()
+
+    def _mark(self) -> None:
+        self.BUTTON_INNER = "X" if self.value else " "
+
+
 def _allow_label(ticked: bool) -> str:
     state = "TICKED" if ticked else "not ticked"
     return f"Expire although it is not due yet ({state})"
@@ -1083,7 +1103,7 @@ class ExpireRideDialog(RideDialog):
             yield Input(self.initial, placeholder="ride id (UUID)", id="ride")
             yield Static("", id="preview")
             yield BookingsTable()
-            allow = Checkbox(_allow_label(False), id="allow")
+            allow = TickBox(_allow_label(False), id="allow")
             allow.display = False
             yield from self.foot("expire", allow)
 
@@ -1098,7 +1118,7 @@ class ExpireRideDialog(RideDialog):
 
     @on(Checkbox.Changed, "#allow")
     def _allow_changed(self, event: Checkbox.Changed) -> None:
-        # The box's mark differs only in colour: the words say it too.
+        # The words say it too, beside the box's mark.
         event.checkbox.label = _allow_label(event.value)
 
     @on(Input.Submitted, "#note")
