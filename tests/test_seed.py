@@ -342,7 +342,7 @@ async def test_history_fills_the_ops_layer_columns_when_present(
     assert (
         await legacy_conn.fetchval(
             "SELECT count(*) FROM system_job_log WHERE triggered_by IS DISTINCT FROM"
-            " 'pg_cron' OR (status = 'completed' AND sqlstate IS NOT NULL)"
+            " 'scheduler' OR (status = 'completed' AND sqlstate IS NOT NULL)"
         )
         == 0
     )
@@ -392,7 +392,7 @@ async def test_ops_layer_sees_each_fault_and_gets_its_history_columns(
     assert (
         await ops_conn.fetchval(
             "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
-            " AND sqlstate IS NOT NULL AND triggered_by = 'pg_cron'"
+            " AND sqlstate IS NOT NULL AND triggered_by = 'scheduler'"
         )
         > 0
     )

@@ -12,7 +12,13 @@ import asyncpg
 import pytest
 from factories import connected, job
 from test_check import cli, isolated_env
-from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
+from test_ui_dashboard import (
+    failed_run,
+    loaded,
+    newest_run_detail,
+    notices,
+    seat_mismatch,
+)
 from test_ui_support import frozen, make_settings, screen_text, static_text, until
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
@@ -22,6 +28,7 @@ from carpool_tui.cli import THEME_CHOICES, build_parser, cmd_dashboard
 from carpool_tui.config import Settings
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import read_health
+from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.ui import app as app_module
 from carpool_tui.ui.actions import ACTIONS, ACTIONS_BY_ID, blocked_reason
@@ -308,6 +315,29 @@ async def test_schedule_without_pg_cron_says_so_and_marks_overdue(
         ) in " ".join(text.split())
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.dashboard, "back")
+
+
+async def test_the_seeded_history_names_no_pg_cron_where_there_is_none(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The demo's runs say an external scheduler started them, as its schedule
+    view says one must: the database has no pg_cron."""
+    async with connected(ops_dsn, timeout_ms=120_000) as conn:
+        await seed_platform(conn, rides=60, history_days=1)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_schedule(pilot)
+        assert "pg_cron is not installed here" in screen_text(screen)
+        assert "external scheduler" in screen_text(screen)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "back")
+        detail = await newest_run_detail(pilot, app)
+        text = screen_text(detail)
+        assert "Triggered by  scheduler" in text, text
+        assert "pg_cron" not in text
+    async with connected(ops_dsn) as conn:
+        said = await conn.fetch("SELECT DISTINCT triggered_by FROM system_job_log")
+    assert [row["triggered_by"] for row in said] == ["scheduler"]
 
 
 async def test_schedule_flags_missing_and_different_cron_entries(

@@ -936,6 +936,14 @@ _SCHEDULES = (
     ("repair_missing_notifications", "day", "4 hours", "1 day", 2.0, 40.0),
 )
 FAILED_RUN_SHARE = 0.015
+HISTORY_TRIGGERED_BY = "scheduler"
+"""Who the generated runs say started them, where the log records it.
+
+The seed schedules nothing in pg_cron (the demo's server has no pg_cron at
+all, and the schedule view says so), so its runs are those of an external
+scheduler (manual 2, option B): `carpool-tui run-job` under the operator name
+of the example config's `prod-jobs` target.
+"""
 
 
 async def _columns(conn: asyncpg.Connection, table: str) -> dict[str, str]:
@@ -971,7 +979,7 @@ async def _history(
         extra_vals += ", CASE WHEN failed THEN err_state END"
     if "triggered_by" in job_cols:
         extra_cols += ", triggered_by"
-        extra_vals += ", 'pg_cron'"
+        extra_vals += f", '{HISTORY_TRIGGERED_BY}'"
     h = "h"
     await conn.execute(f"""
         WITH schedule(job, unit, first, step, lo, hi) AS (VALUES {schedules}),
