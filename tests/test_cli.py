@@ -171,7 +171,7 @@ def test_malformed_dsn_is_one_readable_line() -> None:
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("carpool")]
     assert len(lines) == 1
-    assert "connection settings are not valid" in lines[0]
+    assert "Cannot read the connection string near 'not a dsn'" in lines[0]
     assert "Traceback" not in result.stderr
 
 

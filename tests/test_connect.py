@@ -3,11 +3,15 @@ is judged as it is when the DSN asks for one kind (target_session_attrs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import quote
+
 import asyncpg
 import pytest
 from factories import once
 
-from carpool_tui.db.connect import connect, create_pool
+from carpool_tui.config import dsn_parts
+from carpool_tui.db.connect import connect, create_pool, normalize_dsn
 from carpool_tui.db.errors import OpsError
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
@@ -76,3 +80,74 @@ async def test_a_read_only_session_does_not_pass_for_a_read_only_server(
             conn = await connect(dsn, purpose="test", read_only=True)
             await conn.close()
     assert "None of the hosts match" in str(refused.value)
+
+
+async def _reached(dsn: str | None) -> tuple[str, str]:
+    """The database a connection by ``dsn`` reached, and its search_path."""
+    conn = await connect(dsn, purpose="test")
+    try:
+        return (
+            await conn.fetchval("SELECT current_database()"),
+            await conn.fetchval("SHOW search_path"),
+        )
+    finally:
+        await conn.close()
+
+
+async def test_the_dsn_reaches_the_database_psql_would(ops_dsn: str) -> None:
+    """libpq's rules, where asyncpg's differ: a URL's query overrides the URL's
+    own host, port and database, and a list of hosts pairs with its list of
+    ports one to one (127.0.0.1:1, where nothing listens, first)."""
+    named = dsn_parts(ops_dsn)
+    user, socket, port, db = (named[k] for k in ("user", "host", "port", "dbname"))
+    url = (
+        f"postgresql://{user}@127.0.0.1:1/postgres"
+        f"?host={quote(socket, safe='')}&port={port}&dbname={db}"
+    )
+    assert (await _reached(url))[0] == db
+    words = f"host=127.0.0.1,{socket} port=1,{port} dbname={db} user={user}"
+    assert (await _reached(words))[0] == db
+
+
+def _service(path: Path, dsn: str, *settings: str) -> None:
+    """A service file defining carpool_test: ``dsn``'s server and database, then
+    ``settings``."""
+    named = dsn_parts(dsn)
+    lines = ["[carpool_test]", *(f"{k}={named[k]}" for k in ("host", "port", "user"))]
+    path.write_text("\n".join([*lines, f"dbname={named['dbname']}", *settings]) + "\n")
+
+
+async def test_a_services_options_apply_as_in_libpq(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's own service reading skips a service's options and fails on
+    a % in a password; the service is read as libpq reads it."""
+    path = tmp_path / "pg_service.conf"
+    _service(path, ops_dsn, "password=p%ss", "options=-c search_path=pg_catalog")
+    monkeypatch.setenv("PGSERVICEFILE", str(path))
+    assert await _reached("service=carpool_test") == (
+        dsn_parts(ops_dsn)["dbname"],
+        "pg_catalog",
+    )
+    _service(path, ops_dsn, "channel_binding=require")
+    with pytest.raises(OpsError) as refused:
+        await _reached("service=carpool_test")
+    assert f"Service 'carpool_test' in {path} sets channel_binding=require" in str(
+        refused.value
+    )
+
+
+async def test_pgoptions_apply_as_in_libpq(
+    ops_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver ignores PGOPTIONS; psql's session would differ from ours."""
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=pg_catalog")
+    assert (await _reached(ops_dsn))[1] == "pg_catalog"
+
+
+def test_a_keyword_value_may_hold_a_url() -> None:
+    """libpq takes a DSN for a URL only when it starts with a scheme."""
+    dsn, _ = normalize_dsn("dbname=carpool application_name='on call://a'")
+    assert dsn == "postgresql:///carpool?application_name=on+call%3A%2F%2Fa"
+    with pytest.raises(OpsError, match="is a mysql:// URL, not a PostgreSQL one"):
+        normalize_dsn("mysql://db.internal/carpool")

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
@@ -17,7 +17,6 @@ from carpool_tui.db.errors import OpsError, SettingsInvalid, translate
 
 CONNECT_TIMEOUT_S = 10.0
 _KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-_URL_PARTS = {"user", "password", "host", "port", "dbname"}
 _BAD_DSN_HINT = "Use a DSN like postgresql://user:password@host:5432/dbname."
 # libpq options the driver does not know, which it would send to the server as
 # settings (and the server refuses). These only tune the client's TCP socket or
@@ -73,44 +72,54 @@ _UNSUPPORTED_VARIABLES = {
 
 
 def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
-    """A DSN asyncpg accepts, and the connect timeout it asked for.
+    """A DSN asyncpg reads as libpq (psql) reads ``dsn``, and the connect timeout
+    it asked for.
 
-    libpq's ``key=value`` form becomes a URL, and ``connect_timeout`` (a libpq
-    option asyncpg would send to the server as a setting) becomes the timeout.
-    A server address asyncpg cannot honour (``hostaddr``, ``PGHOSTADDR``) is
-    refused: asyncpg would connect to another server than libpq does. So is a
-    service asyncpg would connect without (see ``_check_service``), and a libpq
-    option that restricts the connection (``_UNSUPPORTED``). libpq options that
-    only tune the client (``_CLIENT_TUNING``) are dropped: asyncpg would send
-    them to the server as settings, which it refuses.
+    The DSN, URL or ``key=value``, is read into libpq's options by libpq's
+    rules (a URL's query overrides its own parts; a service, named in the DSN
+    or by PGSERVICE, fills what the DSN leaves unset), then written as one URL
+    whose every part asyncpg reads one way only. ``connect_timeout`` becomes
+    the timeout. A server address asyncpg cannot honour (``hostaddr``,
+    ``PGHOSTADDR``) is refused: asyncpg would connect to another server than
+    libpq does. So is a service asyncpg would connect without (see
+    ``_service_options``), and a libpq option that restricts the connection
+    (``_UNSUPPORTED``). libpq options that only tune the client
+    (``_CLIENT_TUNING``) are dropped: asyncpg would send them to the server as
+    settings, which it refuses.
     """
     _refuse_pghostaddr()
     _refuse_unsupported_variables()
     default_service = os.environ.get("PGSERVICE", "").strip()
+    session_options = os.environ.get("PGOPTIONS", "").strip()
     if dsn is None:
-        if not default_service:
+        if not default_service and not session_options:
             return None, CONNECT_TIMEOUT_S
-        dsn = "postgresql://"
+        dsn = ""
     dsn = dsn.strip()
-    keywords = "://" not in dsn and "=" in dsn
-    if keywords:
-        dsn = _keywords_to_url(dsn)
-    try:
-        parts = urlsplit(dsn)
-    except ValueError as exc:  # an unclosed [ of an IPv6 address, say
-        raise OpsError(
-            f"The DSN is not a valid connection URL ({exc})", _BAD_DSN_HINT
-        ) from None
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = _url_options(dsn) if _URL.match(dsn) else _keyword_options(dsn)
+    said_by = dict.fromkeys(options, "The DSN")
+    service = options.pop("service", None)
+    if service is None and default_service:
+        service, named_by = default_service, f"PGSERVICE ({default_service})"
+    else:
+        named_by = "The DSN"
+    if service:
+        path, defined = _service_options(service, named_by)
+        for key, value in defined.items():
+            if key not in options:  # the DSN's own options come first
+                options[key] = value
+                said_by[key] = f"Service {service!r} in {path}"
+    if session_options and "options" not in options:
+        options["options"] = session_options  # asyncpg ignores PGOPTIONS
     timeout = CONNECT_TIMEOUT_S
-    kept = []
-    for key, value in query:
-        if key == "hostaddr":
-            _refuse_hostaddr(value)
+    kept: dict[str, str] = {}
+    for key, value in options.items():
+        if key == "hostaddr" and value:
+            _refuse_hostaddr(said_by[key], value)
         if key in _CLIENT_TUNING or value in _ASKS_NOTHING.get(key, ()):
             continue
         if key in _UNSUPPORTED:
-            _refuse_unsupported(f"The DSN sets {key}={value}", f"Remove {key}")
+            _refuse_unsupported(f"{said_by[key]} sets {key}={value}", f"Remove {key}")
         if key == "connect_timeout":
             try:
                 timeout = max(1.0, float(value))
@@ -119,34 +128,123 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                     f"connect_timeout={value!r} in the DSN is not a number of seconds",
                     _BAD_DSN_HINT,
                 ) from None
+        elif key != "hostaddr":
+            kept[key] = value
+    return _options_to_url(kept), timeout
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""How libpq tells a URL from ``key=value`` options (it takes only
+postgresql:// and postgres://; another scheme is refused by name)."""
+
+
+def _url_options(dsn: str) -> dict[str, str]:
+    """libpq's options from a URL: user, password, hosts, ports and database
+    from its parts, then its query, which overrides them as in libpq."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address, say
+        raise OpsError(
+            f"The DSN is not a valid connection URL ({exc})", _BAD_DSN_HINT
+        ) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise OpsError(
+            f"The DSN is a {parts.scheme}:// URL, not a PostgreSQL one",
+            _BAD_DSN_HINT,
+        )
+    options: dict[str, str] = {}
+    auth, _, hostspec = parts.netloc.rpartition("@")
+    if auth:
+        user, colon, password = auth.partition(":")
+        if user:
+            options["user"] = unquote(user)
+        if colon:
+            options["password"] = unquote(password)
+    hosts, ports = [], []
+    for spec in hostspec.split(",") if hostspec else []:
+        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", spec)
+        if bracketed:
+            host, port = bracketed.group(1), bracketed.group(2) or ""
         else:
-            kept.append((key, value))
-    services = [value for key, value in kept if key == "service"]
-    if services:
-        _check_service(services[-1], "The DSN")
-    elif default_service:
-        # libpq reads PGSERVICE for a DSN that names no service; asyncpg does
-        # not, so it goes into the DSN.
-        _check_service(default_service, f"PGSERVICE ({default_service})")
-        kept.append(("service", default_service))
-    host_port = parts.netloc.rsplit("@", 1)[-1]
-    if "," not in host_port:  # asyncpg checks multi-host lists itself
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if port is not None and not 0 < port < 65536:
+            host, _, port = spec.partition(":")
+        if port and not _is_port(port):
             raise OpsError(
-                f"The port in the DSN is not a port number (1-65535): {host_port}",
+                f"The port in the DSN is not a port number (1-65535): {hostspec}",
                 _BAD_DSN_HINT,
             )
-    path = parts.path
-    if path == "/" and not keywords:
-        # libpq reads a URL's empty database name as none given, so that
-        # PGDATABASE or a service's dbname applies; asyncpg would connect to an
-        # empty name, which the server takes as the user's name.
-        path = ""
-    return urlunsplit(parts._replace(path=path, query=urlencode(kept))), timeout
+        hosts.append(unquote(host))
+        ports.append(port)
+    if any(hosts):
+        options["host"] = ",".join(hosts)
+    if any(ports):
+        options["port"] = ",".join(ports)
+    if parts.path.strip("/"):
+        # An empty name is none given, as for libpq: PGDATABASE or a
+        # service's dbname applies.
+        options["dbname"] = unquote(parts.path[1:])
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        options[key] = value
+    return options
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 0 < int(text) < 65536
+
+
+def _options_to_url(options: dict[str, str]) -> str:
+    """One URL for libpq's ``options`` that asyncpg reads as libpq would.
+
+    The hosts and ports go in the query, where asyncpg pairs them one to one
+    (or one port for every host) as libpq does, socket directories included;
+    an IPv6 address goes in brackets there. An empty host or port is none
+    given, as in libpq.
+    """
+    rest = dict(options)
+    user = rest.pop("user", "")
+    password = rest.pop("password", "")
+    dbname = rest.pop("dbname", "")
+    host = rest.pop("host", "")
+    port = rest.pop("port", "")
+    query: list[tuple[str, str]] = []
+    hosts = host.split(",") if host else []
+    if "" in hosts:
+        raise OpsError(
+            f"The DSN's host list {host!r} has an empty entry", _BAD_DSN_HINT
+        )
+    if hosts:
+        query.append(
+            (
+                "host",
+                ",".join(
+                    f"[{h}]" if ":" in h and not h.startswith(("/", "[")) else h
+                    for h in hosts
+                ),
+            )
+        )
+    if port:
+        ports = [p or "5432" for p in port.split(",")]
+        bad = [p for p in ports if not _is_port(p)]
+        if bad:
+            raise OpsError(
+                f"The port in the DSN is not a port number (1-65535): {bad[0]}",
+                _BAD_DSN_HINT,
+            )
+        if hosts and len(ports) not in (1, len(hosts)):
+            raise OpsError(
+                f"The DSN gives {len(ports)} ports for {len(hosts)} hosts",
+                "Give one port for every host, in the same order, or one for all.",
+            )
+        query.append(("port", ",".join(ports)))
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    # An empty dbname given is the user's database (the server's default);
+    # none given lets PGDATABASE apply, as for libpq.
+    path = "/" + quote(dbname, safe="") if "dbname" in options else ""
+    query += rest.items()
+    return f"postgresql://{auth}{'@' if auth else ''}{path}" + (
+        f"?{urlencode(query)}" if query else ""
+    )
 
 
 def _refuse_unsupported(what: str, way_out: str) -> NoReturn:
@@ -167,14 +265,14 @@ def _refuse_unsupported_variables() -> None:
             _refuse_unsupported(f"{variable} is set ({value})", f"Unset {variable}")
 
 
-def _refuse_hostaddr(address: str) -> NoReturn:
-    """Refuse a DSN's ``hostaddr``: asyncpg has no such option and would send it
-    to the server as a setting, after connecting to the DSN's host, PGHOST or the
-    default socket, a server other than the one libpq (psql) would reach."""
+def _refuse_hostaddr(said_by: str, address: str) -> NoReturn:
+    """Refuse a ``hostaddr``: asyncpg has no such option and would send it to
+    the server as a setting, after connecting to the host beside it, PGHOST or
+    the default socket, a server other than the one libpq (psql) would reach."""
     raise SettingsInvalid(
-        f"The DSN sets hostaddr={address}, which carpool-tui's PostgreSQL driver"
-        " does not support: it would connect to the DSN's host, PGHOST or the"
-        " local socket instead",
+        f"{said_by} sets hostaddr={address}, which carpool-tui's PostgreSQL driver"
+        " does not support: it would connect to the host named beside it, PGHOST"
+        " or the local socket instead",
         _use_host(address),
     )
 
@@ -210,22 +308,22 @@ def _refuse_pghostaddr() -> None:
     )
 
 
-def _check_service(service: str, named_by: str) -> None:
-    """Refuse a service asyncpg would silently connect without.
+def _service_options(service: str, named_by: str) -> tuple[Path, dict[str, str]]:
+    """The service file asyncpg would read, and the options it gives ``service``.
 
-    libpq fails on a service it cannot find, and also reads the system-wide
-    service file. asyncpg reads only PGSERVICEFILE (else ~/.pg_service.conf),
-    ignores a service not defined there, and skips a service's hostaddr: each
-    time it would connect by the rest of the DSN, the PG* variables or the
-    local socket, to another database. ``named_by`` says where the service was
-    named (the DSN, PGSERVICE).
+    The ops layer reads the service itself and hands asyncpg the options: asyncpg
+    skips a service's hostaddr, options and application_name, and fails on a
+    ``%`` in a value (a password, say). Like asyncpg it reads only PGSERVICEFILE
+    (else ~/.pg_service.conf), so a service defined only in the system-wide file
+    libpq also reads is refused rather than connected without. ``named_by`` says
+    where the service was named (the DSN, PGSERVICE).
     """
     path = _service_file()
     if path is None:
         raise SettingsInvalid(
-            f"{named_by} names service {service!r}, but carpool-tui's PostgreSQL"
-            " driver finds no service file (PGSERVICEFILE is not set and there is"
-            " no home directory), and would connect without it",
+            f"{named_by} names service {service!r}, but carpool-tui finds no"
+            " service file (PGSERVICEFILE is not set and there is no home"
+            " directory), and would connect without it",
             "Set PGSERVICEFILE to the file that defines the service.",
         )
     services = configparser.ConfigParser(interpolation=None)
@@ -233,25 +331,18 @@ def _check_service(service: str, named_by: str) -> None:
         services.read(path, encoding="utf-8")  # a missing file defines nothing
     except (configparser.Error, OSError, UnicodeDecodeError) as exc:
         raise SettingsInvalid(
-            f"The service file {path} cannot be read ({exc})",
+            f"The service file {path} cannot be read ({type(exc).__name__})",
             "Correct the file, or set PGSERVICEFILE to another one.",
         ) from None
     if not services.has_section(service):
         raise SettingsInvalid(
             f"{named_by} names service {service!r}, which {path} does not define:"
-            " carpool-tui's PostgreSQL driver reads no other service file, and"
-            " would connect without it",
+            " carpool-tui reads no other service file, and would connect without"
+            " it",
             "Define the service in that file, or set PGSERVICEFILE to the file"
             " that defines it.",
         )
-    address = services.get(service, "hostaddr", fallback=None)
-    if address is not None:
-        raise SettingsInvalid(
-            f"Service {service!r} in {path} sets hostaddr={address}, which"
-            " carpool-tui's PostgreSQL driver does not support: it would connect"
-            " to the service's host, PGHOST or the local socket instead",
-            _use_host(address),
-        )
+    return path, dict(services.items(service))
 
 
 def _service_file() -> Path | None:
@@ -266,8 +357,9 @@ def _service_file() -> Path | None:
         return None
 
 
-def _keywords_to_url(text: str) -> str:
-    pairs: dict[str, str] = {}
+def _keyword_options(text: str) -> dict[str, str]:
+    """libpq's options from its ``key=value`` form (the last of a repeated key)."""
+    options: dict[str, str] = {}
     position = 0
     while position < len(text):
         match = _KEYWORD.match(text, position)
@@ -281,32 +373,9 @@ def _keywords_to_url(text: str) -> str:
         key, value = match.group(1), match.group(2)
         if value.startswith("'"):
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs[key] = value
+        options[key] = value
         position = match.end()
-    user = quote(pairs.get("user", ""), safe="")
-    password = pairs.get("password")
-    auth = (
-        f"{user}:{quote(password, safe='')}@"
-        if password
-        else (f"{user}@" if user else "")
-    )
-    host = pairs.get("host", "")
-    port = pairs.get("port")
-    extra = {k: v for k, v in pairs.items() if k not in _URL_PARTS}
-    if host.startswith("/"):
-        # A socket directory goes in the query, and its port with it: asyncpg
-        # reads a port in the URL's host part only together with a host there.
-        extra["host"] = host
-        host = ""
-        if port is not None:
-            extra["port"] = port
-            port = None
-    netloc = f"{auth}{host}" + (f":{port}" if port is not None else "")
-    # No dbname, no path: an empty one would be a database name, and would
-    # hide the dbname of a service, or PGDATABASE, as libpq does not.
-    dbname = pairs.get("dbname")
-    path = "" if dbname is None else "/" + quote(dbname, safe="")
-    return urlunsplit(("postgresql", netloc, path, urlencode(extra), ""))
+    return options
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
