@@ -72,7 +72,7 @@ def dsn_parts(dsn: str) -> dict[str, str]:
     Only the first of several hosts counts, and a password is never read.
     """
     found: dict[str, str] = {}
-    if "://" not in dsn:
+    if not URL_FORM.match(dsn.strip()):
         for key, value in _KEYWORD.findall(dsn):
             found[key] = value.strip("'")
         return found
@@ -106,7 +106,7 @@ def names_nothing(dsn: str) -> bool:
     text = dsn.strip()
     if not text:
         return True
-    if "://" not in text and "=" not in text:
+    if not URL_FORM.match(text) and "=" not in text:
         return False  # not a form this checks; the driver says what is wrong
     try:
         named = dsn_parts(text)
@@ -115,6 +115,10 @@ def names_nothing(dsn: str) -> bool:
     wanted = ("host", "hostaddr", "dbname", "service")
     return not any(named.get(key, "").strip() for key in wanted)
 
+
+URL_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""How libpq tells a URL DSN from ``key=value`` options: a URL starts with its
+scheme (libpq takes only postgresql:// and postgres://)."""
 
 # key=value pairs of a keyword DSN; a value may be single-quoted.
 _KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")

@@ -149,5 +149,6 @@ def test_a_keyword_value_may_hold_a_url() -> None:
     """libpq takes a DSN for a URL only when it starts with a scheme."""
     dsn, _ = normalize_dsn("dbname=carpool application_name='on call://a'")
     assert dsn == "postgresql:///carpool?application_name=on+call%3A%2F%2Fa"
+    assert dsn_parts("dbname=carpool application_name='a://b'")["dbname"] == "carpool"
     with pytest.raises(OpsError, match="is a mysql:// URL, not a PostgreSQL one"):
         normalize_dsn("mysql://db.internal/carpool")

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
+from carpool_tui.config import URL_FORM
 from carpool_tui.db.errors import OpsError, SettingsInvalid, translate
 
 CONNECT_TIMEOUT_S = 10.0
@@ -96,7 +97,7 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
             return None, CONNECT_TIMEOUT_S
         dsn = ""
     dsn = dsn.strip()
-    options = _url_options(dsn) if _URL.match(dsn) else _keyword_options(dsn)
+    options = _url_options(dsn) if URL_FORM.match(dsn) else _keyword_options(dsn)
     said_by = dict.fromkeys(options, "The DSN")
     service = options.pop("service", None)
     if service is None and default_service:
@@ -131,11 +132,6 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
         elif key != "hostaddr":
             kept[key] = value
     return _options_to_url(kept), timeout
-
-
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-"""How libpq tells a URL from ``key=value`` options (it takes only
-postgresql:// and postgres://; another scheme is refused by name)."""
 
 
 def _url_options(dsn: str) -> dict[str, str]:
