@@ -9,6 +9,7 @@ each test gets its own copy of one of them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import tempfile
@@ -20,11 +21,22 @@ import asyncpg
 import pytest
 from factories import connected
 
+from carpool_tui.config import CONFIG_ENV, LOG_FILE_ENV
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.migrate import apply_legacy, migrate
 
 # Unique per test session, so that two sessions can share one external server.
 _SESSION = uuid.uuid4().hex[:8]
+
+# The tests never read the operator's config nor write into the operator's
+# action or diagnostics log: those default to directories of this test run,
+# for the CLI runs the tests start too.
+_OWN_HOME = Path(tempfile.mkdtemp(prefix="carpool-tui-tests-home-"))
+os.environ["XDG_STATE_HOME"] = str(_OWN_HOME / "state")
+os.environ["XDG_CONFIG_HOME"] = str(_OWN_HOME / "config")
+for _name in (LOG_FILE_ENV, CONFIG_ENV):
+    os.environ.pop(_name, None)
+atexit.register(shutil.rmtree, _OWN_HOME, ignore_errors=True)
 TEMPLATES = {
     kind: f"carpool_tpl_{kind}_{_SESSION}"
     for kind in ("base", "legacy", "ops", "legacy_ops")

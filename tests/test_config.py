@@ -18,7 +18,9 @@ from carpool_tui.config import (
     CHECK_METRICS,
     CheckThresholds,
     ConfigError,
+    default_action_log,
     default_config_file,
+    default_log_file,
     load_config,
     parse_config,
 )
@@ -382,3 +384,9 @@ def test_served_walls_judge_with_the_targets_thresholds(
     wall = _wall_thresholds(child, config_file, target)
     assert wall == load_config(config).thresholds(load_config(config).target("demo"))
     assert wall.critical["critical_violations"] is None
+
+
+def test_the_tests_keep_off_the_operators_own_files() -> None:
+    """A test run writes no entry into the action log an operator reads."""
+    assert not default_action_log().is_relative_to(Path.home())
+    assert not default_log_file().is_relative_to(Path.home())
