@@ -558,6 +558,26 @@ async def test_expire_one_ride_previews_then_expires(
         ]
 
 
+async def test_a_finished_ride_with_open_bookings_points_to_expire_rides(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Expiring cannot close the open bookings of a ride that already ended
+    (INV-STATE-001); the dialog says what does."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-3))
+        await make_booking(conn, ride, status="confirmed")
+        await conn.execute("UPDATE rides SET status = 'completed' WHERE id = $1", ride)
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog, shown = await preview_ride(
+                pilot, "e", ExpireRideDialog, ride, "Already finished"
+            )
+            assert "with 1 booking(s) below still open" in shown
+            assert "The expire_rides job does" in shown
+            assert dialog.query_one("#note", Input).disabled
+
+
 async def expire_after_change(
     pilot: Pilot[Any], conn: asyncpg.Connection, ride: uuid.UUID, change: str
 ) -> Screen[Any]:

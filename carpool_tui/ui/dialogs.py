@@ -1199,7 +1199,15 @@ class ExpireRideDialog(RideDialog):
             ]
         )
         lines = [fields, f"[b]{'Due':<15}  [/]{due}"]
-        if preview.terminal:
+        if preview.terminal and preview.bookings:
+            # INV-STATE-001: the ride ended with bookings left open.
+            lines.append(
+                f"[b $warning]Already finished, with {len(preview.bookings)} "
+                "booking(s) below still open:[/] expiring a ride cannot close "
+                "them. The expire_rides job does, the way the ride ended: 1 on "
+                "the dashboard, or g on the violation for procedure 4.2."
+            )
+        elif preview.terminal:
             lines.append("[b $success]Already finished: nothing to expire.[/]")
         else:
             lines.append(
