@@ -172,7 +172,9 @@ def _violation(kind: str) -> Procedure:
         steps = (
             _look(
                 kind,
-                "Rides whose available_seats is below zero or above their total seats.",
+                "Rides whose available_seats is below zero."
+                if kind == "negative_seats"
+                else "Rides whose available_seats is above their total seats.",
             ),
             _job_step(kind, reconcile, "Manual 4.2: run reconciliation first."),
             Step(
