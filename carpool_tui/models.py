@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    WrapSerializer,
+    field_validator,
+)
 
 from carpool_tui.checks import SEAT_CHECKS
 
@@ -23,6 +32,58 @@ JobName = Literal[
     "repair_missing_notifications",
     "check_system_invariants",
 ]
+
+NEGATIVE_INFINITY = datetime.min.replace(tzinfo=UTC)
+INFINITY = datetime.max.replace(tzinfo=UTC)
+
+
+def pg_infinite(value: Any) -> Any:
+    """PostgreSQL's '-infinity' / 'infinity' timestamps as aware datetimes.
+
+    asyncpg decodes them as the naive ``datetime.min`` / ``datetime.max`` and
+    JSON carries them as text; beside the aware timestamps of every other row a
+    naive one makes each comparison and subtraction raise. Any other value is
+    returned as it is.
+    """
+    if isinstance(value, str) and value in ("infinity", "-infinity"):
+        return INFINITY if value == "infinity" else NEGATIVE_INFINITY
+    if isinstance(value, datetime) and value.tzinfo is None:
+        if value == datetime.min:
+            return NEGATIVE_INFINITY
+        if value == datetime.max:
+            return INFINITY
+    return value
+
+
+def infinity_text(value: datetime) -> str | None:
+    """'-infinity' or 'infinity' (as PostgreSQL writes them) for such a stamp."""
+    plain = value.replace(tzinfo=None)
+    if plain == datetime.min:
+        return "-infinity"
+    if plain == datetime.max:
+        return "infinity"
+    return None
+
+
+def iso_stamp(value: datetime | None) -> str | None:
+    """A timestamp in ISO 8601 for JSON and files, ±infinity as PostgreSQL says it."""
+    if value is None:
+        return None
+    return infinity_text(value) or value.isoformat()
+
+
+def _stamp_json(value: datetime, default: SerializerFunctionWrapHandler) -> Any:
+    return infinity_text(value) or default(value)
+
+
+Stamp = Annotated[
+    datetime,
+    BeforeValidator(pg_infinite),
+    WrapSerializer(_stamp_json, when_used="json"),
+]
+"""A timestamp column or JSON key, which may be PostgreSQL's ±infinity (and is
+written back to JSON as such)."""
+
 
 LEGACY_CHECK_NAME = "system_invariant_check"
 SEVERITY_ORDER = {"critical": 1, "warning": 2}
@@ -113,8 +174,8 @@ class RecentJob(_Open):
 
     job_name: str
     status: str
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    started_at: Stamp | None = None
+    completed_at: Stamp | None = None
     records_processed: int | None = None
     duration_ms: float | None = None
     error_message: str | None = None
@@ -123,7 +184,7 @@ class RecentJob(_Open):
 class HealthSummary(_Open):
     """The result of get_system_health_summary() (manual 3.1)."""
 
-    timestamp: datetime | None = None
+    timestamp: Stamp | None = None
     total_rides: int | None = None
     active_rides: int | None = None
     in_progress_rides: int | None = None
@@ -151,8 +212,11 @@ def run_duration(
     The deployed functions stamp both times with ``now()``, their transaction's
     start, so every legacy run reads as exactly zero: that is no measurement,
     and showing "0 ms" would claim one. The ops layer stamps with the clock.
+    A run stamped ±infinity has no measurable duration either.
     """
     if started_at is None or completed_at is None or completed_at == started_at:
+        return None
+    if infinity_text(started_at) or infinity_text(completed_at):
         return None
     return completed_at - started_at
 
@@ -162,8 +226,8 @@ class JobLogEntry(BaseModel):
 
     id: UUID | int | str
     job_name: str
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    started_at: Stamp | None = None
+    completed_at: Stamp | None = None
     status: str
     records_processed: int | None = None
     errors_encountered: int | None = None
@@ -256,12 +320,12 @@ class Violation(BaseModel):
     severity: str
     violation_count: int | None = None
     sample_data: list[ViolationSample] = Field(default_factory=list)
-    detected_at: datetime | None = None
-    resolved_at: datetime | None = None
+    detected_at: Stamp | None = None
+    resolved_at: Stamp | None = None
     auto_resolved: bool | None = None
     notes: str | None = None
     check_id: str | None = None
-    last_seen_at: datetime | None = None
+    last_seen_at: Stamp | None = None
     resolved_by: str | None = None
     unreadable: str | None = None
     """What of the row could not be read, and why; those columns are left
@@ -590,7 +654,7 @@ class Booking(_Open):
     passenger_id: str | None = None
     status: str | None = None
     seats_requested: int | None = None
-    created_at: datetime | None = None
+    created_at: Stamp | None = None
 
 
 class SeatFixPreview(_Open):
@@ -621,9 +685,9 @@ class ExpirePreview(_Open):
 
     ride_id: str
     status: str | None = None
-    departure_time: datetime | None = None
-    available_until: datetime | None = None
-    expires_at: datetime | None = None
+    departure_time: Stamp | None = None
+    available_until: Stamp | None = None
+    expires_at: Stamp | None = None
     due: bool = False
     terminal: bool = False
     bookings: list[Booking] = Field(default_factory=list)

@@ -15,7 +15,14 @@ from typing import Any
 from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
-from carpool_tui.models import JOBS, Violation, last_run, last_start
+from carpool_tui.models import (
+    JOBS,
+    Violation,
+    infinity_text,
+    iso_stamp,
+    last_run,
+    last_start,
+)
 from carpool_tui.warroom import overdue
 
 PREFIX = "CARPOOL"
@@ -82,8 +89,11 @@ class JobState:
     failing: bool
 
     def describe(self) -> str:
-        if self.last_started_at is None or self.age_seconds is None:
+        if self.last_started_at is None:
             return f"{self.name} never ran"
+        if self.age_seconds is None:
+            at = infinity_text(self.last_started_at) or self.last_started_at
+            return f"{self.name} {self.last_status} at {at}"
         return f"{self.name} {self.last_status} {_ago(self.age_seconds)}"
 
 
@@ -148,9 +158,7 @@ class CheckResult:
             {
                 "name": j.name,
                 "last_status": j.last_status,
-                "last_started_at": (
-                    None if j.last_started_at is None else j.last_started_at.isoformat()
-                ),
+                "last_started_at": iso_stamp(j.last_started_at),
                 "age_seconds": j.age_seconds,
                 "expected_every_seconds": j.expected_every_seconds,
                 "overdue": j.overdue,
@@ -173,13 +181,12 @@ def violation_json(violation: Violation) -> dict[str, Any]:
     listed like any other too, with ``unreadable`` saying what is missing and
     why: a script reading the list finds the rows the counts are made of.
     """
-    detected = violation.detected_at
     row: dict[str, Any] = {
         "id": str(violation.id),
         "check_name": violation.check_name,
         "severity": violation.severity,
         "violation_count": violation.violation_count,
-        "detected_at": None if detected is None else detected.isoformat(),
+        "detected_at": iso_stamp(violation.detected_at),
     }
     if violation.unreadable:
         row["unreadable"] = violation.unreadable
@@ -200,7 +207,9 @@ def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:
         status = None if run is None else run.status
         every = job.frequency.total_seconds()
         age = (
-            None if started is None else (reading.server_now - started).total_seconds()
+            None
+            if started is None or infinity_text(started)
+            else (reading.server_now - started).total_seconds()
         )
         late = overdue(run, reading.server_now, job.frequency, factor)
         states.append(

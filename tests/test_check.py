@@ -607,3 +607,33 @@ async def test_a_dsn_asking_for_a_read_write_server_is_checked(
         done = cli(cli_env, "check", *args)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.startswith("CARPOOL OK - "), done.stdout
+
+
+async def test_infinite_timestamps_are_written_as_postgresql_writes_them(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """A violation or run stamped ±infinity is judged like any other; the line
+    and --json say '-infinity' / 'infinity', not year 1 without a timezone."""
+    await once(
+        ops_dsn,
+        "INSERT INTO invariant_violations (check_name, severity, violation_count,"
+        " sample_data, detected_at) VALUES ('x', 'critical', 1, '[]', '-infinity'),"
+        " ('y', 'warning', 1, '[]', 'infinity')",
+    )
+    await once(
+        ops_dsn,
+        "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+        " records_processed) VALUES"
+        " ('reconcile_seat_counts', '-infinity', '-infinity', 'failed', 0)",
+    )
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "reconcile_seat_counts failed at -infinity" in done.stdout
+    code, data = check_json(cli_env, ops_dsn)
+    assert code == 2
+    detected = {v["check_name"]: v["detected_at"] for v in data["violations"]}
+    assert detected == {"x": "-infinity", "y": "infinity"}
+    job = next(j for j in data["jobs"] if j["name"] == "reconcile_seat_counts")
+    assert (job["last_started_at"], job["age_seconds"]) == ("-infinity", None)
+    assert job["failing"] and job["overdue"]

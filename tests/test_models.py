@@ -372,3 +372,24 @@ def test_a_row_that_cannot_be_read_keeps_its_check_severity_and_count() -> None:
     assert violation.detected_at is not None
     readable = Violation.from_row({**row, "sample_data": [], "check_id": "C-7"})
     assert readable.unreadable is None and readable.check_id == "C-7"
+
+
+def test_infinite_stamps_from_json_are_read_and_written_back_as_such() -> None:
+    """A health summary's run stamped 'infinity' in JSON is read, compared with
+    aware times, and dumped to JSON as PostgreSQL wrote it."""
+    health = HealthSummary.model_validate(
+        {
+            "recent_job_status": [
+                {
+                    "job_name": "expire_rides",
+                    "status": "failed",
+                    "started_at": "-infinity",
+                    "completed_at": "infinity",
+                }
+            ]
+        }
+    )
+    (run,) = health.recent_job_status
+    assert run.started_at is not None and run.started_at < datetime.now(UTC)
+    dumped = health.model_dump(mode="json")["recent_job_status"][0]
+    assert (dumped["started_at"], dumped["completed_at"]) == ("-infinity", "infinity")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,22 @@ def notices(app: DashboardApp) -> list[str]:
 
 def status(app: DashboardApp) -> str:
     return static_text(app.dashboard.query_one("#status", Static))
+
+
+async def violation_detail(
+    pilot: Pilot[Any], app: DashboardApp, row: int
+) -> ViolationDialog:
+    """Enter on the violations table's row `row`: its detail dialog."""
+    table = app.dashboard.query_one("#violations", ViolationsTable)
+    table.focus()
+    table.move_cursor(row=row)
+    await pilot.press("enter")
+    detail: ViolationDialog = await until(
+        pilot,
+        lambda: isinstance(app.screen, ViolationDialog) and app.screen,
+        "violation detail",
+    )
+    return detail
 
 
 async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> None:
@@ -795,14 +812,7 @@ async def test_a_violation_row_that_cannot_be_read_hides_no_other(
         counts = dict(board_state(screen.snapshot, FIXED_NOW).counts)
         assert (counts["critical"], counts["violations"]) == (2, 3)
 
-        table.focus()
-        table.move_cursor(row=rows.index(weird))
-        await pilot.press("enter")
-        detail = await until(
-            pilot,
-            lambda: isinstance(app.screen, ViolationDialog) and app.screen,
-            "violation detail",
-        )
+        detail = await violation_detail(pilot, app, rows.index(weird))
         shown = " ".join(screen_text(detail).split())
         assert "weird_count (critical)" in shown
         assert "Unreadable samples could not be read (sample_data.0.current:" in shown
@@ -894,3 +904,62 @@ async def test_a_terminal_too_small_for_the_fields_is_covered_until_it_grows(
         assert app.return_code is None and isinstance(app.screen, TooSmallScreen)
         await pilot.press("ctrl+q")
         await until(pilot, lambda: app.return_code is not None, "the app to exit")
+
+
+async def test_infinite_timestamps_show_as_infinity_everywhere(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's ±infinity stamps, which asyncpg reads as naive datetime.min
+    and datetime.max, are listed, detailed and exported in words, never a crash."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO invariant_violations (check_name, severity,"
+            " violation_count, sample_data, detected_at) VALUES"
+            " ('from_the_dawn', 'critical', 1, '[]', '-infinity'),"
+            " ('from_the_end', 'warning', 1, '[]', 'infinity')"
+        )
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at,"
+            " status, records_processed) VALUES"
+            " ('expire_rides', '-infinity', 'infinity', 'failed', 0)"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = app.dashboard
+        assert screen.snapshot is not None and not screen.snapshot.errors
+        table = screen.query_one("#violations", ViolationsTable)
+        rows = table_text(table).splitlines()
+        assert "-infinity" in next(r for r in rows if "from_the_dawn" in r)
+        end = next(r for r in rows if "from_the_end" in r)
+        assert "infinity" in end and "-infinity" not in end
+        (run,) = table_text(screen.query_one("#log", JobLogTable)).splitlines()
+        assert "-infinity" in run
+        jobs = table_text(screen.query_one("#jobs", JobsTable))
+        expire = next(r for r in jobs.splitlines() if "expire_rides" in r)
+        assert "-infinity" in expire and "OVERDUE" in expire
+
+        detail = await newest_run_detail(pilot, app)
+        shown = " ".join(screen_text(detail).split())
+        assert "Started -infinity" in shown and "Completed infinity" in shown
+        await pilot.press("escape")
+        await pilot.press("j")
+        log_file = await until(pilot, lambda: app.last_export, "the log's export")
+
+        violation = await violation_detail(pilot, app, rows.index(end))
+        assert "Detected infinity" in " ".join(screen_text(violation).split())
+        await pilot.press("escape")
+        await pilot.press("j")
+        found = await until(
+            pilot,
+            lambda: app.last_export != log_file and app.last_export,
+            "the violations' export",
+        )
+    (logged,) = json.loads(log_file.read_text(encoding="utf-8"))
+    assert (logged["started_at"], logged["completed_at"]) == ("-infinity", "infinity")
+    assert logged["duration_s"] is None
+    detected = {
+        v["check_name"]: v["detected_at"]
+        for v in json.loads(found.read_text(encoding="utf-8"))
+    }
+    assert detected == {"from_the_dawn": "-infinity", "from_the_end": "infinity"}

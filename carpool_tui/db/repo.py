@@ -55,6 +55,7 @@ from carpool_tui.models import (
     SeatFixPreview,
     Snapshot,
     Violation,
+    pg_infinite,
     run_duration,
 )
 from carpool_tui.warroom import TREND_HOURS, CronEntry, CronTable, TrendBucket
@@ -214,7 +215,7 @@ VIEWS: dict[str, str] = {
     " ORDER BY started_at DESC",
     # Each of the four jobs, run or not, judged as `check` judges it by default.
     "latest_runs": "SELECT j.job_name, COALESCE(l.status, 'never run') AS status,"
-    " CASE WHEN l.started_at IS NULL OR now() - l.started_at >"
+    " CASE WHEN l.started_at IS NULL OR l.started_at < now() -"
     f" {DEFAULT_OVERDUE_FACTOR:g} * j.every THEN 'OVERDUE' ELSE 'ok' END AS due,"
     " l.started_at, l.error_message, l.sqlstate, l.id FROM (VALUES "
     + ", ".join(
@@ -1097,7 +1098,7 @@ def _plain(value: Any) -> Any:
     """A column value as something a model and the screen can hold."""
     if isinstance(value, UUID):
         return str(value)
-    return value
+    return pg_infinite(value)
 
 
 def _as_lost(err: OpsError) -> OpsError:

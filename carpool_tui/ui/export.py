@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carpool_tui.files import write_new
-from carpool_tui.models import JOBS, JobLogEntry, Snapshot, last_start
+from carpool_tui.models import JOBS, JobLogEntry, Snapshot, iso_stamp, last_start
 from carpool_tui.warroom import overdue
 
 Kind = Literal["jobs", "log", "violations"]
@@ -82,7 +82,7 @@ def table_rows(kind: Kind, snapshot: Snapshot, now: datetime) -> Rows:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return iso_stamp(value)
     return value
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from carpool_tui.config import dsn_parts
+from carpool_tui.models import infinity_text
 
 
 def age(seconds: float) -> str:
@@ -25,8 +26,8 @@ def age(seconds: float) -> str:
 
 
 def since(then: datetime | None, now: datetime) -> str:
-    """The age of `then` at `now`, or a dash when unknown."""
-    if then is None:
+    """The age of `then` at `now`, or a dash when unknown (or ±infinity)."""
+    if then is None or infinity_text(then):
         return "—"
     return age((now - then).total_seconds())
 
@@ -49,16 +50,20 @@ def duration(value: timedelta | float | None) -> str:
 
 
 def stamp(value: datetime | None) -> str:
-    """A UTC timestamp without the year: 06-01 11:55:00."""
+    """A UTC timestamp without the year: 06-01 11:55:00; ±infinity in words."""
     if value is None:
         return "—"
+    if infinite := infinity_text(value):
+        return infinite
     return value.astimezone(UTC).strftime("%m-%d %H:%M:%S")
 
 
 def full_stamp(value: datetime | None) -> str:
-    """A full UTC timestamp for detail views."""
+    """A full UTC timestamp for detail views; ±infinity in words."""
     if value is None:
         return "—"
+    if infinite := infinity_text(value):
+        return infinite
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

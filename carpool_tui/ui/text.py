@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from rich.text import Text
+
+from carpool_tui.models import infinity_text
 
 ELLIPSIS = "…"
 DEFAULT_LIMIT = 200
@@ -38,13 +41,16 @@ def _is_unsafe(char: str) -> bool:
 
 
 def as_string(value: Any) -> str:
-    """Any database value as text: None is empty, containers as compact JSON."""
+    """Any database value as text: None is empty, containers as compact JSON,
+    a ±infinity timestamp as PostgreSQL writes it."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, datetime):
+        return infinity_text(value) or str(value)
     return str(value)
 
 
