@@ -666,7 +666,9 @@ async def _check_after_seed(conn: Any) -> str:
         # The seed is committed by now; say why the check did not run instead.
         return f"invariant check: not run ({translate(exc, doing='Checking')})"
     if not isinstance(result, dict) or result.get("success") is False:
-        why = result.get("error") if isinstance(result, dict) else None
+        from carpool_tui.ui.text import printable
+
+        why = printable(result.get("error"), None) if isinstance(result, dict) else ""
         return (
             f"invariant check: failed ({why or 'no result'}); the seed is kept,"
             " run `carpool-tui run-job check_system_invariants` again"
@@ -861,6 +863,7 @@ def _thresholds(
 def cmd_check(args: argparse.Namespace) -> int:
     from carpool_tui.db.probe import read_health
     from carpool_tui.monitor import evaluate, unknown
+    from carpool_tui.ui.text import printable
 
     database = describe_target(getattr(args, "dsn", None))
     try:
@@ -877,13 +880,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
-        print(result.line())
+        # Check names and error messages are database text: escaped, the line
+        # stays one line and cannot reach the terminal as control sequences.
+        print(printable(result.line(), None))
     return result.exit_code
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
     from carpool_tui.db.probe import run_one_job
     from carpool_tui.models import JobResult
+    from carpool_tui.ui.text import printable
 
     name: str = args.job
     try:
@@ -900,10 +906,10 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.model_dump(mode="json", exclude_none=True)))
     elif result.success:
-        print(f"{name}: {result.describe(name)}")
+        print(f"{name}: {printable(result.describe(name), None)}")
     else:
         hint = f" {result.hint}" if result.hint else ""
-        _say(f"carpool-tui: {name}: {result.describe(name)}{hint}")
+        _say(f"carpool-tui: {name}: {printable(result.describe(name) + hint, None)}")
     return 0 if result.success else 1
 
 

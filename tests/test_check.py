@@ -637,3 +637,24 @@ async def test_infinite_timestamps_are_written_as_postgresql_writes_them(
     job = next(j for j in data["jobs"] if j["name"] == "reconcile_seat_counts")
     assert (job["last_started_at"], job["age_seconds"]) == ("-infinity", None)
     assert job["failing"] and job["overdue"]
+
+
+async def test_database_text_in_the_line_is_escaped_and_stays_one_line(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """A check name holding an escape sequence, a bell and a newline reaches
+    the monitor as visible escapes on one line; --json keeps it as it is."""
+    name = "ctrl\x1b[31mRED\x07\nnewline"
+    await once(
+        ops_dsn,
+        "INSERT INTO invariant_violations (check_name, severity, violation_count,"
+        " sample_data) VALUES ($1, 'critical', 1, '[]')",
+        name,
+    )
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stdout.splitlines()
+    assert "ctrl\\x1b[31mRED\\x07\\nnewline" in line
+    assert not any(c in line for c in "\x1b\x07\r")
+    _, data = check_json(cli_env, ops_dsn)
+    assert [v["check_name"] for v in data["violations"]] == [name]

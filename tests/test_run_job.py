@@ -381,3 +381,24 @@ async def test_a_run_stopped_while_connecting_says_nothing_ran(
     assert "Nothing ran" in err and "Outcome unknown" not in err
     log = Path(cli_env["CARPOOL_TUI_LOG"]).with_name("actions.log")
     assert not log.exists() or log.read_text() == ""
+
+
+async def test_a_failed_jobs_error_is_said_on_one_line_with_escapes(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """The server's error text is database text: its control characters are
+    shown escaped, and --json keeps them as they are."""
+    await seed(ops_dsn, "expired_active_ride")
+    await on_ride_update(
+        ops_dsn,
+        "test_refuse",
+        "RAISE EXCEPTION '%', E'frozen\\x1b[31mRED\\x07\\nnext'"
+        " USING ERRCODE = 'P0042';",
+    )
+    words = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn)
+    assert words.returncode == 1
+    (said,) = words.stderr.splitlines()
+    assert "expire_rides: Failed: frozen\\x1b[31mRED\\x07\\nnext" in said
+    assert "\x1b" not in said and "\x07" not in said
+    done = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn, "--json")
+    assert json.loads(done.stdout)["error"] == "frozen\x1b[31mRED\x07\nnext"
