@@ -76,6 +76,29 @@ def _shows_nothing(text: str) -> bool:
     )
 
 
+DIRECTION_CONTROLS = frozenset(
+    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+"""Marks and overrides that reorder text without drawing anything."""
+
+
+def clean_note(text: str) -> str:
+    """A note as it is written to admin_audit_log and the action log.
+
+    A tab, newline or other spacing control character becomes a space; any
+    other control character (an escape sequence's ESC, a bell) and a direction
+    override is dropped. A note read later in psql or a log must neither drive
+    the reader's terminal nor say something other than what was typed.
+    """
+    kept = []
+    for char in text:
+        if unicodedata.category(char) in {"Cc", "Zl", "Zp"}:
+            kept.append(" " if char.isspace() else "")
+        elif char not in DIRECTION_CONTROLS:
+            kept.append(char)
+    return "".join(kept).strip()
+
+
 class NoteInput(Input):
     """The note field: a pasted note keeps all its lines.
 
@@ -87,15 +110,11 @@ class NoteInput(Input):
     def on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
         event.stop()
-        # Control characters (a tab, a bell) become spaces; lines that would
-        # show nothing are dropped rather than joined into a visible " / ".
-        lines = [
-            "".join(" " if unicodedata.category(c) == "Cc" else c for c in line)
-            for line in event.text.splitlines()
-        ]
-        text = " / ".join(
-            line.strip() for line in lines if not _shows_nothing(line.strip())
-        )
+        # Control characters go as in the note written (a tab becomes a space,
+        # a bell goes); lines that would show nothing are dropped rather than
+        # joined into a visible " / ".
+        lines = [clean_note(line) for line in event.text.splitlines()]
+        text = " / ".join(line for line in lines if not _shows_nothing(line))
         if not text:
             return
         if self.selection.is_empty:
@@ -636,14 +655,15 @@ class WriteDialog(Dialog[bool]):
             self.call_after_refresh(message.scroll_visible, animate=False)
 
     def note_text(self) -> str | None:
-        """The note, or None after telling the operator what is wrong with it.
+        """The note without control characters (clean_note), or None after
+        telling the operator what is wrong with it.
 
         A note that is only an id was almost always typed into the wrong field
         (the ride id meant for the field above), and applying it would write
         to the ride in the preview instead: it is refused, with the way out.
         """
         field = self.query_one("#note", Input)
-        note = field.value.strip()
+        note = clean_note(field.value)
         problem = NOTE_REQUIRED if _shows_nothing(note) else None
         if note and _is_an_id(note):
             has_ride_field = bool(self.query("#ride"))
