@@ -801,7 +801,7 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
             assert allow.display
             assert 0 <= allow.region.y < note.region.y
             assert allow.region.bottom <= page.region.bottom
-            assert "(not ticked)" in str(allow.label)
+            assert "(not ticked; Shift+Tab, Space)" in str(allow.label)
             await pilot.press("shift+tab", "space")
             assert allow.value
             assert "(TICKED)" in str(allow.label)  # not by colour alone
@@ -830,14 +830,14 @@ async def test_the_allow_box_is_empty_until_ticked(
         def drawn() -> str:
             return "".join(drawn_lines(allow))
 
-        assert "▐ ▌ Expire although it is not due yet (not ticked)" in drawn()
+        assert "▐ ▌ Expire although it is not due yet (not ticked;" in drawn()
         assert "X" not in drawn()
         await pilot.press("shift+tab", "space")
         await until(pilot, lambda: "▐X▌" in drawn(), "the X once ticked")
         assert allow.value and "(TICKED)" in drawn()
         await pilot.press("space")
         await until(pilot, lambda: "X" not in drawn(), "an empty box again")
-        assert not allow.value and "(not ticked)" in drawn()
+        assert not allow.value and "(not ticked;" in drawn()
 
 
 async def test_a_write_never_goes_to_a_ride_the_id_field_no_longer_names(

@@ -1108,7 +1108,8 @@ class TickBox(Checkbox):
 
 
 def _allow_label(ticked: bool) -> str:
-    state = "TICKED" if ticked else "not ticked"
+    """The box's label, with how to tick it from the note while it is not."""
+    state = "TICKED" if ticked else "not ticked; Shift+Tab, Space"
     return f"Expire although it is not due yet ({state})"
 
 
