@@ -15,6 +15,7 @@ from typing import Any
 from carpool_tui.config import CHECK_METRICS, CheckThresholds
 from carpool_tui.db.errors import OpsError
 from carpool_tui.db.probe import HealthReading
+from carpool_tui.db.repo import VIOLATION_LIMIT
 from carpool_tui.models import (
     JOBS,
     Violation,
@@ -166,7 +167,14 @@ class CheckResult:
             }
             for j in self.jobs
         ]
-        data["violations"] = [violation_json(v) for v in reading.violations]
+        listed = [violation_json(v) for v in reading.violations]
+        data["violations"] = listed
+        # The list stops at the dashboard's page; the open count says whether
+        # rows were left off (unknown without a health summary).
+        open_count = reading.health.unresolved_violations
+        data["violations_truncated"] = len(listed) >= VIOLATION_LIMIT and (
+            open_count is None or open_count > len(listed)
+        )
         caps = reading.capabilities
         data["ops_layer_version"] = caps.ops_layer_version
         data["server_version"] = caps.server_version

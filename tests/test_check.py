@@ -356,6 +356,9 @@ async def test_critical_violations_are_counted_past_the_dashboards_page(
     code, data = check_json(cli_env, ops_dsn)
     assert code == 2
     assert data["metrics"]["critical_violations"] == 510
+    # The list stops at the page, and says rows were left off.
+    assert len(data["violations"]) == 500
+    assert data["violations_truncated"] is True
 
 
 async def test_a_run_dated_in_the_future_hides_no_newer_failure(
@@ -485,6 +488,7 @@ async def test_a_violation_row_it_cannot_read_is_listed_with_the_others(
     listed = {v["check_name"]: v for v in data["violations"]}
     assert sorted(listed) == ["seat_mismatch", "weird_count"]
     assert len(listed) == data["metrics"]["unresolved_violations"]
+    assert data["violations_truncated"] is False
     weird = listed["weird_count"]
     assert (weird["severity"], weird["violation_count"]) == ("warning", 3)
     assert weird["unreadable"].startswith("samples could not be read (")
