@@ -813,7 +813,11 @@ def _install_stop_handlers() -> Callable[[], None]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from carpool_tui.db.embedded import EmbeddedServer, default_data_dir
+    from carpool_tui.db.embedded import (
+        EmbeddedServer,
+        default_data_dir,
+        running_postmaster,
+    )
 
     # The config file is read before the server starts: a mistake in it stops
     # the demo at once.
@@ -832,7 +836,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     restore = _install_stop_handlers()
     server = EmbeddedServer(data_dir)
     try:
-        _say(f"Starting the embedded PostgreSQL server in {data_dir}...")
+        running = running_postmaster(data_dir)
+        if running is not None:
+            _say(
+                f"Joining the demo server already running in {data_dir} (pid {running})"
+            )
+        else:
+            _say(f"Starting the embedded PostgreSQL server in {data_dir}...")
         admin_dsn = server.start()
         demo_dsn = server.dsn(DEMO_DATABASE)
         _run(_prepare_demo(admin_dsn, demo_dsn, args.rides))

@@ -184,3 +184,32 @@ def test_reset_refuses_while_another_demo_runs_on_the_folder() -> None:
     server.stop()
     assert _wait_gone(pid)
     shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
+    """The demo's first line says whether it starts a server or uses the one
+    already running there, which keeps running when this demo quits."""
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-j" / "pgdata"
+    with _owned_by_other_process(data_dir) as (_, pid):
+        second = subprocess.Popen(
+            [sys.executable, "-m", "carpool_tui", "demo", "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert second.stdout is not None
+            first = second.stdout.readline()
+        finally:
+            second.kill()
+            second.wait()
+        assert first.startswith(
+            f"Joining the demo server already running in {data_dir}"
+        )
+        assert f"(pid {pid})" in first
+    server = EmbeddedServer(data_dir, delete_on_stop=True)
+    server.start()
+    server.stop()
+    assert _wait_gone(pid)
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
