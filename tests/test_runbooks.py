@@ -415,13 +415,17 @@ async def test_the_final_check_reads_the_deployed_functions_samples(
     assert mismatch is not None and expired is not None and everything is not None
     evidence = Evidence([], result)
     assert evaluate(mismatch, evidence) == Verdict(
-        False, "seat_mismatch still fails: 1 finding(s)."
+        False,
+        "seat_mismatch still fails: 1 finding(s). That was this step's run of the"
+        " check: a runs it again.",
     )
     assert evaluate(expired, evidence) == Verdict(
         True, "expired_active_ride passes now."
     )
     assert evaluate(everything, evidence) == Verdict(
-        False, "Not healthy: 1 violation(s) remain."
+        False,
+        "Not healthy: 1 violation(s) remain. That was this step's run of the check:"
+        " a runs it again.",
     )
 
 

@@ -144,6 +144,11 @@ def _job_ok(ev: Evidence, arg: str | None) -> Verdict:
     return _held(False, f"The job failed: {error}.")
 
 
+_RUN_AGAIN = " That was this step's run of the check: a runs it again."
+"""A failed check's counts are those of the step's own run, which c only
+judges again; after fixes made elsewhere, the check has to run again."""
+
+
 def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
     """The step's invariant check run, judged from its result alone."""
     if ev.result is None or not ev.result.get("success"):
@@ -160,11 +165,11 @@ def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
         if ev.result.get("healthy"):
             return _held(True, "Every invariant check passes: healthy.")
         total = ev.result.get("total_violations")
-        return _held(False, f"Not healthy: {total} violation(s) remain.")
+        return _held(False, f"Not healthy: {total} violation(s) remain.{_RUN_AGAIN}")
     count = counts.get(arg)
     if count == 0:
         return _held(True, f"{arg} passes now.")
-    return _held(False, f"{arg} still fails: {count} finding(s).")
+    return _held(False, f"{arg} still fails: {count} finding(s).{_RUN_AGAIN}")
 
 
 def _ride_finished(ev: Evidence, arg: str | None) -> Verdict:
