@@ -320,6 +320,8 @@ class Violation(BaseModel):
     severity: str
     violation_count: int | None = None
     sample_data: list[ViolationSample] = Field(default_factory=list)
+    sample_total: int | None = None
+    """How many samples the row holds, where more than were read."""
     detected_at: Stamp | None = None
     resolved_at: Stamp | None = None
     auto_resolved: bool | None = None
@@ -345,6 +347,8 @@ class Violation(BaseModel):
             problems = exc.errors(include_url=False)
         bad = {str(p["loc"][0]) for p in problems if p["loc"]}
         kept = {k: v for k, v in row.items() if k not in bad}
+        if "sample_data" in bad:
+            kept.pop("sample_total", None)  # counts samples no longer shown
         for key in _VIOLATION_REQUIRED & bad:
             # Text is all these need; the row's identity is worth keeping.
             kept[key] = str(json_text(row.get(key)) or "?")

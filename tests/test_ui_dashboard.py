@@ -27,6 +27,7 @@ from textual.widgets.data_table import ColumnKey
 
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
+from carpool_tui.db.repo import SAMPLES_READ
 from carpool_tui.models import HealthSummary
 from carpool_tui.ui.app import DashboardApp, TooSmallScreen
 from carpool_tui.ui.dashboard import LABEL_MIN_WIDTH
@@ -963,3 +964,27 @@ async def test_infinite_timestamps_show_as_infinity_everywhere(
         for v in json.loads(found.read_text(encoding="utf-8"))
     }
     assert detected == {"from_the_dawn": "-infinity", "from_the_end": "infinity"}
+
+
+async def test_a_row_of_many_samples_is_read_a_page_at_a_time(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A row written by another tool may hold thousands of samples, which every
+    poll would read again: the first SAMPLES_READ are read and the dialog says
+    of how many."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO invariant_violations (check_name, severity,"
+            " violation_count, sample_data) SELECT 'bulk_import', 'warning', 5000,"
+            " jsonb_agg(jsonb_build_object('ride_id', gen_random_uuid()))"
+            " FROM generate_series(1, 5000)"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        snapshot = app.dashboard.snapshot
+        assert snapshot is not None
+        (bulk,) = snapshot.violations
+        assert (len(bulk.sample_data), bulk.sample_total) == (SAMPLES_READ, 5000)
+        detail = await violation_detail(pilot, app, 0)
+        assert f"Samples (first {SAMPLES_READ} of 5,000)" in screen_text(detail)

@@ -116,6 +116,17 @@ VIOLATION_COLUMNS = (
     "notes",
 )
 VIOLATION_OPTIONAL = ("check_id", "last_seen_at", "resolved_by")
+SAMPLES_READ = 100
+"""Samples read per violation row: a check keeps ten, but a row written by hand
+or by another tool may hold thousands, which every poll would read again."""
+_SAMPLES = (
+    "CASE WHEN jsonb_typeof(sample_data) = 'array'"
+    f" AND jsonb_array_length(sample_data) > {SAMPLES_READ}"
+    f" THEN jsonb_path_query_array(sample_data, '$[0 to {SAMPLES_READ - 1}]')"
+    " ELSE sample_data END AS sample_data,"
+    " CASE WHEN jsonb_typeof(sample_data) = 'array'"
+    " THEN jsonb_array_length(sample_data) END AS sample_total"
+)
 
 PANELS = ("health", "jobs", "job_log", "violations")
 PANEL_ROW_HINT = "Look at that row in the database; the other panels are unaffected."
@@ -645,6 +656,7 @@ class Repository:
         """Unresolved invariant_violations, critical first then newest (manual 3.3)."""
         have = set(self._caps().violation_columns)
         cols = [*VIOLATION_COLUMNS, *(c for c in VIOLATION_OPTIONAL if c in have)]
+        cols[cols.index("sample_data")] = _SAMPLES
         sql = (
             f"SELECT {', '.join(cols)} FROM invariant_violations"
             " WHERE resolved_at IS NULL ORDER BY"

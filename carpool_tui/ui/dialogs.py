@@ -513,7 +513,10 @@ class ViolationDialog(Dialog[None]):
                     ]
                 )
             )
-            yield Static(f"Samples ({len(v.sample_data)})", classes="subtitle")
+            read = len(v.sample_data)
+            total = v.sample_total or read
+            shown = f"first {read} of {total:,}" if total > read else str(read)
+            yield Static(f"Samples ({shown})", classes="subtitle")
             table: DataTable[Text] = DataTable(cursor_type="row", id="samples")
             yield table
             yield KeysLine(

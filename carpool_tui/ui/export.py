@@ -59,6 +59,8 @@ def table_rows(kind: Kind, snapshot: Snapshot, now: datetime) -> Rows:
                 "detected_at": v.detected_at,
                 "last_seen_at": v.last_seen_at,
                 "samples": [s.fields() for s in v.sample_data],
+                # The samples are the first SAMPLES_READ of this many.
+                "samples_total": v.sample_total or len(v.sample_data),
                 "unreadable": v.unreadable,
             }
             for v in snapshot.violations
