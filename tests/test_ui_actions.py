@@ -576,6 +576,8 @@ async def test_a_finished_ride_with_open_bookings_points_to_expire_rides(
             assert "with 1 booking(s) below still open" in shown
             assert "The expire_rides job does" in shown
             assert dialog.query_one("#note", Input).disabled
+            # Beside the fields too, where an 80x24 terminal shows it.
+            await shows(pilot, dialog, "the expire_rides job (1) closes them")
 
 
 async def expire_after_change(

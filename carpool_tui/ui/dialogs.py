@@ -1242,6 +1242,11 @@ class ExpireRideDialog(RideDialog):
 
     def gist(self) -> str:
         preview = self.preview
+        if preview is not None and preview.terminal and preview.bookings:
+            return (
+                f"[b $warning]Finished, with {len(preview.bookings)} booking(s) "
+                "still open:[/] the expire_rides job (1) closes them."
+            )
         if preview is None or preview.terminal:
             return ""
         due = "Due now." if preview.due else "[b $warning]Not due yet.[/]"
