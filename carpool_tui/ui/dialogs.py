@@ -49,6 +49,7 @@ from carpool_tui.models import (
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS, blocked_reason, incomplete_why
 from carpool_tui.ui.text import (
+    packed,
     parse_uuid,
     printable,
     safe_block,
@@ -155,18 +156,14 @@ def keys_line(*pairs: tuple[str, str], width: int | None = None) -> str:
     With `width` the pairs are packed into lines of that many cells, so a key
     is never parted from its label where the line wraps.
     """
-    lines: list[str] = []
-    used = 0
-    for key, what in pairs:
-        part = f"[b reverse] {key} [/] {what}"
-        cells = cell_len(key) + 3 + cell_len(what)
-        if lines and (width is None or used + 3 + cells <= width):
-            lines[-1] += "   " + part
-            used += 3 + cells
-        else:
-            lines.append(part)
-            used = cells
-    return "\n".join(lines)
+    return packed(
+        (
+            (f"[b reverse] {key} [/] {what}", cell_len(key) + 3 + cell_len(what))
+            for key, what in pairs
+        ),
+        width,
+        gap=3,
+    )
 
 
 class KeysLine(Static):

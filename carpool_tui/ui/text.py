@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -109,3 +110,22 @@ def parse_uuid(text: str, what: str = "ride id") -> UUID:
                 else ""
             )
         ) from None
+
+
+def packed(parts: Iterable[tuple[str, int]], width: int | None, gap: int) -> str:
+    """Markup parts, each with its width in cells, joined by ``gap`` spaces into
+    lines of at most ``width`` cells (one line without a width).
+
+    A part is never split where the lines break: a key stays with its label, a
+    count with what it counts.
+    """
+    lines: list[str] = []
+    used = 0
+    for part, cells in parts:
+        if lines and (width is None or used + gap + cells <= width):
+            lines[-1] += " " * gap + part
+            used += gap + cells
+        else:
+            lines.append(part)
+            used = cells
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ from carpool_tui.models import (
     last_start,
 )
 from carpool_tui.ui import fmt
-from carpool_tui.ui.text import safe_markup, safe_text
+from carpool_tui.ui.text import packed, safe_markup, safe_text
 from carpool_tui.warroom import overdue
 
 Cells = tuple[Text, ...]
@@ -75,8 +75,7 @@ def health_markup(
                 f"\n[dim]{safe_markup(error.hint)}[/]" if error.hint else ""
             )
         return "[dim]Waiting for the first health summary…[/]"
-    lines: list[str] = []
-    used = 0
+    parts: list[tuple[str, int]] = []
     data = health.model_dump()
     for key, label, warn, alert in HEALTH_FIELDS:
         if key not in data or data[key] is None:
@@ -87,15 +86,8 @@ def health_markup(
             shade = "alert"
         style = {"ok": "b", "warn": "b $warning", "alert": "b reverse $error"}[shade]
         count = fmt.count(value)
-        part = f"[{style}] {count} [/] {label}"
-        cells = len(count) + 3 + len(label)
-        if lines and (width is None or used + 2 + cells <= width):
-            lines[-1] += "  " + part
-            used += 2 + cells
-        else:
-            lines.append(part)
-            used = cells
-    return "\n".join(lines)
+        parts.append((f"[{style}] {count} [/] {label}", len(count) + 3 + len(label)))
+    return packed(parts, width, gap=2)
 
 
 class DialogScroll(VerticalScroll):
