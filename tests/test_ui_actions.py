@@ -1098,21 +1098,17 @@ async def test_control_characters_never_reach_the_audit_or_action_log(
     """A note holding an escape sequence, a bell and a tab (typed or pasted
     without bracketed paste) is written without them; one that is nothing but
     such characters is refused as no note."""
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        dialog, _ = await resolve_of_the_mismatch(pilot, app)
+        note = dialog.query_one("#note", Input)
+        note.value = "\x1b\x07\t\x00\u202e"
+        await pilot.press("enter")
+        await shows(pilot, dialog, NOTE_REQUIRED)
+        note.value = "drift\x1b[31m fixed\x07\tby hand\u202e ok"
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Resolved.")
+    wanted = "drift[31m fixed by hand ok"
     async with connected(ops_dsn) as conn:
-        await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-        app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            dialog, _ = await resolve_of_the_mismatch(pilot, app)
-            note = dialog.query_one("#note", Input)
-            note.value = "\x1b\x07\t\x00\u202e"
-            await pilot.press("enter")
-            await shows(pilot, dialog, NOTE_REQUIRED)
-            note.value = "drift\x1b[31m fixed\x07\tby hand\u202e ok"
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Resolved.")
-        wanted = "drift[31m fixed by hand ok"
         audit = await seat_fix_audit(conn)
         assert [a["note"] for a in audit] == [wanted]
         stored = await conn.fetchval(

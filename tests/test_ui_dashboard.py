@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -22,7 +22,8 @@ from test_ui_support import (
 )
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
-from textual.widgets import Input, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
 from carpool_tui.db.connect import connect
@@ -107,20 +108,35 @@ def status(app: DashboardApp) -> str:
     return static_text(app.dashboard.query_one("#status", Static))
 
 
+Detail = TypeVar("Detail", bound=Screen[Any])
+
+
+async def row_detail(
+    pilot: Pilot[Any],
+    app: DashboardApp,
+    table: DataTable[Any],
+    row: int,
+    dialog: type[Detail],
+) -> Detail:
+    """Enter on `table`'s row `row`: the detail dialog it opens."""
+    table.focus()
+    await until(pilot, lambda: table.row_count > row, f"row {row + 1} of the table")
+    table.move_cursor(row=row)
+    await pilot.press("enter")
+    detail: Detail = await until(
+        pilot,
+        lambda: isinstance(app.screen, dialog) and app.screen,
+        dialog.__name__,
+    )
+    return detail
+
+
 async def violation_detail(
     pilot: Pilot[Any], app: DashboardApp, row: int
 ) -> ViolationDialog:
     """Enter on the violations table's row `row`: its detail dialog."""
     table = app.dashboard.query_one("#violations", ViolationsTable)
-    table.focus()
-    table.move_cursor(row=row)
-    await pilot.press("enter")
-    detail: ViolationDialog = await until(
-        pilot,
-        lambda: isinstance(app.screen, ViolationDialog) and app.screen,
-        "violation detail",
-    )
-    return detail
+    return await row_detail(pilot, app, table, row, ViolationDialog)
 
 
 async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> None:
@@ -839,16 +855,7 @@ async def test_a_violation_row_that_cannot_be_read_hides_no_other(
 async def newest_run_detail(pilot: Pilot[Any], app: DashboardApp) -> LogEntryDialog:
     """Enter on the job log's newest run: its detail dialog."""
     log = app.dashboard.query_one("#log", JobLogTable)
-    log.focus()
-    await until(pilot, lambda: log.row_count >= 1, "a run in the job log")
-    log.move_cursor(row=0)
-    await pilot.press("enter")
-    detail: LogEntryDialog = await until(
-        pilot,
-        lambda: isinstance(app.screen, LogEntryDialog) and app.screen,
-        "job run detail",
-    )
-    return detail
+    return await row_detail(pilot, app, log, 0, LogEntryDialog)
 
 
 async def test_a_run_detail_shows_a_multi_line_error_as_lines(
