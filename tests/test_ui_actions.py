@@ -1116,3 +1116,20 @@ async def test_control_characters_never_reach_the_audit_or_action_log(
         )
         assert stored == wanted
         assert [e["note"] for e in action_log(app)] == [wanted]
+
+
+async def test_resolve_acts_only_on_a_violation_in_view(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 the Job log tab hides the violations; `x` there resolves none."""
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        await select_violation(pilot, app, "seat_mismatch")
+        assert app.dashboard.selected_violation() is not None
+        await pilot.press("t")  # back to the job log; the selection stays
+        await until(pilot, lambda: app.dashboard.active_pane == "log", "the log")
+        await pilot.press("x")
+        wanted = "Select a violation first (t shows the violations)."
+        await until(pilot, lambda: wanted in notices(app), "the refusal")
+        assert not isinstance(app.screen, ResolveDialog)
+        await pilot.press("t", "x")
+        await dialog_of(pilot, ResolveDialog)

@@ -333,8 +333,9 @@ def blocked_reason(
             "carpool_ops_operator role."
         )
     if spec.needs and spec.needs not in selected:
-        what = "a violation" if spec.needs == "violation" else "a row"
-        return f"Select {what} first."
+        if spec.needs == "violation":
+            return "Select a violation first (t shows the violations)."
+        return "Select a row first."
     if job_running and spec.id.startswith("run-"):
         return "A job is already running."
     return None

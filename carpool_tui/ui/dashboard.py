@@ -575,7 +575,7 @@ class DashboardScreen(Screen[None]):
     def selected(self) -> set[str]:
         """What is selected now, for actions that need a selection."""
         found: set[str] = set()
-        if self.selected_violation() is not None:
+        if self._violations_shown() and self.selected_violation() is not None:
             found.add("violation")
         if self._focused_row() is not None:
             found.add("row")
@@ -719,6 +719,11 @@ class DashboardScreen(Screen[None]):
         self.refresh_bindings()
         self.start_round()
 
+    def _violations_shown(self) -> bool:
+        """Whether the violations are on screen: a compact layout hides them
+        behind the Job log tab, and `x` must not act on a row out of view."""
+        return self.active_pane == "violations" or not self.has_class("-compact")
+
     def selected_violation(self) -> Any:
         table = self.query_one("#violations", ViolationsTable)
         key = table.selected_key
@@ -757,7 +762,7 @@ class DashboardScreen(Screen[None]):
 
     def action_resolve(self) -> None:
         violation = self.selected_violation()
-        if violation is not None:
+        if violation is not None and self._violations_shown():
             self.app.push_screen(ResolveDialog(violation), self._after_write)
 
     def action_procedures(self) -> None:
