@@ -108,6 +108,16 @@ async def follow(pilot: Pilot[Any], screen: ProcedureScreen, reason: str) -> Non
             await skip_step(pilot, screen, reason)
 
 
+async def from_the_failed_run(pilot: Pilot[Any], app: DashboardApp) -> ProcedureScreen:
+    """`g` on the job log's one failed run: 4.1 with that run chosen."""
+    await loaded(pilot)
+    log = app.dashboard.query_one("#log", JobLogTable)
+    log.focus()
+    await until(pilot, lambda: log.row_count == 1, "the failed run")
+    await pilot.press("g")
+    return await procedure(pilot)
+
+
 async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -115,12 +125,7 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
         await failed_run(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            log = app.dashboard.query_one("#log", JobLogTable)
-            log.focus()
-            await until(pilot, lambda: log.row_count == 1, "the failed run")
-            await pilot.press("g")
-            screen = await procedure(pilot)
+            screen = await from_the_failed_run(pilot, app)
             text = screen_text(screen)
             assert "4.1 Jobs are failing · Step 1 of 2: Read the failed runs" in text
             assert "canceling statement due to lock timeout" in text
@@ -630,6 +635,41 @@ async def test_step_n_of_m_stays_in_view_at_80x24(ops_dsn: str, tmp_path: Path) 
         assert "Step 3 of 3" in top_line(app)
 
 
+def shown_at_once(screen: ProcedureScreen, *ids: str) -> str:
+    """The text of the widgets `ids`, each checked drawn on screen unscrolled."""
+    texts = []
+    for wid in ids:
+        widget = screen.query_one(wid, Static)
+        region = widget.region
+        assert region.height > 0 and region.bottom <= screen.region.bottom, wid
+        assert screen.get_widget_at(region.x, region.y)[0] is widget, wid
+        texts.append(static_text(widget))
+    return "\n".join(texts)
+
+
+async def test_a_long_query_leaves_the_action_and_expectation_in_view(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 4.1's second step reads with a 13-line query; its action, what
+    is expected and the keys stay on screen, and the rows come before it."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await from_the_failed_run(pilot, app)
+        assert await check(pilot, screen)
+        await next_step(pilot, screen)
+        await settled(pilot, screen)
+        shown = shown_at_once(screen, "#proc-action", "#proc-verdict", "#proc-keys")
+        assert "Action (a): Run reconcile_seat_counts(); it asks to confirm." in shown
+        assert "Expected: the job completes" in shown
+        assert " a  act" in shown
+        rows = screen.query_one("#proc-rows", DataTable)
+        query = screen.query_one("#proc-query", Static)
+        assert rows.region.y < query.region.y
+        assert rows.region.height > 2 and rows.region.bottom < screen.region.bottom
+
+
 async def test_read_only_reads_and_runs_queries_but_writes_say_why(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -693,14 +733,13 @@ async def test_a_fixed_violation_does_not_claim_the_system_healthy(
             assert "Finished: every check of this procedure passed." in final
             assert "of other checks are still open" in final
             assert "verified healthy" not in final
-            # At 80x24 the ending is scrolled into view, below the rows.
-            page = screen.query_one("#procedure")
+            # At 80x24 the ending stays in view below the rows.
             verdict = screen.query_one("#proc-verdict")
             await until(
                 pilot,
                 lambda: (
-                    verdict.region.y >= page.region.y
-                    and verdict.region.bottom <= page.region.bottom
+                    verdict.region.height > 0
+                    and verdict.region.bottom <= screen.region.bottom
                 ),
                 "the ending in view",
             )

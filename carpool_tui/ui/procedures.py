@@ -232,17 +232,22 @@ class ProcedureScreen(Screen[None]):
         yield Static("", id="proc-head", classes="title")
         with VerticalScroll(id="procedure"):
             yield Static("", id="proc-purpose")
-            yield Static("", id="proc-query", classes="code")
+            # The rows before the query that read them: on a short terminal
+            # the rows are what the step is about, the query is for checking.
             rows: DataTable[Text] = DataTable(cursor_type="row", id="proc-rows")
             yield rows
+            yield Static("", id="proc-query", classes="code")
             yield Static("", id="proc-detail")
+        # What to do, what is expected and the keys stay in view below it: a
+        # long query or many rows would push them out of a short terminal.
+        with Vertical(id="proc-foot"):
             yield Static("", id="proc-action")
             yield Static("", id="proc-verdict")
             reason = Input(placeholder="why skip this step? (Enter)", id="skip-reason")
             reason.display = False
             yield reason
             yield Static("", id="proc-message")
-        yield KeysLine(id="proc-keys", classes="keys")
+            yield KeysLine(id="proc-keys", classes="keys")
 
     def on_resize(self, event: Resize) -> None:
         # A short terminal shows fewer rows, so the step's result fits below.
@@ -427,7 +432,7 @@ class ProcedureScreen(Screen[None]):
         query = f"{rowset.query}"
         count = f"{len(rowset.rows)} row(s)"
         self.query_one("#proc-query", Static).update(
-            Text(f"{query};\n-- {count}", no_wrap=False)
+            Text(f"-- {count}, read by:\n{query};", no_wrap=False)
         )
 
     # -- data ------------------------------------------------------------
@@ -465,7 +470,9 @@ class ProcedureScreen(Screen[None]):
             self.reveal()
 
     def set_message(self, markup: str) -> None:
-        self.query_one("#proc-message", Static).update(markup)
+        message = self.query_one("#proc-message", Static)
+        message.update(markup)
+        message.display = bool(markup)
         if markup:
             self.reveal()
 
