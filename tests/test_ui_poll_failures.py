@@ -32,7 +32,9 @@ from carpool_tui.db.errors import (
     translate,
 )
 from carpool_tui.models import Snapshot
+from carpool_tui.ui import dashboard
 from carpool_tui.ui.app import DashboardApp
+from carpool_tui.ui.dashboard import RECHECK_S
 from carpool_tui.ui.dialogs import CANCEL_GRACE_S, JobRunDialog
 from carpool_tui.ui.widgets import JobsTable
 
@@ -247,9 +249,10 @@ async def test_a_malformed_dsn_is_not_retried(tmp_path: Path) -> None:
         await until(pilot, lambda: app.return_code is not None, "the app to exit")
 
 
-async def test_a_missing_database_is_not_retried(
+async def test_a_missing_database_is_looked_for_every_minute(
     pg_server: Any, tmp_path: Path
 ) -> None:
+    """Not a passing fault, so no quick retries; but it may be restored."""
     dsn = pg_server.dsn(f"carpool_missing_{uuid.uuid4().hex[:8]}")
     app = DashboardApp(make_settings(dsn, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -257,9 +260,13 @@ async def test_a_missing_database_is_not_retried(
         await until(pilot, lambda: screen.failures >= 1, "the first attempt")
         text = static_text(screen.query_one("#startup-message", Static))
         assert "does not exist" in text and "database name" in text
-        assert "Not retrying" in text and "press r to try again" in text
+        assert "opens by itself: it looks again every minute (retry in" in text
+        assert "r looks now; q quits" in text
         await pilot.pause(2.5)
         assert screen.failures == 1
+        assert screen.retry_at is not None
+        wait = (screen.retry_at - app.clock()).total_seconds()
+        assert RECHECK_S - 5 < wait <= RECHECK_S
 
 
 async def test_r_tries_again_once_the_missing_database_exists(
@@ -272,7 +279,7 @@ async def test_r_tries_again_once_the_missing_database_exists(
         async with app.run_test(size=(80, 24)) as pilot:
             screen = app.dashboard
             await until(pilot, lambda: screen.failures >= 1, "the first attempt")
-            assert screen.retry_at is None  # stopped: it will not fix itself
+            assert screen.retry_at is not None  # in a minute; r does not wait
             await admin.execute(
                 f"CREATE DATABASE {name} TEMPLATE {pg_server.template('ops')}"
             )
@@ -284,9 +291,11 @@ async def test_r_tries_again_once_the_missing_database_exists(
         await admin.close()
 
 
-async def test_a_database_dropped_under_the_dashboard_stops_polling(
-    pg_server: Any, tmp_path: Path
+async def test_a_database_dropped_and_restored_comes_back_by_itself(
+    pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A wall screen has no r key: once the database is back, it polls again."""
+    monkeypatch.setattr(dashboard, "RECHECK_S", 3.0)
     name = await pg_server.create_database(template=pg_server.template("ops"))
     app = DashboardApp(make_settings(pg_server.dsn(name), tmp_path))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -298,10 +307,22 @@ async def test_a_database_dropped_under_the_dashboard_stops_polling(
             lambda: isinstance(screen.error, DatabaseMissing),
             "the missing database",
         )
-        await pilot.pause(2.5)  # past the first backoff: no new attempt
-        assert screen.retry_at is None
-        assert "does not exist" in status(app) or "not retrying" in status(app)
         assert screen.caps is None  # the write keys say why they are off
+        failures = screen.failures
+        await pilot.pause(1.5)  # past the first backoff: no new attempt
+        assert screen.failures == failures
+        assert "DISCONNECTED" in status(app) and "retry in" in status(app)
+        told = [n for n in notices(app) if "Looking again every minute" in n]
+        assert len(told) == 1
+        async with connected(pg_server.admin_dsn, plain=True) as admin:
+            await admin.execute(
+                f"CREATE DATABASE {name} TEMPLATE {pg_server.template('ops')}"
+            )
+        try:
+            await until(pilot, lambda: screen.error is None, "the database back", 10)
+            assert screen.caps is not None and screen.failures == 0
+        finally:
+            await pg_server.drop_database(name)
 
 
 @pytest.mark.parametrize(

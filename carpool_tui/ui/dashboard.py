@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 INTERVALS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 MAX_BACKOFF_S = 30.0
+RECHECK_S = 60.0
+"""How often a refused login or a missing database is looked at again: someone
+may put the password or the database back, and a wall screen has no r key."""
 STALE_AFTER_INTERVALS = 3
 """The status line says STALE once the last good poll is this many intervals old."""
 LABEL_WIDTH = 40
@@ -82,6 +85,20 @@ KEY_TO_SPEC: dict[str, ActionSpec] = {spec.key: spec for spec in ACTIONS}
 def backoff(failures: int) -> float:
     """Seconds before retry number `failures`: 1, 2, 4, … up to 30."""
     return min(MAX_BACKOFF_S, 2.0 ** max(0, failures - 1))
+
+
+def retry_delay(error: OpsError, failures: int) -> float | None:
+    """Seconds before polling again after `error`, or None to stop.
+
+    A passing fault is retried with a growing pause. A refused login or a
+    missing database is not fixed by retrying but is put right on the server,
+    so it is looked at again every minute. Bad settings are only fixed here.
+    """
+    if error.retryable:
+        return backoff(failures)
+    if isinstance(error, ConnectionLost):
+        return RECHECK_S
+    return None
 
 
 def next_interval(current: float, step: int) -> float:
@@ -338,6 +355,7 @@ class DashboardScreen(Screen[None]):
         self._schedule(self.interval)
 
     def on_poll_failed(self, message: PollFailed) -> None:
+        previous = self.error
         self.error = message.error
         self.failures += 1
         if self.failed_since is None:
@@ -356,21 +374,26 @@ class DashboardScreen(Screen[None]):
                     severity="warning",
                     timeout=15,
                 )
-        if message.error.retryable:
-            self._schedule(backoff(self.failures))
+        delay = retry_delay(message.error, self.failures)
+        if delay is not None:
+            self._schedule(delay)
         else:
-            # Retrying cannot fix bad settings, a refused login or a missing
-            # database: stop and leave the error on screen.
+            # Retrying cannot fix bad settings: stop and leave the error on
+            # screen.
             self.busy = False
             self.again = False
             self.retry_at = None
-            if self.snapshot is not None:
-                self.notify(
-                    f"{message.error} Not retrying; r tries again.",
-                    title="Polling stopped",
-                    severity="error",
-                    timeout=30,
-                )
+        told = type(previous) is type(message.error)
+        if self.snapshot is not None and not message.error.retryable and not told:
+            then = "Looking again every minute; r looks now."
+            if delay is None:
+                then = "Not retrying; r tries again."
+            self.notify(
+                f"{message.error} {then}",
+                title="Polling stopped" if delay is None else "Polling failed",
+                severity="error",
+                timeout=30,
+            )
         self.render_status()
         if self.snapshot is None:
             self.render_startup()
@@ -510,7 +533,7 @@ class DashboardScreen(Screen[None]):
     def _freshness(self, now: datetime) -> str:
         """How old the data on screen is, and why when it is not fresh."""
         retry = self._retry_text(now)
-        if self.error is not None and not self.error.retryable:
+        if self.error is not None and self.retry_at is None and not self.paused:
             retry = ", not retrying"
         if self.error is not None and self.last_ok is not None:
             age = fmt.since(self.last_ok, now)
@@ -557,6 +580,12 @@ class DashboardScreen(Screen[None]):
                 then = (
                     "Not retrying: this will not fix itself. Correct the settings "
                     "and start again; q quits."
+                )
+            elif self.retry_at is not None:
+                then = (
+                    "This will not fix itself. Once it is fixed the dashboard "
+                    f"opens by itself: it looks again every minute ({retry}); "
+                    "r looks now; q quits."
                 )
             else:
                 then = (
