@@ -995,3 +995,24 @@ async def test_a_row_of_many_samples_is_read_a_page_at_a_time(
         assert (len(bulk.sample_data), bulk.sample_total) == (SAMPLES_READ, 5000)
         detail = await violation_detail(pilot, app, 0)
         assert f"Samples (first {SAMPLES_READ} of 5,000)" in screen_text(detail)
+
+
+async def test_home_and_end_go_to_the_first_and_last_row(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Not sideways: the job log at 80x24 is wider than the screen."""
+    async with connected(ops_dsn) as conn:
+        for _ in range(3):
+            await job(conn, "expire_rides")
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        table = app.dashboard.query_one("#log", JobLogTable)
+        table.focus()
+        await until(pilot, lambda: table.row_count == 4, "the runs")
+        assert table.max_scroll_x > 0
+        await pilot.press("end")
+        assert (table.cursor_row, table.scroll_x) == (3, 0)
+        await pilot.press("home")
+        assert (table.cursor_row, table.scroll_x) == (0, 0)

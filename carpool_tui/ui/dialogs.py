@@ -56,7 +56,7 @@ from carpool_tui.ui.text import (
     safe_markup,
     safe_text,
 )
-from carpool_tui.ui.widgets import DialogScroll, FormScroll
+from carpool_tui.ui.widgets import DialogScroll, FormScroll, RowTable
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -514,7 +514,7 @@ class ViolationDialog(Dialog[None]):
             total = v.sample_total or read
             shown = f"first {read} of {total:,}" if total > read else str(read)
             yield Static(f"Samples ({shown})", classes="subtitle")
-            table: DataTable[Text] = DataTable(cursor_type="row", id="samples")
+            table: DataTable[Text] = RowTable(cursor_type="row", id="samples")
             yield table
             yield KeysLine(
                 ("s", "fix seats of sample's ride"),

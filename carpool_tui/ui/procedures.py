@@ -41,6 +41,7 @@ from carpool_tui.ui.dialogs import (
     SeatFixDialog,
 )
 from carpool_tui.ui.text import safe_markup, safe_text
+from carpool_tui.ui.widgets import RowTable
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -72,7 +73,7 @@ class ProceduresScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="procedures"):
             yield Static("Emergency procedures (manual section 4)", classes="title")
-            table: DataTable[Text] = DataTable(cursor_type="row", id="procedure-list")
+            table: DataTable[Text] = RowTable(cursor_type="row", id="procedure-list")
             yield table
             # The highlighted procedure's summary, whole: the column cuts it.
             yield Static("", id="proc-summary")
@@ -234,7 +235,7 @@ class ProcedureScreen(Screen[None]):
             yield Static("", id="proc-purpose")
             # The rows before the query that read them: on a short terminal
             # the rows are what the step is about, the query is for checking.
-            rows: DataTable[Text] = DataTable(cursor_type="row", id="proc-rows")
+            rows: DataTable[Text] = RowTable(cursor_type="row", id="proc-rows")
             yield rows
             yield Static("", id="proc-query", classes="code")
             yield Static("", id="proc-detail")

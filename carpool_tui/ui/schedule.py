@@ -26,6 +26,7 @@ from carpool_tui.models import last_start
 from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import KeysLine
 from carpool_tui.ui.text import safe_markup, safe_text
+from carpool_tui.ui.widgets import RowTable
 from carpool_tui.warroom import CronTable, ScheduleRow, schedule_rows
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class ScheduleScreen(Screen[None]):
         with Vertical(id="schedule"):
             yield Static("Job schedule (manual section 2)", classes="title")
             yield Static("Reading pg_cron's cron.job…", id="cron-state")
-            table: DataTable[Text] = DataTable(cursor_type="row", id="schedule-table")
+            table: DataTable[Text] = RowTable(cursor_type="row", id="schedule-table")
             yield table
             yield Static("", id="schedule-problems")
             yield KeysLine(("r", "read again"), ("Esc", "back"), classes="keys")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.events import Resize
 from textual.message import Message
@@ -212,7 +214,20 @@ def severity_style(severity: str) -> str:
     return {"critical": "bold red", "warning": "yellow"}.get(severity, "")
 
 
-class LiveTable(DataTable[Text]):
+class RowTable(DataTable[Text]):
+    """A table of whole rows: Home and End go to the first and last row.
+
+    DataTable scrolls sideways on Home and End when its cursor is a row; in a
+    list of runs or violations an operator means the first or the last one.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
+
+class LiveTable(RowTable):
     """A DataTable updated in place by row key, so the cursor stays on its row."""
 
     follow_head = False
