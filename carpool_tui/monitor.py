@@ -88,6 +88,9 @@ class JobState:
     expected_every_seconds: float
     overdue: bool
     failing: bool
+    error_message: str | None = None
+    """The last run's error_message from the job log (or the health summary):
+    why a failing job failed, in the record's own words."""
 
     def describe(self) -> str:
         if self.last_started_at is None:
@@ -164,6 +167,7 @@ class CheckResult:
                 "expected_every_seconds": j.expected_every_seconds,
                 "overdue": j.overdue,
                 "failing": j.failing,
+                "error_message": j.error_message,
             }
             for j in self.jobs
         ]
@@ -229,6 +233,7 @@ def job_states(reading: HealthReading, factor: float) -> tuple[JobState, ...]:
                 expected_every_seconds=every,
                 overdue=late,
                 failing=status == "failed",
+                error_message=None if run is None else run.error_message,
             )
         )
     return tuple(states)

@@ -239,6 +239,29 @@ async def test_a_failing_job_is_critical(ops_dsn: str, cli_env: dict[str, str]) 
     assert "expire_rides failed" in failing["text"]
 
 
+async def test_a_failing_jobs_entry_says_why_it_failed(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """Each entry of jobs[] has its last run's error_message, as the job log
+    names it: a monitor reading a failing job need not look for the reason in
+    health.recent_job_status. A run that recorded none, or no run, has null."""
+    await seed(ops_dsn, "expired_active_ride")
+    run_jobs(cli_env, ops_dsn, "reconcile_seat_counts")
+    await freeze_rides(ops_dsn)
+    failed = cli(cli_env, "run-job", "expire_rides", "--dsn", ops_dsn)
+    assert failed.returncode == 1
+    _, data = check_json(cli_env, ops_dsn)
+    jobs = {j["name"]: j for j in data["jobs"]}
+    error = jobs["expire_rides"]["error_message"]
+    assert "rides are frozen" in error
+    recent = {r["job_name"]: r for r in data["health"]["recent_job_status"]}
+    assert error == recent["expire_rides"]["error_message"]
+    assert jobs["reconcile_seat_counts"]["last_status"] == "completed"
+    assert jobs["reconcile_seat_counts"]["error_message"] is None
+    assert jobs["check_system_invariants"]["last_status"] is None
+    assert jobs["check_system_invariants"]["error_message"] is None
+
+
 def test_unreachable_server_is_unknown(cli_env: dict[str, str]) -> None:
     done = cli(cli_env, "check", "--dsn", UNREACHABLE)
     assert done.returncode == 3
