@@ -7,6 +7,7 @@ operations manual); extra keys a deployment adds are kept, never rejected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
+    PlainSerializer,
     ValidationError,
-    WrapSerializer,
     field_validator,
 )
 
@@ -66,23 +66,32 @@ def infinity_text(value: datetime) -> str | None:
 
 
 def iso_stamp(value: datetime | None) -> str | None:
-    """A timestamp in ISO 8601 for JSON and files, ±infinity as PostgreSQL says it."""
+    """A timestamp in ISO 8601 for JSON and files, ±infinity as PostgreSQL says it.
+
+    An aware time is written in UTC with a "+00:00" offset, the form of Python's
+    isoformat and of PostgreSQL. A document then writes every time one way:
+    asyncpg gives columns in UTC, but JSON from the server carries the session's
+    TimeZone offset, and pydantic would write UTC as "Z". A time UTC cannot hold
+    (the first hour of year 1 east of Greenwich) keeps its own offset.
+    """
     if value is None:
         return None
-    return infinity_text(value) or value.isoformat()
-
-
-def _stamp_json(value: datetime, default: SerializerFunctionWrapHandler) -> Any:
-    return infinity_text(value) or default(value)
+    text = infinity_text(value)
+    if text is not None:
+        return text
+    if value.tzinfo is not None:
+        with contextlib.suppress(OverflowError):
+            value = value.astimezone(UTC)
+    return value.isoformat()
 
 
 Stamp = Annotated[
     datetime,
     BeforeValidator(pg_infinite),
-    WrapSerializer(_stamp_json, when_used="json"),
+    PlainSerializer(iso_stamp, when_used="json"),
 ]
 """A timestamp column or JSON key, which may be PostgreSQL's ±infinity (and is
-written back to JSON as such)."""
+written back to JSON as such, and otherwise as iso_stamp writes it)."""
 
 
 LEGACY_CHECK_NAME = "system_invariant_check"

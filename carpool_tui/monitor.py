@@ -139,7 +139,7 @@ class CheckResult:
             return data
         reading = self.reading
         assert reading is not None and self.thresholds is not None
-        data["checked_at"] = reading.server_now.isoformat()
+        data["checked_at"] = iso_stamp(reading.server_now)
         data["problems"] = [
             {
                 "metric": m.metric,

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -260,6 +261,45 @@ async def test_a_failing_jobs_entry_says_why_it_failed(
     assert jobs["reconcile_seat_counts"]["error_message"] is None
     assert jobs["check_system_invariants"]["last_status"] is None
     assert jobs["check_system_invariants"]["error_message"] is None
+
+
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def stamps(value: Any) -> list[str]:
+    """Every ISO 8601 timestamp anywhere in a JSON value."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in stamps(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in stamps(v)]
+    return [value] if isinstance(value, str) and STAMP.fullmatch(value) else []
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+async def test_every_time_in_check_json_is_written_one_way(
+    ops_dsn: str, cli_env: dict[str, str], zone: str
+) -> None:
+    """checked_at, jobs[], violations[] and the health summary all write a time
+    in UTC with "+00:00", as the exports and PostgreSQL do, whatever the
+    session's TimeZone: a script parses one form, and the same run's start
+    reads the same in jobs[] and in health.recent_job_status."""
+    await seed(ops_dsn, "seat_mismatch")
+    run_jobs(cli_env, ops_dsn)
+    await once(
+        ops_dsn,
+        "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L',"
+        f" current_database(), '{zone}'); END$$",
+    )
+    _, data = check_json(cli_env, ops_dsn)
+    found = stamps(data)
+    assert data["checked_at"] in found and data["health"]["timestamp"] in found
+    assert all(j["last_started_at"] in found for j in data["jobs"])
+    assert all(v["detected_at"] in found for v in data["violations"])
+    assert len(found) >= 2 + len(JOBS) * 3 + len(data["violations"])
+    assert {m.group(1) for s in found if (m := STAMP.fullmatch(s))} == {"+00:00"}
+    recent = {r["job_name"]: r for r in data["health"]["recent_job_status"]}
+    for job in data["jobs"]:
+        assert job["last_started_at"] == recent[job["name"]]["started_at"]
 
 
 def test_unreachable_server_is_unknown(cli_env: dict[str, str]) -> None:
