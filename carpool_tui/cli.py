@@ -1143,8 +1143,13 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (OpsError, ConfigError) as exc:
+        from carpool_tui.ui.text import printable
+
         logging.getLogger(__name__).warning("%s", exc)
-        _say(f"carpool-tui: {exc}")
+        # The message may quote the server (an error raised in the database):
+        # escaped, it stays one line and cannot reach the terminal as control
+        # sequences, as in check's and run-job's output.
+        _say(f"carpool-tui: {printable(str(exc), None)}")
         return 1
     except KeyboardInterrupt:
         left = INTERRUPTED.get(args.command)

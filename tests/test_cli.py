@@ -716,6 +716,34 @@ async def test_a_seed_the_database_refuses_is_one_line(ops_dsn: str) -> None:
     assert "seed a fresh database" in out, out
 
 
+async def test_database_text_in_the_error_line_is_escaped(ops_dsn: str) -> None:
+    """The `carpool-tui: <error>` line escapes control and format characters
+    of an error raised in the database, as check and run-job do: an escape
+    sequence, a bell or a direction override reaches the terminal as visible
+    text and the error stays one line."""
+    message = (
+        "'refused' || chr(27) || '[31mRED' || chr(7) || chr(10) || 'next'"
+        " || chr(8238) || 'reversed'"
+    )
+    async with connected(ops_dsn, plain=True) as conn:
+        await conn.execute(
+            "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            f" $$BEGIN RAISE EXCEPTION USING MESSAGE = {message}; END$$;"
+            " CREATE TRIGGER test_refuse BEFORE INSERT ON profiles"
+            " FOR EACH ROW EXECUTE FUNCTION test_refuse();"
+            # The seed loads in replica mode, which skips other triggers.
+            " ALTER TABLE profiles ENABLE ALWAYS TRIGGER test_refuse"
+        )
+    result = run_cli("seed", "--dsn", ops_dsn, "--rides", "20")
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stderr.splitlines()
+    errors = [line for line in said if line.startswith("carpool-tui: ")]
+    assert len(errors) == 1 and errors[0] == said[-1], said
+    assert "refused\\x1b[31mRED\\x07" in errors[0], errors[0]
+    assert "\\u202ereversed" in errors[0], errors[0]
+    assert not any(c in result.stderr for c in "\x1b\x07\r\u202e")
+
+
 def _default_sigint() -> None:
     """Let Ctrl-C reach the child even when the suite runs as a background job."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
