@@ -152,3 +152,30 @@ def test_a_keyword_value_may_hold_a_url() -> None:
     assert dsn_parts("dbname=carpool application_name='a://b'")["dbname"] == "carpool"
     with pytest.raises(OpsError, match="is a mysql:// URL, not a PostgreSQL one"):
         normalize_dsn("mysql://db.internal/carpool")
+
+
+def test_a_socket_is_reached_without_ssl_whatever_pgsslmode_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq ignores sslmode on a Unix socket; on TCP it stays as asked."""
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    dsn, _ = normalize_dsn("host=/run/postgresql,/tmp dbname=carpool")
+    assert dsn is not None and dsn.endswith("&sslmode=disable")
+    monkeypatch.setenv("PGHOST", "/run/postgresql")
+    assert normalize_dsn("dbname=carpool")[0] == "postgresql:///carpool?sslmode=disable"
+    for tcp in ("host=db.internal dbname=carpool", "host=/tmp,db.internal"):
+        assert "sslmode" not in (normalize_dsn(tcp)[0] or "")
+
+
+async def test_pgsslmode_verify_full_does_not_stop_a_socket_connection(
+    ops_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As psql connects over the server's socket with PGSSLMODE=verify-full."""
+    named = dsn_parts(ops_dsn)
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    monkeypatch.setenv("PGSSLROOTCERT", "/nonexistent/root.crt")
+    if named["host"].startswith("/"):
+        assert (await _reached(ops_dsn))[0] == named["dbname"]
+    else:  # a server on TCP only: the policy still holds there
+        with pytest.raises((OpsError, asyncpg.ClientConfigurationError)):
+            await _reached(ops_dsn)

@@ -131,7 +131,17 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 ) from None
         elif key != "hostaddr":
             kept[key] = value
+    if _sockets_only(kept.get("host") or os.environ.get("PGHOST", "")):
+        # libpq never uses SSL on a Unix socket, so PGSSLMODE=verify-full (a
+        # policy for TCP) does not stop psql; the driver would refuse to start
+        # without the root certificate it cannot use there.
+        kept["sslmode"] = "disable"
     return _options_to_url(kept), timeout
+
+
+def _sockets_only(hosts: str) -> bool:
+    """Whether a host list names only Unix socket directories."""
+    return bool(hosts) and all(h.startswith("/") for h in hosts.split(","))
 
 
 def _url_options(dsn: str) -> dict[str, str]:
