@@ -1133,3 +1133,17 @@ async def test_resolve_acts_only_on_a_violation_in_view(
         assert not isinstance(app.screen, ResolveDialog)
         await pilot.press("t", "x")
         await dialog_of(pilot, ResolveDialog)
+
+
+async def test_the_seat_fix_shows_what_holds_seats_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Each booking's status and seats are in view; the passenger may be cut."""
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+        bookings = dialog.query_one("#bookings", DataTable)
+        await until(pilot, lambda: bookings.row_count > 0, "the bookings")
+        head, *rows = drawn_lines(bookings)
+        assert head.split()[:4] == ["Status", "Seats", "Booking", "Created"]
+        assert rows[0].split()[0] in ("pending", "confirmed")
+        assert rows[0].split()[1].isdigit()

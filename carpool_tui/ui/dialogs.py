@@ -608,14 +608,15 @@ class BookingsTable(DataTable[Text]):
     def show(self, bookings: list[Booking]) -> None:
         """These bookings, or nothing at all when there are none."""
         self.clear(columns=True)
-        self.add_columns("Booking", "Passenger", "Status", "Seats", "Created (UTC)")
+        # What holds seats first: on 80 columns the passenger is what is cut.
+        self.add_columns("Status", "Seats", "Booking", "Created (UTC)", "Passenger")
         for b in bookings:
             self.add_row(
-                safe_text(b.booking_id, 36),
-                safe_text(b.passenger_id or "—", 36),
                 safe_text(b.status or "—", 12),
                 Text(fmt.count(b.seats_requested)),
+                safe_text(b.booking_id, 36),
                 Text(fmt.stamp(b.created_at)),
+                safe_text(b.passenger_id or "—", 36),
             )
         self.display = bool(bookings)
 
