@@ -19,7 +19,14 @@ from test_ui_dashboard import (
     notices,
     seat_mismatch,
 )
-from test_ui_support import frozen, make_settings, screen_text, static_text, until
+from test_ui_support import (
+    drawn_lines,
+    frozen,
+    make_settings,
+    screen_text,
+    static_text,
+    until,
+)
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
 from textual.widgets import Digits, Sparkline, Static
@@ -36,7 +43,7 @@ from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import ConfirmJobDialog
 from carpool_tui.ui.schedule import ScheduleScreen
 from carpool_tui.ui.tools import THEMES
-from carpool_tui.ui.trends import TimeAxis, TrendsScreen
+from carpool_tui.ui.trends import GAP, TimeAxis, TrendsScreen
 from carpool_tui.ui.wallboard import WallboardScreen
 from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
 
@@ -361,6 +368,18 @@ async def test_schedule_flags_missing_and_different_cron_entries(
 # -- trends ----------------------------------------------------------------
 
 
+async def trends_view(pilot: Pilot[Any], app: DashboardApp) -> TrendsScreen:
+    """`h` from the loaded dashboard, once the trends are read and drawn."""
+    await loaded(pilot)
+    await pilot.press("h")
+    screen: TrendsScreen = await until(
+        pilot, lambda: isinstance(app.screen, TrendsScreen) and app.screen, "view"
+    )
+    await until(pilot, lambda: screen.buckets is not None, "trends read")
+    await pilot.pause()
+    return screen
+
+
 async def test_trends_draw_the_job_log_of_the_last_day(
     ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -371,13 +390,7 @@ async def test_trends_draw_the_job_log_of_the_last_day(
     await log_run(ops_conn, "reconcile_seat_counts", 2.5, status="failed")
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        await pilot.press("h")
-        screen: TrendsScreen = await until(
-            pilot, lambda: isinstance(app.screen, TrendsScreen) and app.screen, "view"
-        )
-        await until(pilot, lambda: screen.buckets is not None, "trends read")
-        await pilot.pause()
+        screen = await trends_view(pilot, app)
         durations = screen.query_one("#trend-duration-expire_rides", Sparkline).data
         records = screen.query_one("#trend-records-expire_rides", Sparkline).data
         violations = screen.query_one("#trend-violations", Sparkline).data
@@ -388,7 +401,7 @@ async def test_trends_draw_the_job_log_of_the_last_day(
         assert violations is not None and violations[23] == 6.0
         text = screen_text(screen)
         assert "2 runs" in text and "1 run, 1 failed" in text
-        assert "peak hourly mean" in text
+        assert "6 rec, peak" in text
         assert "this hour 6, peak 6" in text
         # Each sparkline has the hours' direction under it, as wide as it is.
         axes = list(screen.query(TimeAxis))
@@ -402,8 +415,30 @@ async def test_trends_draw_the_job_log_of_the_last_day(
         for axis in axes:
             drawn = str(axis.render())
             assert drawn.startswith("└ 24 h ago") and drawn.endswith("now ┘")
-        # Three columns apart, a job's two sparklines no longer run together.
-        assert sparks[0].region.right + 3 <= sparks[1].region.x
+        # Apart, a job's two sparklines do not run together.
+        assert sparks[0].region.right + GAP == sparks[1].region.x
+        # One cell an hour at 120 columns; two at 130.
+        assert [s.region.width for s in sparks] == [24, 24, 96]
+        await pilot.resize_terminal(130, 40)
+        await until(pilot, lambda: sparks[0].region.width == 48, "wider hours")
+        assert [s.region.width for s in sparks] == [48, 48, 120]
+
+
+async def test_trends_give_every_hour_a_cell_at_80_columns(
+    ops_conn: asyncpg.Connection, ops_dsn: str, tmp_path: Path
+) -> None:
+    """Narrower than 24 cells, a sparkline merged hours, "this hour" included."""
+    await log_run(ops_conn, "repair_missing_notifications", 0.5, records=3)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await trends_view(pilot, app)
+        spark = screen.query_one("#trend-records-repair_missing_notifications")
+        assert spark.region.width == 24 and spark.region.right <= 80
+        assert drawn_lines(spark)[-1][-1] == "█"  # this hour's run, alone
+        label = screen.query_one("#trend-label-repair_missing_notifications", Static)
+        assert drawn_lines(label)[0].rstrip() == "repair_missing_notifications"
+        wide = screen.query_one("#trend-violations")
+        assert wide.region.width == 72
 
 
 # -- themes and NO_COLOR ---------------------------------------------------

@@ -14,6 +14,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical
+from textual.events import Resize
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
 
 TREND_REFRESH_S = 60.0
+LABEL_WIDTH = 29
+"""The job column: repair_missing_notifications, the longest name, and a space."""
+GAP = 2
+"""Between a job's two sparklines, so they do not run together."""
 
 
 class TrendsRead(Message):
@@ -60,14 +65,13 @@ class TrendsScreen(Screen[None]):
         Binding("r", "reload", "Read again", show=False),
     ]
     DEFAULT_CSS = """
-    #trends { padding: 0 1; }
+    #trends { padding: 0 0 0 1; }
     #trends .title { text-style: bold; color: $accent; }
     #trends-grid {
-        grid-size: 3; grid-columns: 34 1fr 1fr; grid-rows: 1 3 3 3 3 1;
+        grid-size: 3; grid-columns: 29 26 1fr; grid-rows: 1 3 3 3 3 1;
         height: auto; margin: 1 0;
     }
     #trends-grid Sparkline { height: 2; }
-    #trends-grid Sparkline, #trends-grid TimeAxis { margin-right: 3; }
     #trend-violations { height: 3; }
     #trends .keys { dock: bottom; height: auto; }
     """
@@ -103,11 +107,32 @@ class TrendsScreen(Screen[None]):
                 yield TimeAxis()
             yield Static("", id="trend-violations-label")
             yield Sparkline([], id="trend-violations")
-            yield TimeAxis()
+            yield TimeAxis(id="trend-violations-axis")
             yield KeysLine(("r", "read again"), ("Esc", "back"), classes="keys")
 
     def on_mount(self) -> None:
         self._read()
+
+    def on_resize(self, event: Resize) -> None:
+        self._fit(event.size.width)
+
+    def _fit(self, width: int) -> None:
+        """Size each sparkline to a whole number of cells per hour.
+
+        A sparkline narrower than its 24 values merges hours into a cell, and a
+        wider one repeats some hours and not others; either way the cells stop
+        lining up with the hours. 80 columns give each column one cell an hour.
+        """
+        inner = width - 1  # the view's padding
+        column = (inner - LABEL_WIDTH - GAP) // 2
+        per_job = max(1, column // TREND_HOURS) * TREND_HOURS
+        grid = self.query_one("#trends-grid", Grid)
+        grid.styles.grid_columns = f"{LABEL_WIDTH} {per_job + GAP} 1fr"
+        for widget in self.query("#trends-grid Sparkline, #trends-grid TimeAxis"):
+            widget.styles.width = per_job
+        whole = max(1, (inner - 1) // TREND_HOURS) * TREND_HOURS
+        for widget in self.query("#trend-violations, #trend-violations-axis"):
+            widget.styles.width = whole
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -154,11 +179,11 @@ class TrendsScreen(Screen[None]):
         for trend in trends:
             longest = max(trend.durations)
             failed = f", [b $error]{trend.failed} failed[/]" if trend.failed else ""
-            # Three short lines: the label column is 34 cells wide.
+            # Three short lines: the label column is LABEL_WIDTH cells wide.
             self.query_one(f"#trend-label-{trend.job}", Static).update(
-                f"{trend.job}\n{counted(trend.runs, '{} run', '{} runs')}{failed},"
-                f" {fmt.count(int(sum(trend.records)))} rec\n"
-                f"peak hourly mean {fmt.duration(longest)}"
+                f"{trend.job}\n{counted(trend.runs, '{} run', '{} runs')}{failed}\n"
+                f"{fmt.count(int(sum(trend.records)))} rec, peak "
+                f"{fmt.duration(longest)}"
             )
             self.query_one(f"#trend-duration-{trend.job}", Sparkline).data = list(
                 trend.durations
@@ -167,7 +192,7 @@ class TrendsScreen(Screen[None]):
                 trend.records
             )
         self.query_one("#trend-violations-label", Static).update(
-            "[b]violations found[/] by check_system_invariants (most per hour): "
+            "[b]violations found[/] per hour by check_system_invariants: "
             f"this hour {fmt.count(int(violations[-1]))}, peak "
             f"{fmt.count(int(max(violations)))}"
         )
