@@ -1145,11 +1145,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except (OpsError, ConfigError) as exc:
         from carpool_tui.ui.text import printable
 
-        logging.getLogger(__name__).warning("%s", exc)
         # The message may quote the server (an error raised in the database):
-        # escaped, it stays one line and cannot reach the terminal as control
-        # sequences, as in check's and run-job's output.
-        _say(f"carpool-tui: {printable(str(exc), None)}")
+        # escaped, it stays one line (in the diagnostics log too, where a
+        # newline would forge an entry) and cannot reach the terminal as
+        # control sequences, as in check's and run-job's output.
+        line = printable(str(exc), None)
+        logging.getLogger(__name__).warning("%s", line)
+        _say(f"carpool-tui: {line}")
         return 1
     except KeyboardInterrupt:
         left = INTERRUPTED.get(args.command)

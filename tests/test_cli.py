@@ -17,7 +17,7 @@ import pytest
 from factories import connected, once
 
 from carpool_tui.cli import build_parser
-from carpool_tui.config import dsn_parts
+from carpool_tui.config import LOG_FILE_ENV, dsn_parts
 from carpool_tui.db.connect import normalize_dsn
 from carpool_tui.db.errors import SettingsInvalid
 from carpool_tui.db.migrate import migrate, plan, read_sql
@@ -716,11 +716,13 @@ async def test_a_seed_the_database_refuses_is_one_line(ops_dsn: str) -> None:
     assert "seed a fresh database" in out, out
 
 
-async def test_database_text_in_the_error_line_is_escaped(ops_dsn: str) -> None:
+async def test_database_text_in_the_error_line_is_escaped(
+    ops_dsn: str, tmp_path: Path
+) -> None:
     """The `carpool-tui: <error>` line escapes control and format characters
     of an error raised in the database, as check and run-job do: an escape
     sequence, a bell or a direction override reaches the terminal as visible
-    text and the error stays one line."""
+    text and the error stays one line, here and in the diagnostics log."""
     message = (
         "'refused' || chr(27) || '[31mRED' || chr(7) || chr(10) || 'next'"
         " || chr(8238) || 'reversed'"
@@ -734,8 +736,13 @@ async def test_database_text_in_the_error_line_is_escaped(ops_dsn: str) -> None:
             # The seed loads in replica mode, which skips other triggers.
             " ALTER TABLE profiles ENABLE ALWAYS TRIGGER test_refuse"
         )
-    result = run_cli("seed", "--dsn", ops_dsn, "--rides", "20")
+    log = tmp_path / "diagnostics.log"
+    env = {**os.environ, LOG_FILE_ENV: str(log)}
+    result = run_cli("seed", "--dsn", ops_dsn, "--rides", "20", env=env)
     assert result.returncode == 1, result.stdout + result.stderr
+    logged = log.read_text().splitlines()
+    assert "refused\\x1b[31mRED\\x07" in logged[-1], logged
+    assert not any(c in log.read_text() for c in "\x1b\x07\r\u202e")
     said = result.stderr.splitlines()
     errors = [line for line in said if line.startswith("carpool-tui: ")]
     assert len(errors) == 1 and errors[0] == said[-1], said
