@@ -1016,3 +1016,17 @@ async def test_home_and_end_go_to_the_first_and_last_row(
         assert (table.cursor_row, table.scroll_x) == (3, 0)
         await pilot.press("home")
         assert (table.cursor_row, table.scroll_x) == (0, 0)
+
+
+async def test_esc_clears_the_notifications_that_cover_the_tables(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("+")  # "Refreshing every ...", shown for a while
+        await until(pilot, lambda: app._notifications, "a notification")
+        await pilot.press("escape")
+        await pilot.pause()  # well before the notification's own timeout
+        assert not app._notifications
+        assert app.screen is app.dashboard

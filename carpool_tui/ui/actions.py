@@ -245,6 +245,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         needs="row",
     ),
     ActionSpec(
+        "dismiss",
+        "escape",
+        "Esc",
+        "Dismiss notices",
+        "Clear the notifications on screen (each also goes by itself); on 80x24 "
+        "they cover the tables.",
+        "dismiss_notices",
+    ),
+    ActionSpec(
         "export-csv",
         "o",
         "o",

@@ -679,6 +679,9 @@ class DashboardScreen(Screen[None]):
     def action_show_help(self) -> None:
         self.app.push_screen(HelpScreen())
 
+    def action_dismiss_notices(self) -> None:
+        self.app.clear_notifications()
+
     def action_refresh(self) -> None:
         self.dash.repo.rediscover()
         self.start_round()
