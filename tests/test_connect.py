@@ -165,6 +165,8 @@ def test_a_socket_is_reached_without_ssl_whatever_pgsslmode_asks(
     assert normalize_dsn("dbname=carpool")[0] == "postgresql:///carpool?sslmode=disable"
     for tcp in ("host=db.internal dbname=carpool", "host=/tmp,db.internal"):
         assert "sslmode" not in (normalize_dsn(tcp)[0] or "")
+    # A value libpq would refuse is left for the driver to refuse.
+    assert "sslmode=nonsense" in (normalize_dsn("host=/tmp sslmode=nonsense")[0] or "")
 
 
 async def test_pgsslmode_verify_full_does_not_stop_a_socket_connection(

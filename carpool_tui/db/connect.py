@@ -39,6 +39,7 @@ _ASKS_NOTHING = {
     "gssencmode": {"disable", "prefer"},
     "channel_binding": {"disable", "prefer"},
 }
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq options that restrict how it connects or authenticates; the driver
 # would ignore them, so a connection psql refuses could be made.
 _UNSUPPORTED = {
@@ -131,7 +132,9 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 ) from None
         elif key != "hostaddr":
             kept[key] = value
-    if _sockets_only(kept.get("host") or os.environ.get("PGHOST", "")):
+    asked = kept.get("sslmode") or os.environ.get("PGSSLMODE", "")
+    sockets = _sockets_only(kept.get("host") or os.environ.get("PGHOST", ""))
+    if sockets and asked in _SSL_MODES:  # a bad value is still refused, as in libpq
         # libpq never uses SSL on a Unix socket, so PGSSLMODE=verify-full (a
         # policy for TCP) does not stop psql; the driver would refuse to start
         # without the root certificate it cannot use there.
