@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +15,7 @@ from factories import connected, job, make_booking, make_ride
 from rich.text import Text
 from test_ui_support import (
     FIXED_NOW,
+    drawn_lines,
     frozen,
     make_settings,
     screen_text,
@@ -997,20 +1000,29 @@ async def test_a_row_of_many_samples_is_read_a_page_at_a_time(
         assert f"Samples (first {SAMPLES_READ} of 5,000)" in screen_text(detail)
 
 
-async def test_home_and_end_go_to_the_first_and_last_row(
-    ops_dsn: str, tmp_path: Path
-) -> None:
-    """Not sideways: the job log at 80x24 is wider than the screen."""
-    async with connected(ops_dsn) as conn:
-        for _ in range(3):
+@asynccontextmanager
+async def log_at_80x24(
+    dsn: str, tmp_path: Path, completed: int
+) -> AsyncIterator[tuple[Pilot[Any], JobLogTable]]:
+    """`completed` runs of expire_rides and a failed run, the log in focus."""
+    async with connected(dsn) as conn:
+        for _ in range(completed):
             await job(conn, "expire_rides")
         await failed_run(conn)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    app = DashboardApp(make_settings(dsn, tmp_path))
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
         table = app.dashboard.query_one("#log", JobLogTable)
         table.focus()
-        await until(pilot, lambda: table.row_count == 4, "the runs")
+        await until(pilot, lambda: table.row_count == completed + 1, "the runs")
+        yield pilot, table
+
+
+async def test_home_and_end_go_to_the_first_and_last_row(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Not sideways: the job log at 80x24 is wider than the screen."""
+    async with log_at_80x24(ops_dsn, tmp_path, 3) as (pilot, table):
         assert table.max_scroll_x > 0
         await pilot.press("end")
         assert (table.cursor_row, table.scroll_x) == (3, 0)
@@ -1030,3 +1042,12 @@ async def test_esc_clears_the_notifications_that_cover_the_tables(
         await pilot.pause()  # well before the notification's own timeout
         assert not app._notifications
         assert app.screen is app.dashboard
+
+
+async def test_a_failed_runs_cause_shows_in_the_job_log_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Cut to a few letters, a lock timeout and a cancel both read "cancelin"."""
+    async with log_at_80x24(ops_dsn, tmp_path, 1) as (_, table):
+        failed = next(line for line in drawn_lines(table) if "FAILED" in line)
+        assert "Lock timeout" in failed, failed

@@ -25,6 +25,7 @@ from carpool_tui.models import (
     Violation,
     last_start,
 )
+from carpool_tui.runbooks.procedures import UNKNOWN, diagnose
 from carpool_tui.ui import fmt
 from carpool_tui.ui.text import packed, safe_markup, safe_text
 from carpool_tui.warroom import overdue
@@ -377,8 +378,10 @@ class JobLogTable(LiveTable):
                 ("job", "Job"),
                 ("status", "Status"),
                 ("duration", "Took"),
-                ("records", "Records"),
+                # Before the count: on 80 columns a failed run's cause is what
+                # must show (Enter has the rest, the jobs panel the records).
                 ("error", "Error"),
+                ("records", "Records"),
             ],
             **kwargs,
         )
@@ -400,9 +403,21 @@ def log_cells(entry: JobLogEntry) -> Cells:
             status_style(entry.status),
         ),
         Text(fmt.duration(entry.duration), style=style),
+        safe_text(error_gist(entry), 60, style),
         Text(fmt.count(entry.records_processed), style=style),
-        safe_text(entry.error_message or "", 60, style),
     )
+
+
+def error_gist(entry: JobLogEntry) -> str:
+    """A run's error led by its common cause, which a narrow column still shows:
+    a lock timeout, a statement timeout and a cancel all begin "canceling"."""
+    message = entry.error_message or ""
+    if not message and not entry.failed:
+        return ""
+    cause = diagnose(entry.error_sqlstate, message)
+    if cause is UNKNOWN:
+        return message
+    return f"{cause.name}: {message}" if message else cause.name
 
 
 # The check column: the longest check of the manual with its id fits the wide
