@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -21,6 +24,7 @@ from test_ui_support import (
     screen_text,
     static_text,
     table_text,
+    terminal_lines,
     until,
 )
 from textual.coordinate import Coordinate
@@ -29,6 +33,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
+from carpool_tui.config import dsn_parts
 from carpool_tui.db.connect import connect
 from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import SAMPLES_READ
@@ -229,7 +234,7 @@ async def test_legacy_database_fills_panels_and_ops_actions_say_why(
         text = screen_text(help_screen)
         assert "Legacy database" in text and "carpool-tui migrate" in text
         # The DSN to reach the same database from another terminal.
-        assert f"Database: {app.target}" in " ".join(text.split())
+        assert static_text(help_screen.query_one("#dsn", Static)) == app.target
         assert "unavailable: Needs the ops layer" in text
 
 
@@ -520,6 +525,113 @@ async def test_help_pages_down_without_skipping_lines_at_80x24(
             await pilot.press("pagedown")
             await until(pilot, lambda b=before: body.scroll_y > b, "a page down")
             assert body.scroll_y - before <= shown - 1  # a line kept, none skipped
+
+
+# The demo's DSN as it prints it, with a six-letter user's data directory: 74
+# characters, as many as the help screen shows whole at 80 columns (README).
+DEMO_DSN = "postgresql://postgres:@/carpool_demo?host=/var/tmp/carpool-tui-oncall/demo"
+
+
+async def open_help(pilot: Pilot[Any]) -> HelpScreen:
+    await pilot.press("question_mark")
+    app = pilot.app
+    return await until(  # type: ignore[no-any-return]
+        pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+    )
+
+
+async def test_help_shows_the_demo_dsn_whole_on_one_line_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Copied from the terminal, a DSN broken over two lines is two pieces."""
+    assert len(DEMO_DSN) == 74
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), target=DEMO_DSN)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        help_screen = await open_help(pilot)
+        await pilot.pause()
+        rows = [line for line in terminal_lines(help_screen) if DEMO_DSN in line]
+        assert len(rows) == 1, terminal_lines(help_screen)
+        # Nothing is glued to it, so a selection from its first to its last
+        # character (or a double click) takes the DSN and only the DSN.
+        assert f" {DEMO_DSN} " in rows[0]
+        keys = static_text(help_screen.query_one(".keys", Static))
+        assert "y  copy the DSN" in keys and "scroll" not in keys  # all in view
+
+
+async def test_help_scrolls_a_long_dsn_sideways_and_copies_it_whole(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Wider than the dialog at 80 columns, the DSN is cut, never wrapped: the
+    rest is a scroll away, and y (or a double click and ctrl+c) copies it whole."""
+    dsn = f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}application_name=carpool-oncall"
+    app = DashboardApp(make_settings(dsn, tmp_path))
+    target = app.target
+    assert len(target) > 80 and "application_name=carpool-oncall" in target
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        help_screen = await open_help(pilot)
+        await pilot.pause()
+        lines = terminal_lines(help_screen)
+        row = next(i for i, line in enumerate(lines) if target[:30] in line)
+        start = lines[row].index(target[:30])
+        shown = lines[row][start:].split(" ", 1)[0]
+        assert len(shown) >= 60 and target.startswith(shown)
+        # The rest is on no other line: not wrapped onto the next one.
+        assert not any(target[-12:] in line for line in lines)
+        keys = static_text(help_screen.query_one(".keys", Static))
+        assert "←→  scroll the DSN" in keys
+
+        await pilot.press("right", "right", "right")
+        await pilot.pause()
+        lines = terminal_lines(help_screen)
+        assert lines[row].rstrip(" █▂▃▄▅▆▇").endswith(target[-60:]), lines[row]
+
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.clipboard == target
+        assert "Copied the DSN" in notices(app)[-1]
+
+        app.copy_to_clipboard("")
+        await pilot.click("#dsn-line", times=2)
+        await pilot.pause()
+        assert help_screen.get_selected_text() == target
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.clipboard == target
+        assert isinstance(app.screen, HelpScreen)
+
+
+async def test_help_without_a_dsn_says_there_is_none_to_copy(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session on the PG* variables has no DSN: y must not copy the words
+    that stand for one."""
+    parts = dsn_parts(ops_dsn)
+    if urlsplit(ops_dsn).password or parts.get("password"):
+        pytest.skip("the test server needs a password, which PG* would have to carry")
+    for name in [n for n in os.environ if n.startswith("PG")]:
+        monkeypatch.delenv(name)
+    for key, variable in [
+        ("host", "PGHOST"),
+        ("port", "PGPORT"),
+        ("user", "PGUSER"),
+        ("dbname", "PGDATABASE"),
+    ]:
+        if parts.get(key):
+            monkeypatch.setenv(variable, parts[key])
+    app = DashboardApp(replace(make_settings(ops_dsn, tmp_path), dsn=None))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        help_screen = await open_help(pilot)
+        said = screen_text(help_screen)
+        assert "Database (from the PG* variables):" in said
+        assert "(PG* environment)" in static_text(help_screen.query_one("#dsn", Static))
+        assert "copy the DSN" not in static_text(help_screen.query_one(".keys", Static))
+        await pilot.press("y")
+        await until(pilot, lambda: notices(app), "a notification")
+        assert "No DSN to copy" in notices(app)[-1]
+        assert not app.clipboard
 
 
 def status_line(app: DashboardApp) -> str:

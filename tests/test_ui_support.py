@@ -92,6 +92,11 @@ def screen_text(screen: Screen[Any]) -> str:
     return "\n".join(parts)
 
 
+def terminal_lines(screen: Screen[Any]) -> list[str]:
+    """The lines of the terminal as the screen draws it now, as plain text."""
+    return [strip.text for strip in screen._compositor.render_strips()]
+
+
 def drawn_lines(widget: Widget) -> list[str]:
     """The lines a widget draws on the terminal now, as plain text."""
     region = Region(0, 0, *widget.region.size)

@@ -21,7 +21,7 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import HorizontalScroll, Vertical
 from textual.content import Content
 from textual.css.scalar import Scalar
 from textual.geometry import Size
@@ -1357,11 +1357,43 @@ def _still_failing(preview: ResolvePreview) -> str:
     return "[b $success]Its check passes right now:[/] safe to resolve."
 
 
+class DsnLine(HorizontalScroll):
+    """The database's DSN on a line of its own, scrolled sideways rather than
+    wrapped where it is wider than the dialog.
+
+    Copied from the terminal, a DSN broken over two lines comes out as two
+    pieces with a line break between them; on one line, a selection from its
+    first character to its last (or a double click) takes the DSN whole.
+    """
+
+    class Resized(Message):
+        """The line changed size: whether the DSN is cut may have changed."""
+
+    def __init__(self, dsn: str, **kwargs: Any) -> None:
+        # The help screen's left and right keys scroll it: it takes no focus.
+        super().__init__(
+            Static(Text(printable(dsn, None), no_wrap=True, end=""), id="dsn"),
+            can_focus=False,
+            **kwargs,
+        )
+
+    @property
+    def cut(self) -> bool:
+        """Whether part of the DSN is out of view."""
+        return self.max_scroll_x > 0
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized())
+
+
 class HelpScreen(Dialog[None]):
     """Every action from the registry, its key, and why it is unavailable now."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,question_mark,q", "close", "Close", show=False)
+        Binding("escape,question_mark,q", "close", "Close", show=False),
+        Binding("y", "copy_dsn", "Copy the DSN", show=False),
+        Binding("left", "scroll_dsn(-1)", "Scroll the DSN left", show=False),
+        Binding("right", "scroll_dsn(1)", "Scroll the DSN right", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -1390,9 +1422,6 @@ class HelpScreen(Dialog[None]):
             )
         if dash.settings.read_only:
             state += " Read-only session: writes are disabled."
-        # The whole DSN (no password), to reach the same database from another
-        # terminal with --dsn: the status line only has room for its name.
-        state = f"Database: {safe_markup(dash.target, 300)}\n{state}"
         lines = []
         for spec in ACTIONS:
             reason = blocked_reason(spec, caps, selected={"violation", "row"})
@@ -1405,13 +1434,61 @@ class HelpScreen(Dialog[None]):
                 f"[b]{safe_markup(f'{spec.key_label:>7}')}[/]  [b]{spec.title}[/] — "
                 f"{safe_markup(spec.description, 300)}{extra}"
             )
+        # The whole DSN (no password), to reach the same database from another
+        # terminal with --dsn: the status line only has room for its name.
         with DialogScroll(classes="dialog", id="help"):
             yield Static("Keys", classes="title")
-            yield Static(state, classes="muted")
+            yield Static(
+                "Database, without its password (y copies it):"
+                if self.has_dsn
+                else "Database (from the PG* variables):",
+                classes="muted",
+            )
+            yield DsnLine(dash.target, id="dsn-line")
+            yield Static(state, classes="muted", id="help-state")
             yield Static("\n".join(lines))
             yield Static(
                 "Ctrl+P opens the command palette with the same actions. "
                 "Times are UTC.",
                 classes="muted",
             )
-            yield KeysLine(("Esc", "close"), classes="keys")
+            yield KeysLine(*self.keys(cut=False), classes="keys")
+
+    @property
+    def has_dsn(self) -> bool:
+        """Whether the session has a DSN to show and copy (not the PG* variables)."""
+        return self.dash.settings.dsn is not None
+
+    def keys(self, *, cut: bool) -> list[tuple[str, str]]:
+        """The dialog's keys: the DSN's arrows only while part of it is hidden."""
+        return [
+            *([("y", "copy the DSN")] if self.has_dsn else []),
+            *([("←→", "scroll the DSN")] if cut else []),
+            ("Esc", "close"),
+        ]
+
+    @on(DsnLine.Resized)
+    def _dsn_resized(self) -> None:
+        line = self.query_one(DsnLine)
+        self.query_one(".keys", KeysLine).show(*self.keys(cut=line.cut))
+
+    def action_scroll_dsn(self, direction: int) -> None:
+        """Half the line's width left (-1) or right (1)."""
+        line = self.query_one(DsnLine)
+        step = max(1, line.scrollable_content_region.width // 2)
+        line.scroll_to(x=line.scroll_x + direction * step, animate=False)
+
+    def action_copy_dsn(self) -> None:
+        """The DSN to the clipboard by OSC 52, which reaches the local terminal
+        over SSH: the whole of it, where the screen may show only a part."""
+        dash = self.dash
+        if not self.has_dsn:
+            self.notify(
+                "No DSN to copy: this session connects with the PG* variables.",
+                severity="warning",
+            )
+            return
+        dash.copy_to_clipboard(dash.target)
+        # Not the DSN itself: wrapped in the notice, it would invite a copy of
+        # the very kind that breaks it.
+        self.notify("Copied the DSN (OSC 52: the terminal must allow it).")
