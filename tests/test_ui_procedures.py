@@ -16,6 +16,7 @@ from test_ui_support import (
     pairs_whole,
     screen_text,
     static_text,
+    terminal_lines,
     until,
 )
 from textual.pilot import Pilot
@@ -25,7 +26,7 @@ from textual.widgets import DataTable, Static
 
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
-from carpool_tui.runbooks.procedures import CHECK_KINDS
+from carpool_tui.runbooks.procedures import CHECK_KINDS, PROCEDURES
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
@@ -284,6 +285,55 @@ async def test_the_list_shows_the_highlighted_summary_whole_at_80x24(
         text = " ".join(static_text(summary).split())
         assert text.endswith("verify with the invariant check.")
         assert summary.region.bottom <= listed.region.bottom
+
+
+def cut_descriptions(listing: Screen[Any]) -> int:
+    """How many descriptions the list shows cut; each one cut ends with "…"."""
+    table = listing.query_one("#procedure-list", DataTable)
+    assert table.max_scroll_x == 0  # no column runs off the screen
+    lines = terminal_lines(listing)
+    header = next(line for line in lines if "Procedure" in line)
+    start = header.index("What")
+    cut = 0
+    for proc in PROCEDURES:
+        line = next(line for line in lines if f"  {proc.title}  " in line)
+        shown = line[start:].rstrip()
+        if shown != proc.summary:
+            assert shown.endswith("…"), shown
+            kept = shown.removesuffix("…")
+            assert proc.summary.startswith(kept) and kept == kept.rstrip(), shown
+            cut += 1
+    return cut
+
+
+async def test_the_list_ends_a_cut_description_with_an_ellipsis(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Cut at the terminal's edge, a description read as if it were whole."""
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        listing = await dialog_of(pilot, ProceduresScreen)
+        table = listing.query_one("#procedure-list", DataTable)
+        await until(pilot, lambda: table.row_count == len(PROCEDURES), "the list")
+        await pilot.press("down", "down")
+        await pilot.pause()
+        assert cut_descriptions(listing) == len(PROCEDURES)
+
+        # At 120 columns the shortest fits whole; the highlighted row stays.
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: table.size.width == 118, "the wider list")
+        await pilot.pause()
+        assert cut_descriptions(listing) == len(PROCEDURES) - 1
+        assert table.cursor_row == 2
+        summary = static_text(listing.query_one("#proc-summary", Static))
+        assert PROCEDURES[2].title in summary
+
+        await pilot.resize_terminal(60, 20)  # the smallest the app allows
+        await until(pilot, lambda: table.size.width == 58, "the narrower list")
+        await pilot.pause()
+        assert cut_descriptions(listing) == len(PROCEDURES)
 
 
 async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ admin dialogs (preview, note, confirm), so nothing here writes on its own.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -40,7 +42,7 @@ from carpool_tui.ui.dialogs import (
     RideDialog,
     SeatFixDialog,
 )
-from carpool_tui.ui.text import safe_markup, safe_text
+from carpool_tui.ui.text import ELLIPSIS, safe_markup, safe_text
 from carpool_tui.ui.widgets import RowTable
 
 if TYPE_CHECKING:
@@ -58,6 +60,65 @@ def export_timeline(app: DashboardApp) -> str:
     return f"Timeline written to {path.name} in {path.parent}"
 
 
+def _cut(text: str, width: int | None) -> Text:
+    """`text`, or as much of it as fits in `width` cells with an ellipsis."""
+    if width is not None and cell_len(text) > width:
+        text = set_cell_size(text, max(0, width - 1)).rstrip() + ELLIPSIS
+    return Text(text, no_wrap=True, end="")
+
+
+def _widest(label: str, values: Iterable[str]) -> int:
+    """The cells a column of these values under this label takes, unpadded."""
+    return max(cell_len(label), *(cell_len(value) for value in values))
+
+
+class ProcedureList(RowTable):
+    """The procedures, one a row: section, title and what the procedure does.
+
+    The description column takes the room the other two leave, and a
+    description longer than that ends with an ellipsis: cut at the
+    terminal's edge, it would read as if it were whole. The highlighted
+    procedure's description is shown whole below the list.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", **kwargs)
+        self._summary_width: int | None = None
+
+    def on_mount(self) -> None:
+        self._fill()
+
+    def on_resize(self) -> None:
+        # Measured from the procedures: the table sizes its columns only later.
+        fixed = _widest("§", (p.section for p in PROCEDURES)) + _widest(
+            "Procedure", (p.title for p in PROCEDURES)
+        )
+        padding = 2 * self.cell_padding
+        room = self.scrollable_content_region.width - fixed - 3 * padding
+        widest = max(cell_len(proc.summary) for proc in PROCEDURES)
+        width = None if room >= widest else max(1, room)
+        if width != self._summary_width:
+            self._summary_width = width
+            self._fill()
+
+    def _fill(self) -> None:
+        """Lay out the rows for the description width; the cursor stays put."""
+        row = self.cursor_row
+        self.clear(columns=True)
+        self.add_column("§", key="section")
+        self.add_column("Procedure", key="title")
+        width = self._summary_width
+        self.add_column(_cut("What it does", width), width=width, key="summary")
+        for proc in PROCEDURES:
+            self.add_row(
+                Text(proc.section),
+                Text(proc.title),
+                _cut(proc.summary, width),
+                key=proc.id,
+            )
+        self.move_cursor(row=row, animate=False)
+
+
 class ProceduresScreen(Screen[None]):
     """Every procedure of manual section 4; Enter opens one."""
 
@@ -73,8 +134,7 @@ class ProceduresScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="procedures"):
             yield Static("Emergency procedures (manual section 4)", classes="title")
-            table: DataTable[Text] = RowTable(cursor_type="row", id="procedure-list")
-            yield table
+            yield ProcedureList(id="procedure-list")
             # The highlighted procedure's summary, whole: the column cuts it.
             yield Static("", id="proc-summary")
             yield Static("", id="proc-message")
@@ -86,16 +146,7 @@ class ProceduresScreen(Screen[None]):
             )
 
     def on_mount(self) -> None:
-        table = self.query_one("#procedure-list", DataTable)
-        table.add_columns("§", "Procedure", "What it does")
-        for proc in PROCEDURES:
-            table.add_row(
-                Text(proc.section),
-                Text(proc.title),
-                Text(proc.summary),
-                key=proc.id,
-            )
-        table.focus()
+        self.query_one(ProcedureList).focus()
 
     @on(DataTable.RowHighlighted, "#procedure-list")
     def _summarise(self, event: DataTable.RowHighlighted) -> None:
