@@ -12,6 +12,7 @@ from test_ui_actions import action_log, dialog_of, select_violation, shows, type
 from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
 from test_ui_support import (
+    drawn_lines,
     make_settings,
     pairs_whole,
     screen_text,
@@ -27,6 +28,7 @@ from textual.widgets import DataTable, Static
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.runbooks.procedures import CHECK_KINDS, PROCEDURES
+from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
@@ -109,12 +111,15 @@ async def follow(pilot: Pilot[Any], screen: ProcedureScreen, reason: str) -> Non
             await skip_step(pilot, screen, reason)
 
 
-async def from_the_failed_run(pilot: Pilot[Any], app: DashboardApp) -> ProcedureScreen:
-    """`g` on the job log's one failed run: 4.1 with that run chosen."""
+async def from_the_failed_run(
+    pilot: Pilot[Any], app: DashboardApp, runs: int = 1, row: int = 0
+) -> ProcedureScreen:
+    """`g` on row `row` of a job log of `runs` failed runs: 4.1, that run chosen."""
     await loaded(pilot)
     log = app.dashboard.query_one("#log", JobLogTable)
     log.focus()
-    await until(pilot, lambda: log.row_count == 1, "the failed run")
+    await until(pilot, lambda: log.row_count == runs, "the failed runs")
+    log.move_cursor(row=row)
     await pilot.press("g")
     return await procedure(pilot)
 
@@ -819,3 +824,33 @@ async def test_a_bad_booking_status_is_in_view_at_80x24(
         shown = {rows.get_row_at(i)[0].plain for i in range(rows.row_count)}
         assert bad and shown == bad
         assert rows.region.right <= 80
+
+
+async def test_the_chosen_run_is_named_and_its_row_under_the_cursor(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 the id column is off screen: the chosen run reads by its job and
+    start, the cursor starts on its row, and times read to the second."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at,"
+            " status, records_processed, error_message) VALUES ('expire_rides',"
+            " now() - interval '5 minutes', now(), 'failed', 0, 'boom')"
+        )
+        chosen = await conn.fetchrow(
+            "SELECT id, started_at FROM system_job_log"
+            " WHERE job_name = 'reconcile_seat_counts'"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        # The older run, reconcile_seat_counts.
+        screen = await from_the_failed_run(pilot, app, runs=2, row=1)
+        stamp = fmt.full_stamp(chosen["started_at"])
+        purpose = static_text(screen.query_one("#proc-purpose", Static))
+        assert f"Chosen: reconcile_seat_counts, started {stamp} ({chosen['id']})" in (
+            " ".join(purpose.split())
+        )
+        rows = screen.query_one("#proc-rows", DataTable)
+        assert rows.cursor_row == 1
+        assert stamp in " ".join(drawn_lines(rows)[2].split())

@@ -140,8 +140,8 @@ def _manual_fix(kind: str, advice: str) -> Step:
     return Step(
         title="Investigate and fix by hand",
         purpose="The manual offers no automatic fix. The rows below are the "
-        "offending ones and the query above shows how to inspect them; fix them "
-        "deliberately, then check again.",
+        "offending ones and the query under them shows how to inspect them; fix "
+        "them deliberately, then check again.",
         view=f"findings:{kind}",
         check=Check("no_rows", f"no {kind} rows remain"),
         advice=advice,

@@ -34,6 +34,7 @@ from carpool_tui.runbooks.procedures import (
     diagnose,
     for_violation,
 )
+from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import (
     ConfirmJobDialog,
     ExpireRideDialog,
@@ -189,11 +190,14 @@ class Opening:
     row: dict[str, Any]
 
 
-def _failed_run(run_id: str, job: Any, sqlstate: Any, message: Any) -> Opening:
+def _failed_run(
+    run_id: str, job: Any, started: Any, sqlstate: Any, message: Any
+) -> Opening:
     """4.1 with this failed run chosen."""
     row = {
         "id": run_id,
         "job_name": job,
+        "started_at": started,
         "sqlstate": sqlstate,
         "error_message": message,
     }
@@ -213,7 +217,11 @@ def opening_for(item: Any) -> Opening | None:
     """The matching procedure for a failed run or a violation, with it chosen."""
     if isinstance(item, JobLogEntry) and item.failed:
         return _failed_run(
-            str(item.id), item.job_name, item.error_sqlstate, item.error_message
+            str(item.id),
+            item.job_name,
+            item.started_at,
+            item.error_sqlstate,
+            item.error_message,
         )
     if isinstance(item, Violation):
         return _violation_path(item.checks, violation_id=str(item.id))
@@ -231,6 +239,7 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
         return _failed_run(
             str(row["id"]),
             row.get("job_name"),
+            row.get("started_at"),
             row.get("sqlstate"),
             row.get("error_message"),
         )
@@ -240,6 +249,13 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
 
 
 SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
+
+
+def row_cell(value: Any) -> Text:
+    """A step's value as its table shows it: a time to the second, in UTC."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return Text(fmt.full_stamp(value))
+    return safe_text(value, 60)
 
 
 class ProcedureScreen(Screen[None]):
@@ -360,7 +376,7 @@ class ProcedureScreen(Screen[None]):
         self.query_one("#proc-head", Static).update(safe_markup(head, 200))
         purpose = f"[b]What this step is for:[/] {safe_markup(step.purpose, 600)}"
         if run.target:
-            purpose += f"\n[b]Chosen:[/] {safe_markup(run.target, 60)}"
+            purpose += f"\n[b]Chosen:[/] {safe_markup(self._chosen_text(), 160)}"
         if step.advice:
             purpose += f"\n[b $warning]{safe_markup(step.advice, 400)}[/]"
         self.query_one("#proc-purpose", Static).update(purpose)
@@ -370,6 +386,26 @@ class ProcedureScreen(Screen[None]):
         self.query_one("#proc-keys", KeysLine).show(*self._keys())
         if self.run.over:
             self.reveal()
+
+    def _chosen_text(self) -> str:
+        """The chosen item as a reader finds it among the rows: a run by its job
+        and start, since its id column is off screen on 80 columns."""
+        run = self.run
+        job, started = run.chosen.get("job_name"), run.chosen.get("started_at")
+        if job and isinstance(started, datetime):
+            return f"{job}, started {fmt.full_stamp(started)} ({run.target})"
+        return str(run.target)
+
+    def _chosen_row(self, rowset: RowSet) -> int | None:
+        """The index of the chosen item's row, for the cursor to start on it."""
+        target = self.run.target
+        for n, row in enumerate(rowset.rows):
+            if target is not None and target in (
+                str(row.get("id")),
+                str(row.get("ride_id")),
+            ):
+                return n
+        return None
 
     def _action_text(self) -> str:
         step = self.run.step
@@ -471,7 +507,7 @@ class ProcedureScreen(Screen[None]):
         shown = [*columns[:at], "cause", *columns[at:]] if failed else columns
         table.add_columns(*shown)
         for n, row in enumerate(rowset.rows):
-            cells = [safe_text(row.get(c), 60) for c in columns]
+            cells = [row_cell(row.get(c)) for c in columns]
             if failed:
                 cause = diagnose(row.get("sqlstate"), row.get("error_message"))
                 cells.insert(at, Text(cause.name))
@@ -480,6 +516,8 @@ class ProcedureScreen(Screen[None]):
             # Back from a followed procedure: the cursor returns to its row.
             table.move_cursor(row=min(self._resume_row, len(rowset.rows) - 1))
             self._resume_row = None
+        elif (chosen := self._chosen_row(rowset)) is not None:
+            table.move_cursor(row=chosen)
         table.display = True
         query = f"{rowset.query}"
         count = f"{len(rowset.rows)} row(s)"
