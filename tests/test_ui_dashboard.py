@@ -1163,3 +1163,19 @@ async def test_a_failed_runs_cause_shows_in_the_job_log_at_80x24(
     async with log_at_80x24(ops_dsn, tmp_path, 1) as (_, table):
         failed = next(line for line in drawn_lines(table) if "FAILED" in line)
         assert "Lock timeout" in failed, failed
+
+
+async def test_tab_goes_from_the_jobs_to_the_rows_in_view(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Not to the pane tabs at 80x24, where Enter would open nothing."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        assert isinstance(app.focused, JobsTable)
+        await pilot.press("tab")
+        assert isinstance(app.focused, JobLogTable)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, LogEntryDialog), "detail")

@@ -197,11 +197,15 @@ class DashboardScreen(Screen[None]):
         with Vertical(id="main"):
             yield HealthStrip("", id="health")
             yield JobsTable(id="jobs")
-            yield Tabs(
+            tabs = Tabs(
                 Tab("Job log", id="tab-log"),
                 Tab("Violations", id="tab-violations"),
                 id="pane-tabs",
             )
+            # t switches the panes: a focused tab bar only made Tab stop where
+            # Enter opens nothing.
+            tabs.can_focus = False
+            yield tabs
             with Vertical(id="log-pane", classes="pane"):
                 yield Static("", id="log-info", classes="info")
                 yield JobLogTable(id="log")
