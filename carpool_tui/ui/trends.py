@@ -192,7 +192,8 @@ class TrendsScreen(Screen[None]):
                 trend.records
             )
         self.query_one("#trend-violations-label", Static).update(
-            "[b]violations found[/] per hour by check_system_invariants: "
+            "[b]violations found[/] by check_system_invariants, the most one "
+            "run found each hour: "
             f"this hour {fmt.count(int(violations[-1]))}, peak "
             f"{fmt.count(int(max(violations)))}"
         )
