@@ -1147,3 +1147,29 @@ async def test_the_seat_fix_shows_what_holds_seats_at_80x24(
         assert head.split()[:4] == ["Status", "Seats", "Booking", "Created"]
         assert rows[0].split()[0] in ("pending", "confirmed")
         assert rows[0].split()[1].isdigit()
+
+
+async def test_enter_again_while_a_write_is_out_sends_nothing_more(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A second Enter (or a note pasted with its line breaks) while the seat fix
+    waits on a locked ride: one write, and the screen says it was made."""
+    async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
+        dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+        ride = dialog.preview.ride_id  # type: ignore[attr-defined]
+        async with connected(ops_dsn) as holder, connected(ops_dsn) as conn:
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
+            await type_text(pilot, "drift")
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Applying")
+            note = dialog.query_one("#note", Input)
+            assert note.disabled
+            await pilot.press("enter", "x", "enter")
+            await locked.rollback()
+            await shows(pilot, dialog, "Fixed.")
+            await pilot.pause(0.5)
+            assert "Fixed." in static_text(dialog.query_one("#message", Static))
+            assert [a["note"] for a in await seat_fix_audit(conn)] == ["drift"]
+        assert [e["outcome"] for e in action_log(app)] == ["ok"]

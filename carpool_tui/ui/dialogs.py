@@ -723,7 +723,19 @@ class WriteDialog(Dialog[bool]):
         """Run one repository call in a worker; its result comes back as Outcome."""
         if tag == "apply":
             self.applying = True
+            self._hold_inputs(True)
         self._call_db(tag, call)
+
+    def _hold_inputs(self, held: bool) -> None:
+        """Close the inputs while a write is out: a second Enter (or a pasted
+        note's line breaks) would send it again, and the refusal of the copy
+        would then replace the message that the first one was made."""
+        note = self.query_one("#note", Input)
+        note.disabled = held
+        for target in self.query("#ride").results(Input):
+            target.disabled = held
+        if not held:
+            note.focus()
 
     @work(group="db")
     async def _call_db(self, tag: str, call: Callable[[], Awaitable[Any]]) -> None:
@@ -737,6 +749,8 @@ class WriteDialog(Dialog[bool]):
         value = message.value
         if message.tag == "apply":
             self.applying = False
+            if not self.done:
+                self._hold_inputs(False)
         if isinstance(value, OpsError) and self.done and message.tag == "preview":
             # A read after the write failed: the write's message stays.
             self.query_one("#preview", Static).update(self.error_markup(value))
@@ -979,7 +993,7 @@ class SeatFixDialog(RideDialog):
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
-        if self.done:
+        if self.done or self.applying:
             return
         preview = self.preview
         if preview is None or self.previewed() is None:
@@ -1145,7 +1159,7 @@ class ExpireRideDialog(RideDialog):
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
-        if self.done:
+        if self.done or self.applying:
             return
         preview = self.preview
         if preview is None or self.previewed() is None:
@@ -1311,7 +1325,7 @@ class ResolveDialog(WriteDialog):
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
-        if self.done:
+        if self.done or self.applying:
             return
         note = self.note_text()
         if note is None:
