@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from factories import connected
 from test_resilience import _ops_database, own_server  # noqa: F401
 from test_ui_dashboard import loaded, notices, status
 from test_ui_support import FIXED_NOW, make_settings, static_text, until
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from carpool_tui.db.embedded import EmbeddedServer
@@ -82,6 +84,9 @@ async def test_a_hung_server_turns_the_status_stale_then_recovers(
             assert "did not answer" in app.dashboard.error.message  # type: ignore[union-attr]
             assert "data" in status(app) and "old" in status(app)
             assert app.dashboard.query_one("#main").display  # the old data stays
+            # Each retry waits out its deadline: under way, it is no stop.
+            await until(pilot, lambda: "retrying now" in status(app), "a retry", 15)
+            assert "not retrying" not in status(app)
             _signal_all(stopped, signal.SIGCONT)
             stopped = []
             await until(pilot, lambda: "updated" in status(app), "the recovery", 60)
@@ -291,22 +296,41 @@ async def test_r_tries_again_once_the_missing_database_exists(
         await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def dropped_under_the_dashboard(
+    pg_server: Any, tmp_path: Path
+) -> AsyncIterator[tuple[DashboardApp, Pilot[Any], str]]:
+    """A dashboard whose database was dropped under it; dropped again at the end
+    (it may have been re-created)."""
+    name = await pg_server.create_database(template=pg_server.template("ops"))
+    app = DashboardApp(make_settings(pg_server.dsn(name), tmp_path))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await pg_server.drop_database(name)
+            await until(
+                pilot,
+                lambda: isinstance(app.dashboard.error, DatabaseMissing),
+                "the missing database",
+            )
+            yield app, pilot, name
+    finally:
+        await pg_server.drop_database(name)
+
+
+async def recreate(pg_server: Any, name: str, template: str | None) -> None:
+    async with connected(pg_server.admin_dsn, plain=True) as admin:
+        like = f" TEMPLATE {pg_server.template(template)}" if template else ""
+        await admin.execute(f"CREATE DATABASE {name}{like}")
+
+
 async def test_a_database_dropped_and_restored_comes_back_by_itself(
     pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wall screen has no r key: once the database is back, it polls again."""
     monkeypatch.setattr(dashboard, "RECHECK_S", 3.0)
-    name = await pg_server.create_database(template=pg_server.template("ops"))
-    app = DashboardApp(make_settings(pg_server.dsn(name), tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
+    async with dropped_under_the_dashboard(pg_server, tmp_path) as (app, pilot, name):
         screen = app.dashboard
-        await pg_server.drop_database(name)
-        await until(
-            pilot,
-            lambda: isinstance(screen.error, DatabaseMissing),
-            "the missing database",
-        )
         assert screen.caps is None  # the write keys say why they are off
         failures = screen.failures
         await pilot.pause(1.5)  # past the first backoff: no new attempt
@@ -314,15 +338,23 @@ async def test_a_database_dropped_and_restored_comes_back_by_itself(
         assert "DISCONNECTED" in status(app) and "retry in" in status(app)
         told = [n for n in notices(app) if "Looking again every minute" in n]
         assert len(told) == 1
-        async with connected(pg_server.admin_dsn, plain=True) as admin:
-            await admin.execute(
-                f"CREATE DATABASE {name} TEMPLATE {pg_server.template('ops')}"
-            )
-        try:
-            await until(pilot, lambda: screen.error is None, "the database back", 10)
-            assert screen.caps is not None and screen.failures == 0
-        finally:
-            await pg_server.drop_database(name)
+        await recreate(pg_server, name, "ops")
+        await until(pilot, lambda: screen.error is None, "the database back", 10)
+        assert screen.caps is not None and screen.failures == 0
+
+
+async def test_a_database_back_without_its_functions_is_a_new_cause_told(
+    pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropped, then re-created empty: the second cause is told as the first."""
+    monkeypatch.setattr(dashboard, "RECHECK_S", 1.0)
+    async with dropped_under_the_dashboard(pg_server, tmp_path) as (app, pilot, name):
+        screen = app.dashboard
+        told = len(notices(app))
+        await recreate(pg_server, name, None)
+        await until(pilot, lambda: isinstance(screen.error, NotMigrated), "empty")
+        await until(pilot, lambda: len(notices(app)) > told, "the new cause told")
+        assert str(screen.error) in notices(app)[-1]
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,14 @@ def backoff(failures: int) -> float:
     return min(MAX_BACKOFF_S, 2.0 ** max(0, failures - 1))
 
 
+def failure_kind(error: OpsError) -> str:
+    """What a failed poll says is wrong, for telling each cause once: every
+    passing connection fault (refused, dropped, never sent) is one cause."""
+    if isinstance(error, ConnectionLost) and error.retryable:
+        return "connection"
+    return type(error).__name__
+
+
 def retry_delay(error: OpsError, failures: int) -> float | None:
     """Seconds before polling again after `error`, or None to stop.
 
@@ -371,13 +379,6 @@ class DashboardScreen(Screen[None]):
             # The last good data stays on screen; its ages keep counting, so a
             # job does not look more recent the longer the outage lasts.
             self.query_one("#jobs", JobsTable).show(self.snapshot, self.dash.clock())
-            if self.failures == 1 and message.error.retryable:
-                self.notify(
-                    f"{message.error} The data on screen is from the last good poll.",
-                    title="Polling failed",
-                    severity="warning",
-                    timeout=15,
-                )
         delay = retry_delay(message.error, self.failures)
         if delay is not None:
             self._schedule(delay)
@@ -387,8 +388,19 @@ class DashboardScreen(Screen[None]):
             self.busy = False
             self.again = False
             self.retry_at = None
-        told = type(previous) is type(message.error)
-        if self.snapshot is not None and not message.error.retryable and not told:
+        # Told once per cause: a database dropped, then back without its
+        # functions, is two causes; the attempts of one outage are one.
+        told = previous is not None and failure_kind(previous) == failure_kind(
+            message.error
+        )
+        if self.snapshot is not None and message.error.retryable and not told:
+            self.notify(
+                f"{message.error} The data on screen is from the last good poll.",
+                title="Polling failed",
+                severity="warning",
+                timeout=15,
+            )
+        elif self.snapshot is not None and not told:
             then = "Looking again every minute; r looks now."
             if delay is None:
                 then = "Not retrying; r tries again."
@@ -538,7 +550,9 @@ class DashboardScreen(Screen[None]):
         """How old the data on screen is, and why when it is not fresh."""
         retry = self._retry_text(now)
         if self.error is not None and self.retry_at is None and not self.paused:
-            retry = ", not retrying"
+            # A round in flight (against a frozen server it lasts the connect
+            # timeout) is a retry under way, not a stop.
+            retry = ", retrying now" if self.busy else ", not retrying"
         if self.error is not None and self.last_ok is not None:
             age = fmt.since(self.last_ok, now)
             if isinstance(self.error, ConnectionLost):
@@ -585,11 +599,11 @@ class DashboardScreen(Screen[None]):
                     "Not retrying: this will not fix itself. Correct the settings "
                     "and start again; q quits."
                 )
-            elif self.retry_at is not None:
+            elif retry_delay(self.error, self.failures) is not None:
                 then = (
                     "This will not fix itself. Once it is fixed the dashboard "
-                    f"opens by itself: it looks again every minute ({retry}); "
-                    "r looks now; q quits."
+                    "opens by itself: it looks again every minute "
+                    f"({retry or 'looking now'}); r looks now; q quits."
                 )
             else:
                 then = (
