@@ -51,7 +51,13 @@ def overdue(
     if factor <= 0:
         return False
     started = last_start(run)
-    return started is None or (now - started) > frequency * factor
+    if started is None:
+        return True
+    try:
+        limit = frequency * factor
+    except OverflowError:  # a factor no age can pass (1e12 of 5 minutes)
+        return False
+    return (now - started) > limit
 
 
 # -- pg_cron ---------------------------------------------------------------

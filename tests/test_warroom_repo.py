@@ -146,6 +146,9 @@ def test_overdue_follows_the_manual_frequency() -> None:
     assert overdue(ran(11), FIXED_NOW, job.frequency)
     assert overdue(ran(7), FIXED_NOW, job.frequency, factor=1)
     assert not overdue(None, FIXED_NOW, job.frequency, factor=0)
+    # A factor past what a time span holds: no age passes it; never run does.
+    assert not overdue(ran(60 * 24 * 365), FIXED_NOW, job.frequency, factor=1e300)
+    assert overdue(None, FIXED_NOW, job.frequency, factor=1e300)
 
 
 async def test_trend_buckets_group_the_last_day_by_hour(
