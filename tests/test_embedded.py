@@ -158,6 +158,20 @@ def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
     assert folder.stat().st_uid == owner
 
 
+def test_a_folder_with_a_space_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The server's start would split the path and leave a folder the next
+    start takes for a foreign cluster; nothing is made instead."""
+    folder = tmp_path / "demo dir"
+    done = _demo_reset(folder)
+    assert done.returncode == 1, done.stderr
+    assert "has ' ' in its path" in done.stderr
+    assert "Choose a folder without spaces or quotes with --data-dir." in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not folder.exists()
+
+
 def test_a_cluster_the_demo_did_not_create_is_left_untouched(tmp_path: Path) -> None:
     cluster = tmp_path / "data"
     (cluster / "base").mkdir(parents=True)

