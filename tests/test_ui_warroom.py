@@ -439,6 +439,14 @@ async def test_trends_give_every_hour_a_cell_at_80_columns(
         assert drawn_lines(label)[0].rstrip() == "repair_missing_notifications"
         wide = screen.query_one("#trend-violations")
         assert wide.region.width == 72
+        # Narrower still, the two sparklines share what is left (at the
+        # smallest size the app takes, 14 cells each, not 24 and 4).
+        await pilot.resize_terminal(60, 24)
+        await until(pilot, lambda: spark.region.width < 24, "a narrower sparkline")
+        duration = screen.query_one("#trend-duration-repair_missing_notifications")
+        assert (duration.region.width, spark.region.width) == (14, 14)
+        assert spark.region.right <= 60
+        assert drawn_lines(spark)[-1][-1] == "█"
 
 
 # -- themes and NO_COLOR ---------------------------------------------------

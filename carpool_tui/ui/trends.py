@@ -57,6 +57,14 @@ class TimeAxis(Widget):
         return Text(start + " " * gap + end if gap > 0 else end.rjust(self.size.width))
 
 
+def hour_cells(room: int) -> int:
+    """The widest multiple of 24 cells in `room`; under 24, all of it (some
+    cells then hold two hours, but every hour is drawn)."""
+    if room < TREND_HOURS:
+        return max(1, room)
+    return room // TREND_HOURS * TREND_HOURS
+
+
 class TrendsScreen(Screen[None]):
     """Sparklines per job (duration, records) and of the violations found."""
 
@@ -125,12 +133,12 @@ class TrendsScreen(Screen[None]):
         """
         inner = width - 1  # the view's padding
         column = (inner - LABEL_WIDTH - GAP) // 2
-        per_job = max(1, column // TREND_HOURS) * TREND_HOURS
+        per_job = hour_cells(column)
         grid = self.query_one("#trends-grid", Grid)
         grid.styles.grid_columns = f"{LABEL_WIDTH} {per_job + GAP} 1fr"
         for widget in self.query("#trends-grid Sparkline, #trends-grid TimeAxis"):
             widget.styles.width = per_job
-        whole = max(1, (inner - 1) // TREND_HOURS) * TREND_HOURS
+        whole = hour_cells(inner - 1)
         for widget in self.query("#trend-violations, #trend-violations-axis"):
             widget.styles.width = whole
 
