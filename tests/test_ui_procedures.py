@@ -786,7 +786,7 @@ async def test_a_fixed_violation_does_not_claim_the_system_healthy(
             assert screen.run.healthy
             final = screen_text(screen)
             assert "Finished: every check of this procedure passed." in final
-            assert "of other checks are still open" in final
+            assert "1 other check(s) still find problems (" in final
             assert "verified healthy" not in final
             # At 80x24 the ending stays in view below the rows.
             verdict = screen.query_one("#proc-verdict")

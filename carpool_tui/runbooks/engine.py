@@ -519,10 +519,23 @@ class Run:
             return "Finished: verified healthy."
         text = "Finished: every check of this procedure passed."
         if last is not None and last.get("total_violations"):
-            text += (
-                f" {last['total_violations']} violation(s) of other checks are"
-                " still open; see the violations panel."
-            )
+            # By check, as the violations panel counts its rows; the total of
+            # rows found is what the check itself reports.
+            checks = last.get("checks")
+            failing = [
+                c for c in checks or [] if isinstance(c, dict) and c.get("count")
+            ]
+            found = f"{last['total_violations']} row(s) in all"
+            if failing:
+                text += (
+                    f" {len(failing)} other check(s) still find problems ({found});"
+                    " see the violations panel."
+                )
+            else:
+                text += (
+                    f" Other checks still find problems ({found}); see the"
+                    " violations panel."
+                )
         return text
 
     def ending(self) -> str:
