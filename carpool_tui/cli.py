@@ -918,8 +918,10 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     elif result.success:
         print(f"{name}: {printable(result.describe(name), None)}")
     else:
-        hint = f" {result.hint}" if result.hint else ""
-        _say(f"carpool-tui: {name}: {printable(result.describe(name) + hint, None)}")
+        said = result.describe(name)
+        if result.hint:
+            said = f"{said.rstrip('.')}. {result.hint}"
+        _say(f"carpool-tui: {name}: {printable(said, None)}")
     return 0 if result.success else 1
 
 

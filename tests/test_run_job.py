@@ -29,6 +29,7 @@ from test_check import (
 )
 from test_ui_support import make_settings
 
+from carpool_tui.config import dsn_parts
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import JOBS, JobResult
 
@@ -141,6 +142,16 @@ async def test_database_without_the_job(base_dsn: str, cli_env: dict[str, str]) 
     assert done.returncode == 1
     assert "carpool-tui migrate" in done.stderr
     assert "(SQLSTATE 42883)" in done.stderr
+
+
+async def test_a_missing_database_reads_as_two_sentences(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """What went wrong, a full stop, then what to do."""
+    missing = ops_dsn.replace(dsn_parts(ops_dsn)["dbname"], "carpool_not_here", 1)
+    done = cli(cli_env, "run-job", "expire_rides", "--dsn", missing)
+    assert done.returncode == 1
+    assert 'database "carpool_not_here" does not exist. Check' in done.stderr
 
 
 async def test_read_only_target_refuses(
