@@ -1179,3 +1179,16 @@ async def test_tab_goes_from_the_jobs_to_the_rows_in_view(
         assert isinstance(app.focused, JobLogTable)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, LogEntryDialog), "detail")
+
+
+async def test_help_names_the_table_keys_too(ops_dsn: str, tmp_path: Path) -> None:
+    """Not actions of their own, but keys a new operator looks for there."""
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("question_mark")
+        help_screen = await until(
+            pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
+        )
+        shown = " ".join(screen_text(help_screen).split())
+        assert "Home End go to the first and last row" in shown

@@ -1462,8 +1462,9 @@ class HelpScreen(Dialog[None]):
             yield Static(state, classes="muted", id="help-state")
             yield Static("\n".join(lines))
             yield Static(
-                "Ctrl+P opens the command palette with the same actions. "
-                "Times are UTC.",
+                "In a table, ↑ ↓ move, PgUp PgDn page, Home End go to the first "
+                "and last row, and Tab goes to the next table. Ctrl+P opens the "
+                "command palette with the same actions. Times are UTC.",
                 classes="muted",
             )
             yield KeysLine(*self.keys(cut=False), classes="keys")
