@@ -835,6 +835,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"Removed the demo data in {data_dir}")
     restore = _install_stop_handlers()
     server = EmbeddedServer(data_dir)
+    started = False
     try:
         running = running_postmaster(data_dir)
         if running is not None:
@@ -844,6 +845,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             _say(f"Starting the embedded PostgreSQL server in {data_dir}...")
         admin_dsn = server.start()
+        started = True
         demo_dsn = server.dsn(DEMO_DATABASE)
         _run(_prepare_demo(admin_dsn, demo_dsn, args.rides))
         _say(f"Demo database (for --dsn while the demo runs): {demo_dsn}")
@@ -856,6 +858,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         restore()
+        if started:
+            # Whether the server went with it: another demo may still use it.
+            left = running_postmaster(data_dir)
+            _say(
+                f"The demo server in {data_dir} keeps running (pid {left}) for the "
+                "other demo using it."
+                if left is not None
+                else f"Stopped the demo server in {data_dir}."
+            )
 
 
 def _thresholds(

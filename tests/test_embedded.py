@@ -215,6 +215,12 @@ def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
         try:
             assert second.stdout is not None
             first = second.stdout.readline()
+            for line in second.stdout:  # to EOF at worst
+                if line.startswith("Demo database"):
+                    break
+            # Stopped, it says the server keeps running for the first demo.
+            second.send_signal(signal.SIGTERM)
+            said, _ = second.communicate(timeout=60)
         finally:
             second.kill()
             second.wait()
@@ -226,3 +232,5 @@ def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
     shutil.rmtree(data_dir.parent, ignore_errors=True)
     assert first.startswith(f"Joining the demo server already running in {data_dir}")
     assert f"(pid {pid})" in first
+    left = f"The demo server in {data_dir} keeps running (pid {pid}) for the other"
+    assert left in " ".join(said.split()), said
