@@ -832,7 +832,7 @@ async def test_the_allow_box_is_empty_until_ticked(
         def drawn() -> str:
             return "".join(drawn_lines(allow))
 
-        assert "▐ ▌ Expire although it is not due yet (not ticked;" in drawn()
+        assert "▐ ▌ Expire before it is due (not ticked; Shift+Tab, Space)" in drawn()
         assert "X" not in drawn()
         await pilot.press("shift+tab", "space")
         await until(pilot, lambda: "▐X▌" in drawn(), "the X once ticked")

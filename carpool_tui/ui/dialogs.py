@@ -1125,7 +1125,8 @@ class TickBox(Checkbox):
 def _allow_label(ticked: bool) -> str:
     """The box's label, with how to tick it from the note while it is not."""
     state = "TICKED" if ticked else "not ticked; Shift+Tab, Space"
-    return f"Expire although it is not due yet ({state})"
+    # Short enough to show whole in the dialog at 80 columns.
+    return f"Expire before it is due ({state})"
 
 
 class ExpireRideDialog(RideDialog):
