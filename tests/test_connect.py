@@ -3,15 +3,17 @@ is judged as it is when the DSN asks for one kind (target_session_attrs)."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
 import pytest
-from factories import once
+from factories import connected, make_ride, once
 
 from carpool_tui.config import dsn_parts
-from carpool_tui.db.connect import connect, create_pool, normalize_dsn
+from carpool_tui.db.connect import as_dict, connect, create_pool, normalize_dsn
 from carpool_tui.db.errors import OpsError
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
@@ -181,3 +183,56 @@ async def test_pgsslmode_verify_full_does_not_stop_a_socket_connection(
     else:  # a server on TCP only: the policy still holds there
         with pytest.raises((OpsError, asyncpg.ClientConfigurationError)):
             await _reached(ops_dsn)
+
+
+async def _refusal_to_expire_early(conn: asyncpg.Connection, ride: object) -> str:
+    """The message of ops_expire_ride's refusal to end ``ride`` before it is due."""
+    refused = as_dict(
+        await conn.fetchval("SELECT ops_expire_ride($1, 'ann', 'early')", ride)
+    )
+    assert refused["code"] == "not_due"
+    return str(refused["error"])
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [None, "dsn", "pgoptions"],
+    ids=["database-zone", "dsn-zone", "pgoptions-zone"],
+)
+async def test_times_the_server_writes_read_in_utc_whatever_its_zone(
+    ops_dsn: str, asked: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ops layer's messages render times in the session's zone; every
+    session the tool opens, connection or pool, is in UTC as the screen says,
+    whatever the database's zone or a zone the DSN or PGOPTIONS asks for."""
+    name = dsn_parts(ops_dsn)["dbname"]
+    await once(ops_dsn, f"ALTER DATABASE {name} SET timezone = 'America/Los_Angeles'")
+    async with connected(ops_dsn, plain=True) as plain:
+        assert await plain.fetchval("SHOW TimeZone") == "America/Los_Angeles"
+        ride = await make_ride(plain, departs_in=timedelta(days=3))
+        departs = await plain.fetchval(
+            "SELECT departure_time FROM rides WHERE id = $1", ride
+        )
+    dsn = ops_dsn
+    if asked == "dsn":
+        dsn = f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}timezone=Asia%2FTokyo"
+    elif asked == "pgoptions":
+        monkeypatch.setenv("PGOPTIONS", "-c TimeZone=Asia/Kolkata")
+    in_utc = re.compile(
+        re.escape(f"until {departs.astimezone(UTC):%Y-%m-%d %H:%M:%S}")
+        + r"(\.\d+)?\+00;"
+    )
+    conn = await connect(dsn, purpose="test")
+    try:
+        said = await _refusal_to_expire_early(conn, ride)
+        assert in_utc.search(said), said
+        assert await conn.fetchval("SHOW TimeZone") == "UTC"
+    finally:
+        await conn.close()
+    pool = await create_pool(dsn, purpose="test", max_size=2)
+    try:
+        async with pool.acquire() as pooled:
+            said = await _refusal_to_expire_early(pooled, ride)
+            assert in_utc.search(said), said
+    finally:
+        await pool.close()
