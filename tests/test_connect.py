@@ -14,7 +14,7 @@ from factories import connected, make_ride, once
 
 from carpool_tui.config import dsn_parts
 from carpool_tui.db.connect import as_dict, connect, create_pool, normalize_dsn
-from carpool_tui.db.errors import OpsError
+from carpool_tui.db.errors import OpsError, translate
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
 WRITTEN = "SELECT to_regclass('written_in_a_read_only_session') IS NOT NULL"
@@ -236,3 +236,17 @@ async def test_times_the_server_writes_read_in_utc_whatever_its_zone(
             assert in_utc.search(said), said
     finally:
         await pool.close()
+
+
+async def test_a_server_message_ending_in_a_full_stop_gets_no_second_one(
+    ops_dsn: str,
+) -> None:
+    """The server's DETAIL and HINT lines end with a full stop; the advice
+    after them starts with no second one."""
+    async with connected(ops_dsn) as conn:
+        with pytest.raises(asyncpg.UndefinedFunctionError) as missing:
+            await conn.execute("SELECT ops_expire_ride(1)")
+    assert str(missing.value).endswith("casts.")
+    said = str(translate(missing.value, doing="Expiring the ride"))
+    assert "casts. This database lacks the carpool ops functions" in said
+    assert "casts.." not in said

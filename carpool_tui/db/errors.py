@@ -25,7 +25,12 @@ class OpsError(Exception):
         self.sqlstate = sqlstate
 
     def __str__(self) -> str:
-        return f"{self.message}. {self.hint}" if self.hint else self.message
+        """The message, then the hint; one full stop between them, even when
+        the message ends with the server's own (a DETAIL or HINT line)."""
+        if not self.hint:
+            return self.message
+        stop = "" if self.message.endswith((".", "!", "?")) else "."
+        return f"{self.message}{stop} {self.hint}"
 
 
 class ConnectionLost(OpsError):

@@ -639,7 +639,7 @@ class DashboardScreen(Screen[None]):
         if reason == NOT_CONNECTED and self.error is not None:
             # Reached but refused (no grant, no ops layer): say what the
             # screen says, not "not connected".
-            return f"{self.error.message}. {self.error.hint}".strip()
+            return str(self.error)
         return reason
 
     def spec_for(
