@@ -45,6 +45,30 @@ async def connected(
         await conn.close()
 
 
+@asynccontextmanager
+async def role_without_connect(dsn: str) -> AsyncIterator[str]:
+    """``dsn`` logging in as a new role that holds carpool_ops_operator but may
+    not connect to the database: CONNECT is revoked from PUBLIC and the role.
+
+    The role is dropped on the way out (it is the server's, not the
+    database's); the database keeps the revoke, as tests drop it anyway.
+    """
+    role = f"carpool_t_noconnect_{uuid.uuid4().hex[:8]}"
+    scheme, rest = dsn.split("://", 1)
+    netloc, _, tail = rest.partition("/")
+    database = tail.split("?", 1)[0]
+    async with connected(dsn, plain=True) as admin:
+        await admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE carpool_ops_operator")
+        try:
+            await admin.execute(
+                f"REVOKE CONNECT ON DATABASE {database} FROM PUBLIC, {role}"
+            )
+            yield f"{scheme}://{role}@{netloc.rsplit('@', 1)[-1]}/{tail}"
+        finally:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE {role}")
+
+
 async def make_profile(
     conn: asyncpg.Connection, *, name: str | None = None
 ) -> uuid.UUID:

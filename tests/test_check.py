@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import connected, once
+from factories import connected, once, role_without_connect
 from relay import relayed
 from test_ui_support import make_settings
 
 from carpool_tui import cli as cli_module
+from carpool_tui.config import dsn_parts
 from carpool_tui.db.repo import POLL_MARGIN_S, Repository
 from carpool_tui.db.seed import seed_platform
 from carpool_tui.models import CLOCK_MARGIN, JOBS
@@ -325,6 +326,25 @@ async def test_database_without_the_functions_is_unknown(
     code, data = check_json(cli_env, ops_dsn)
     assert code == 3
     assert "no get_system_health_summary() function" in data["error"]
+
+
+async def test_a_role_that_may_not_connect_is_unknown_and_told_to_ask_for_connect(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """The line and --json name the CONNECT privilege on the database, not the
+    ops roles, which cannot give it."""
+    name = dsn_parts(ops_dsn)["dbname"]
+    ask = f'Ask for CONNECT on database "{name}" to be granted to this role'
+    async with role_without_connect(ops_dsn) as dsn:
+        done = cli(cli_env, "check", "--dsn", dsn)
+        code, data = check_json(cli_env, dsn)
+    assert done.returncode == code == 3
+    assert done.stdout.startswith("CARPOOL UNKNOWN - ")
+    assert len(done.stdout.splitlines()) == 1
+    assert "lacks the CONNECT privilege on it). " + ask in done.stdout
+    assert ".." not in done.stdout
+    assert "CONNECT privilege" in data["error"]
+    assert data["hint"].startswith(ask)
 
 
 async def test_legacy_database(legacy_dsn: str, cli_env: dict[str, str]) -> None:

@@ -10,11 +10,11 @@ from urllib.parse import quote
 
 import asyncpg
 import pytest
-from factories import connected, make_ride, once
+from factories import connected, make_ride, once, role_without_connect
 
 from carpool_tui.config import dsn_parts
 from carpool_tui.db.connect import as_dict, connect, create_pool, normalize_dsn
-from carpool_tui.db.errors import OpsError, translate
+from carpool_tui.db.errors import OpsError, PermissionMissing, translate
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
 WRITTEN = "SELECT to_regclass('written_in_a_read_only_session') IS NOT NULL"
@@ -236,6 +236,46 @@ async def test_times_the_server_writes_read_in_utc_whatever_its_zone(
             assert in_utc.search(said), said
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["connection", "pool"])
+async def test_a_role_that_may_not_connect_is_told_to_ask_for_connect(
+    ops_dsn: str, pooled: bool
+) -> None:
+    """A login refused for want of CONNECT names that privilege on that
+    database: the ops roles, which the role already holds here, carry no
+    CONNECT, so asking for them cannot help. One full stop between the
+    server's detail and the advice."""
+    name = dsn_parts(ops_dsn)["dbname"]
+    async with role_without_connect(ops_dsn) as dsn:
+        with pytest.raises(PermissionMissing) as refused:
+            if pooled:
+                pool = await create_pool(dsn, purpose="test")
+                await pool.close()
+            else:
+                conn = await connect(dsn, purpose="test")
+                await conn.close()
+    said = str(refused.value)
+    assert said == (
+        f'Connecting to the database: permission denied for database "{name}"'
+        " (this role lacks the CONNECT privilege on it). Ask for CONNECT on"
+        f' database "{name}" to be granted to this role; carpool_ops_viewer and'
+        " carpool_ops_operator do not carry it."
+    )
+
+
+async def test_a_missing_create_on_the_database_is_not_taken_for_connect(
+    ops_dsn: str,
+) -> None:
+    """The server words a missing CREATE on the database as it does a missing
+    CONNECT; only the refusal at login is about CONNECT."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute("SET ROLE carpool_ops_operator")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError) as denied:
+            await conn.execute("CREATE SCHEMA not_allowed_here")
+    assert "permission denied for database" in str(denied.value)
+    said = str(translate(denied.value, doing="Migrating"))
+    assert "CONNECT" not in said
 
 
 async def test_a_server_message_ending_in_a_full_stop_gets_no_second_one(

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from factories import connected, job
+from factories import connected, job, role_without_connect
 from relay import relayed
 from test_ui_actions import (
     action_log,
@@ -35,6 +35,7 @@ from test_ui_support import make_settings, screen_text, static_text, until
 from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
+from carpool_tui.config import dsn_parts
 from carpool_tui.db import repo as repo_module
 from carpool_tui.db.embedded import EmbeddedServer
 from carpool_tui.db.errors import NeverSent
@@ -175,6 +176,34 @@ async def test_a_role_without_any_grant_is_told_so_not_disconnected(
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")
         await conn.close()
+
+
+async def test_a_role_that_may_not_connect_is_told_to_ask_for_connect(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The screen and a refused key name the CONNECT privilege on the
+    database, not the ops roles (which the role holds, to no avail)."""
+    ask = (
+        f'Ask for CONNECT on database "{dsn_parts(ops_dsn)["dbname"]}" to be'
+        " granted to this role"
+    )
+    async with role_without_connect(ops_dsn) as dsn:
+        app = DashboardApp(make_settings(dsn, tmp_path))
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.dashboard
+            await until(pilot, lambda: screen.failures >= 1, "the first attempt")
+            await pilot.pause()
+            assert "NO PERMISSION" in status(app)
+            text = " ".join(
+                static_text(screen.query_one("#startup-message", Static)).split()
+            )
+            assert "lacks the CONNECT privilege on it" in text
+            assert ask in text
+            await pilot.press("1")
+            await pilot.pause()
+            said = notices(app)[-1]
+            assert "privilege on it). " + ask in " ".join(said.split())
+            assert ".." not in said
 
 
 async def test_a_grant_given_while_the_dashboard_runs_is_seen_without_r(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 
 import asyncpg
@@ -87,6 +88,9 @@ _CONNECTION_STATES = {
 }
 
 
+# The server's words when a role may not connect to the database it names.
+_CONNECT_REFUSED = re.compile(r"permission denied for database (.+)", re.DOTALL)
+
 ROW_UNREADABLE_HINT = "Look at that row in the database."
 
 READ_ONLY = (
@@ -132,6 +136,17 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             state,
         )
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        database = _database_refused(exc)
+        if database is not None:
+            # The ops roles grant functions and tables, not CONNECT: naming
+            # them would send the operator after a grant that cannot help.
+            return PermissionMissing(
+                f"{doing}: permission denied for {database} (this role lacks"
+                " the CONNECT privilege on it)",
+                f"Ask for CONNECT on {database} to be granted to this role;"
+                " carpool_ops_viewer and carpool_ops_operator do not carry it.",
+                state,
+            )
         return PermissionMissing(
             f"{doing}: {text}",
             "Ask for the carpool_ops_operator role (writes) or carpool_ops_viewer "
@@ -186,6 +201,24 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
     if isinstance(exc, asyncpg.PostgresError):
         return OpsError(f"{doing}: {text}", "", state)
     return OpsError(f"{doing}: {type(exc).__name__}: {text}", "", state)
+
+
+def _database_refused(exc: BaseException) -> str | None:
+    """What a login was refused for want of CONNECT on: ``database "name"`` as
+    the server quotes it, or "this database"; None for any other missing
+    privilege (CREATE on the database, say, which the server words alike).
+
+    The server refuses it at login in CheckMyDatabase, which the error names
+    whatever language the server writes in; one relayed without that name is
+    known by its English detail. The name is read from the English message.
+    """
+    message = str(getattr(exc, "message", None) or (exc.args or [""])[0])
+    at_login = getattr(exc, "server_source_function", None) == "CheckMyDatabase"
+    detail = str(getattr(exc, "detail", None) or "")
+    if not at_login and "CONNECT privilege" not in detail:
+        return None
+    named = _CONNECT_REFUSED.fullmatch(message.strip())
+    return f"database {_one_line(named.group(1))}" if named else "this database"
 
 
 def _one_line(text: str) -> str:
