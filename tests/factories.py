@@ -6,6 +6,7 @@ can build any state, including the faults the invariant checks look for.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -153,3 +154,42 @@ async def call_json(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str,
 async def job(conn: asyncpg.Connection, name: str) -> dict[str, Any]:
     """Run one of the four jobs (or the health summary) by name."""
     return await call_json(conn, f"SELECT {name}()")
+
+
+async def overlapping_runs(
+    dsn: str, name: str = "check_system_invariants"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two overlapping runs of one job, as when an operator starts a job while
+    the scheduler's run of it is going: run A takes the job's lock and is held
+    up (a third session keeps ``rides`` locked), run B starts after it, cannot
+    take the lock within its lock timeout and is recorded failed, then A goes
+    on and completes. Both through the job function, each on its own
+    connection and in its own transaction; A's result, then B's.
+    """
+    async with (
+        connected(dsn, purpose="test-blocker") as blocker,
+        connected(dsn, purpose="test-scheduler") as first,
+        connected(dsn, purpose="test-operator") as second,
+    ):
+        await second.execute("SET carpool.lock_timeout = '300ms'")
+        key = await blocker.fetchval("SELECT ops_job_lock_key($1)", name)
+        held = (
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND granted AND classid = (($1::bigint >> 32) & 4294967295)::oid"
+            " AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1)"
+        )
+        tx = blocker.transaction()
+        await tx.start()
+        try:
+            await blocker.execute("LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+            running = asyncio.create_task(job(first, name))
+            for _ in range(200):
+                if await blocker.fetchval(held, key):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError(f"run A of {name} never took its lock")
+            refused = await job(second, name)
+        finally:
+            await tx.rollback()
+        return await running, refused

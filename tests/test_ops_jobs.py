@@ -19,7 +19,15 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from factories import call_json, connected, job, make_booking, make_profile, make_ride
+from factories import (
+    call_json,
+    connected,
+    job,
+    make_booking,
+    make_profile,
+    make_ride,
+    overlapping_runs,
+)
 
 from carpool_tui.db.connect import connect
 
@@ -598,6 +606,42 @@ async def test_repair_waits_at_most_the_lock_timeout_then_fails_cleanly(
     assert sorted(r["status"] for r in rows) == ["completed", "failed"]
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["error_message"] == blocked["error"]
+
+
+async def test_a_run_refused_by_an_earlier_run_is_not_the_jobs_latest_state(
+    ops_conn: asyncpg.Connection, ops_dsn: str
+) -> None:
+    """Run B of the invariant check starts while run A holds the job's lock,
+    fails for it, and A then completes: the summary shows the job completed,
+    while B stays in the log and among the day's failures."""
+    name = "check_system_invariants"
+    first, refused = await overlapping_runs(ops_dsn, name)
+    assert first["success"] is True
+    assert (refused["success"], refused["sqlstate"]) == (False, "55P03")
+    rows = await _log_rows(ops_conn, name)
+    assert [r["status"] for r in rows] == ["completed", "failed"]
+    assert rows[0]["completed_at"] > rows[1]["started_at"]  # they overlapped
+    assert "is held by another session" in rows[1]["error_message"]
+
+    health = await job(ops_conn, "get_system_health_summary")
+    latest = {j["job_name"]: j for j in health["recent_job_status"]}
+    assert latest[name]["status"] == "completed"
+    assert latest[name]["started_at"] == rows[0]["started_at"].isoformat()
+    assert health["failed_jobs_24h"] == 1
+
+    # The lock held by a session that is no run of the job: nothing earlier
+    # explains the refusal, so it is the job's state, as any failure is.
+    key = await ops_conn.fetchval("SELECT ops_job_lock_key($1)", name)
+    async with connected(ops_dsn, purpose="test-holder") as holder:
+        await holder.execute("SELECT pg_advisory_lock($1)", key)
+        await ops_conn.execute("SET carpool.lock_timeout = '300ms'")
+        alone = await job(ops_conn, name)
+    assert (alone["success"], alone["sqlstate"]) == (False, "55P03")
+    health = await job(ops_conn, "get_system_health_summary")
+    latest = {j["job_name"]: j for j in health["recent_job_status"]}
+    assert latest[name]["status"] == "failed"
+    assert latest[name]["error_message"] == alone["error"]
+    assert health["failed_jobs_24h"] == 2
 
 
 async def test_repair_lookup_uses_the_booking_index(
