@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import connected, once, role_without_connect
+from factories import connected, once, overlapping_runs, role_without_connect
 from relay import relayed
 from test_ui_support import make_settings
 
@@ -262,6 +262,29 @@ async def test_a_failing_jobs_entry_says_why_it_failed(
     assert jobs["reconcile_seat_counts"]["error_message"] is None
     assert jobs["check_system_invariants"]["last_status"] is None
     assert jobs["check_system_invariants"]["error_message"] is None
+
+
+async def test_a_run_refused_while_an_earlier_run_held_the_lock_is_not_failing(
+    ops_dsn: str, cli_env: dict[str, str]
+) -> None:
+    """An operator starts the invariant check while the scheduler's run of it
+    holds the job's lock: the second run fails for it, the first completes.
+    The job is not failing (its latest state is the run that completed); the
+    refused run still counts among the failed runs of the day."""
+    await seed(ops_dsn)
+    run_jobs(cli_env, ops_dsn)
+    first, refused = await overlapping_runs(ops_dsn, "check_system_invariants")
+    assert (first["success"], refused["sqlstate"]) == (True, "55P03")
+    code, data = check_json(cli_env, ops_dsn)
+    assert problems(data) == {"failed_runs_24h": "WARNING"}
+    assert code == 1
+    assert data["metrics"]["failing_jobs"] == 0
+    assert data["metrics"]["failed_runs_24h"] == 1
+    jobs = {j["name"]: j for j in data["jobs"]}
+    assert jobs["check_system_invariants"]["last_status"] == "completed"
+    assert jobs["check_system_invariants"]["error_message"] is None
+    done = cli(cli_env, "check", "--dsn", ops_dsn)
+    assert "whose last run failed" not in done.stdout
 
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(Z|[+-]\d\d:\d\d)")

@@ -579,3 +579,46 @@ async def test_a_deployed_run_shows_no_duration_it_did_not_measure(
     assert [e.job_name for e in page.entries] == ["check_system_invariants"]
     assert page.entries[0].started_at == page.entries[0].completed_at
     assert page.entries[0].duration is None
+
+
+async def test_the_latest_runs_pass_over_a_lock_refusal_in_the_deployed_log(
+    legacy_conn: asyncpg.Connection, legacy_dsn: str
+) -> None:
+    """On the deployed table (no sqlstate column: the refusal's SQLSTATE is in
+    details, as the ops layer also writes it) the dashboard's latest runs and
+    the procedures' jobs step take the run that held the lock, not the run
+    it refused, as the job's latest; the refusal stays in the log."""
+    name = "check_system_invariants"
+    message = (
+        "canceling statement due to lock timeout: the lock of"
+        f" {name} is held by another session since 2025-03-04 11:16:58 UTC"
+        " (backend 4242, pg_cron scheduler), most likely another run of the"
+        " job; wait for it to finish instead of starting another"
+    )
+    first = await legacy_conn.fetchval(
+        "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+        " records_processed, details) VALUES ($1, now() - interval '60 seconds',"
+        " now() - interval '48 seconds', 'completed', 8, '{}') RETURNING id",
+        name,
+    )
+    refused = await legacy_conn.fetchval(
+        "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+        " records_processed, errors_encountered, details, error_message)"
+        " VALUES ($1, now() - interval '59.642 seconds',"
+        " now() - interval '55 seconds', 'failed', 0, 1,"
+        ' \'{"sqlstate": "55P03"}\', $2) RETURNING id',
+        name,
+        message,
+    )
+    repo = Repository(Settings(dsn=legacy_dsn, operator="tester"))
+    await repo.open()
+    try:
+        latest = await repo.latest_runs()
+        rows = await repo.procedure_rows("latest_runs")
+        page = await repo.job_log()
+    finally:
+        await repo.close()
+    assert (latest[name].id, latest[name].status) == (first, "completed")
+    row = next(r for r in rows.rows if r["job_name"] == name)
+    assert (str(row["id"]), row["status"]) == (str(first), "completed")
+    assert [e.id for e in page.entries] == [refused, first]

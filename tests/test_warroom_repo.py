@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
-from factories import connected
+from factories import connected, overlapping_runs
 from test_ui_dashboard import failed_run
 from test_ui_support import FIXED_NOW, frozen, make_settings
 
@@ -236,3 +236,34 @@ async def test_the_wall_does_not_judge_jobs_whose_runs_it_could_not_read(
     assert not [t for t in texts if "never ran" in t or "overdue" in t], texts
     assert dict(state.counts)["overdue"] is None
     assert judge(snapshot, FIXED_NOW).level is Level.UNKNOWN
+
+
+async def test_a_run_refused_by_an_earlier_run_leaves_the_job_as_that_run_ended(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A run of the invariant check refused its lock while the run before it
+    was going: the jobs panel, the wall and the procedures' jobs step take
+    the run that held the lock (completed), not the refusal, as the job's
+    latest run; the refusal is still in the log and counted as a failure."""
+    name = "check_system_invariants"
+    async with connected(ops_dsn) as conn:
+        for job in JOBS_BY_NAME:
+            await conn.execute(f"SELECT {job}()")
+    first, refused = await overlapping_runs(ops_dsn, name)
+    assert (first["success"], refused["success"]) == (True, False)
+
+    snapshot = await read(ops_dsn, tmp_path, lambda r: r.snapshot())
+    latest = snapshot.latest_run(name)
+    assert isinstance(latest, JobLogEntry)
+    assert (latest.status, str(latest.id)) == ("completed", first["job_log_id"])
+    assert snapshot.health is not None and snapshot.health.failed_jobs_24h == 1
+    assert snapshot.job_log is not None
+    assert any(str(e.id) == refused["job_log_id"] for e in snapshot.job_log.entries)
+    state = board_state(snapshot, FIXED_NOW)
+    assert not [p.text for p in state.problems if f"{name} failed" in p.text]
+    assert dict(state.counts)["failed 24 h"] == 1
+    assert state.level is Level.WARNING
+
+    rows = await read(ops_dsn, tmp_path, lambda r: r.procedure_rows("latest_runs"))
+    row = next(r for r in rows.rows if r["job_name"] == name)
+    assert (row["status"], str(row["id"])) == ("completed", first["job_log_id"])

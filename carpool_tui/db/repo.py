@@ -165,6 +165,33 @@ NOT_IN_THE_FUTURE = (
     " seconds')"
 )
 """The log's rows that may be a job's latest run (models.CLOCK_MARGIN)."""
+
+
+def refused_by_earlier_run(row: str) -> str:
+    """Whether the job-log row ``row`` (an alias) is a run refused its job's
+    lock while an earlier run of the job was under way: failed with 55P03 and
+    the message ops_run_job gives when the job's lock is held (0165), while a
+    run of the same job that started before it had not yet finished.
+
+    Such a run lost a race with the run holding the lock; it is not how the
+    job is doing, so it is never taken as the job's latest run (0167 does the
+    same in the health summary). Where nothing earlier was under way it is
+    the job's latest run as any failure is. Plain SQL on the table's own
+    columns (sqlstate read as the log keeps it, if at all), so it reads the
+    same on the deployed functions' log.
+    """
+    return (
+        f"({row}.status = 'failed' AND COALESCE(to_jsonb({row}) ->> 'sqlstate',"
+        f" {row}.details ->> 'sqlstate') = '55P03' AND strpos({row}.error_message,"
+        f" 'the lock of ' || {row}.job_name || ' is held by another session') > 0"
+        " AND EXISTS (SELECT 1 FROM system_job_log o"
+        f" WHERE o.job_name = {row}.job_name AND o.id <> {row}.id"
+        f" AND o.started_at < {row}.started_at"
+        f" AND (o.completed_at IS NULL OR o.completed_at > {row}.started_at)))"
+        " IS TRUE"
+    )
+
+
 FAILED_WINDOW_HOURS = 24
 FAILED_RUNS_SQL = (
     "SELECT count(*) FROM system_job_log WHERE status = 'failed'"
@@ -237,6 +264,7 @@ VIEWS: dict[str, str] = {
     " s.error_message, COALESCE(to_jsonb(s) ->> 'sqlstate', s.details ->>"
     " 'sqlstate') AS sqlstate, s.id FROM system_job_log s"
     f" WHERE s.job_name = j.job_name AND {NOT_IN_THE_FUTURE}"
+    f" AND NOT {refused_by_earlier_run('s')}"
     " ORDER BY s.started_at DESC NULLS LAST LIMIT 1)"
     " AS l ON true ORDER BY j.job_name",
     "open_checks": "SELECT check_name AS check, severity,"
@@ -611,12 +639,14 @@ class Repository:
         return ", ".join(cols)
 
     async def latest_runs(self) -> dict[str, JobLogEntry]:
-        """The newest system_job_log row of each of the four jobs."""
+        """The newest system_job_log row of each of the four jobs, passing
+        over a run refused the job's lock by an earlier run still under way
+        (refused_by_earlier_run): the earlier run is the job's state."""
         cols = self._job_log_select()
         sql = (
             f"SELECT l.* FROM unnest($1::text[]) AS j(name) CROSS JOIN LATERAL"
-            f" (SELECT {cols} FROM system_job_log WHERE job_name = j.name"
-            f" AND {NOT_IN_THE_FUTURE}"
+            f" (SELECT {cols} FROM system_job_log r WHERE job_name = j.name"
+            f" AND {NOT_IN_THE_FUTURE} AND NOT {refused_by_earlier_run('r')}"
             f" ORDER BY started_at DESC NULLS LAST LIMIT 1) AS l"
         )
 
