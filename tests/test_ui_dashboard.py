@@ -316,7 +316,7 @@ async def test_a_half_migrated_ops_layer_says_to_finish_the_migration(
             pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen, "help"
         )
         said = screen_text(help_screen)
-        assert "incomplete: 7 of its files are not applied" in said
+        assert "incomplete: 8 of its files are not applied" in said
         assert "run `carpool-tui migrate --dsn ...` to apply them" in said
 
 

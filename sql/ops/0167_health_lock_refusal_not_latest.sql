@@ -9,8 +9,9 @@
 -- summary's recent_job_status now passes over such a run in favour of the
 -- earlier one. The refused run stays in the log and in failed_jobs_24h (it
 -- did fail); when it is the only run of its job in the 24 hours, nothing
--- earlier explains it and it is shown as it is. Everything else is 0166's
--- computation unchanged.
+-- earlier explains it and it is shown as it is. The SQLSTATE is read from
+-- the row as JSON, so a log without the sqlstate or details column still
+-- yields a summary. Everything else is 0166's computation unchanged.
 
 CREATE OR REPLACE FUNCTION ops_health_compute()
 RETURNS jsonb
@@ -77,7 +78,8 @@ BEGIN
              WHERE l.started_at > now() - interval '24 hours'
                AND l.started_at <= now() + interval '5 minutes'
                AND (l.status = 'failed'
-                    AND COALESCE(l.sqlstate, l.details ->> 'sqlstate') = '55P03'
+                    AND COALESCE(to_jsonb(l) ->> 'sqlstate',
+                                 to_jsonb(l) -> 'details' ->> 'sqlstate') = '55P03'
                     AND strpos(l.error_message, 'the lock of ' || l.job_name
                                || ' is held by another session') > 0
                     AND EXISTS (
