@@ -158,8 +158,9 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
     if isinstance(exc, asyncpg.QueryCanceledError):
         return OpsError(
             f"{doing}: the statement was cancelled or timed out ({text})",
-            "The database may be under heavy load; try again, or raise the "
-            "statement timeout.",
+            "The database may be under heavy load, or a row it needs may be "
+            "locked by another session's open transaction; try again, or raise "
+            "the statement timeout.",
             state,
         )
     if isinstance(exc, asyncpg.LockNotAvailableError):
