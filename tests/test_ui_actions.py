@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -1166,6 +1167,8 @@ async def test_enter_again_while_a_write_is_out_sends_nothing_more(
             await shows(pilot, dialog, "Applying")
             note = dialog.query_one("#note", Input)
             assert note.disabled
+            keys = static_text(dialog.query_one(".keys", Static))
+            assert "Esc  stop waiting" in keys and "Enter" not in keys
             await pilot.press("enter", "x", "enter")
             await locked.rollback()
             await shows(pilot, dialog, "Fixed.")
@@ -1173,3 +1176,23 @@ async def test_enter_again_while_a_write_is_out_sends_nothing_more(
             assert "Fixed." in static_text(dialog.query_one("#message", Static))
             assert [a["note"] for a in await seat_fix_audit(conn)] == ["drift"]
         assert [e["outcome"] for e in action_log(app)] == ["ok"]
+
+
+async def test_a_write_held_up_by_a_locked_row_says_the_row_may_be_locked(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The statement timeout fires before the function's lock timeout, so the
+    message of a timeout names a locked row as well as load."""
+    async with connected(ops_dsn) as conn:
+        ride = await seat_mismatch(conn)
+    settings = replace(make_settings(ops_dsn, tmp_path), statement_timeout_ms=1000)
+    app = DashboardApp(settings)
+    async with connected(ops_dsn) as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog, _ = await preview_ride(pilot, "s", SeatFixDialog, ride, "Computed")
+            await type_text(pilot, "drift")
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "timed out")
+            assert "locked by another session" in " ".join(shown.split())

@@ -698,6 +698,8 @@ class WriteDialog(Dialog[bool]):
 
     applying = False
     """A write was sent and its answer has not come back."""
+    _keys_before: tuple[tuple[str, str], ...] = ()
+    """The keys line as it was before the write was sent."""
     lost_answer = False
     """An earlier write's connection dropped before its answer came."""
 
@@ -734,7 +736,13 @@ class WriteDialog(Dialog[bool]):
         note.disabled = held
         for target in self.query("#ride").results(Input):
             target.disabled = held
-        if not held:
+        # Enter does nothing meanwhile, and Esc stops the wait, not the write.
+        keys = self.query_one(".keys", KeysLine)
+        if held:
+            self._keys_before = keys.pairs
+            keys.show(("Esc", "stop waiting (the write may still be made)"))
+        else:
+            keys.show(*self._keys_before)
             note.focus()
 
     @work(group="db")
