@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -626,7 +626,9 @@ async def test_a_run_refused_by_an_earlier_run_is_not_the_jobs_latest_state(
     health = await job(ops_conn, "get_system_health_summary")
     latest = {j["job_name"]: j for j in health["recent_job_status"]}
     assert latest[name]["status"] == "completed"
-    assert latest[name]["started_at"] == rows[0]["started_at"].isoformat()
+    # As times: jsonb drops a trailing zero of the microseconds.
+    started = datetime.fromisoformat(latest[name]["started_at"])
+    assert started == rows[0]["started_at"]
     assert health["failed_jobs_24h"] == 1
 
     # The lock held by a session that is no run of the job: nothing earlier
