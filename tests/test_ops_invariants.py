@@ -205,6 +205,44 @@ async def test_counts_are_real_with_ten_samples_and_follow_the_fault(
     assert len(await _open_rows(ops_conn)) == 1
 
 
+async def test_a_seat_count_at_the_integer_limit_stops_no_check(
+    ops_conn: asyncpg.Connection,
+) -> None:
+    """Total minus booked seats past the integer range is held to it, so the
+    ride is reported, reconciled and previewed like any other."""
+    absurd = await make_ride(ops_conn, total_seats=4)
+    await make_booking(ops_conn, absurd, status="confirmed")
+    await ops_conn.execute(
+        "UPDATE rides SET total_seats = -2147483648 WHERE id = $1", absurd
+    )
+    await make_ride(ops_conn, departs_in=timedelta(hours=-3))  # expired, active
+
+    result = await job(ops_conn, "check_system_invariants")
+
+    assert result["success"] is True
+    counts = _counts(result)
+    assert counts["expired_active_ride"] == 1 and counts["seat_mismatch"] == 1
+    sample = await ops_conn.fetchval(
+        "SELECT sample_data -> 0 FROM invariant_violations"
+        " WHERE check_name = 'seat_mismatch'"
+    )
+    assert sample["expected"] == -2147483647
+    preview = await call_json(ops_conn, "SELECT ops_preview_seat_fix($1)", absurd)
+    assert (preview["computed"], preview["overbooked"]) == (-2147483647, True)
+    assert preview["counted_seats"] == 1
+    # No stored value is right where total_seats is below 0: it is set to 0
+    # (the rides check refuses less) and reported as overbooked, once.
+    reconciled = await job(ops_conn, "reconcile_seat_counts")
+    assert reconciled["overbooked_rides"] == [str(absurd)]
+    assert (
+        await ops_conn.fetchval(
+            "SELECT available_seats FROM rides WHERE id = $1", absurd
+        )
+        == 0
+    )
+    assert (await job(ops_conn, "reconcile_seat_counts"))["mismatches_fixed"] == 0
+
+
 async def test_concurrent_checks_keep_one_open_row(
     ops_conn: asyncpg.Connection, ops_dsn: str
 ) -> None:
