@@ -738,6 +738,8 @@ class Refusal(_Open):
     code: str
     error: str
     preview: SeatFixPreview | ExpirePreview | None = None
+    violation: dict[str, Any] | None = None
+    """The row as it stands, where an already_resolved refusal carries it."""
 
     @field_validator("preview", mode="before")
     @classmethod

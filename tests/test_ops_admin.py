@@ -3,6 +3,7 @@ and empty notes, and the audit rows they leave."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import asyncpg
@@ -206,6 +207,17 @@ async def test_resolve_violation_with_preview_and_audit(
         ops_conn, "SELECT ops_resolve_violation($1, 'bob', 'again')", violation
     )
     assert twice["code"] == "already_resolved"
+    # It names the earlier resolution, in UTC to the second, with its note.
+    assert re.fullmatch(
+        r"The violation was already resolved at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+        r" by ann\.",
+        twice["error"],
+    )
+    assert (twice["violation"]["resolved_by"], twice["violation"]["notes"]) == (
+        "ann",
+        "ride ended",
+    )
+    assert audit["details"]["after"]["resolved_by"] == "ann"
 
 
 async def test_previews_run_on_a_read_only_connection(

@@ -44,6 +44,7 @@ from carpool_tui.ui.dialogs import (
     ExpireRideDialog,
     HelpScreen,
     JobRunDialog,
+    KeysLine,
     ResolveDialog,
     SeatFixDialog,
     ViolationDialog,
@@ -485,6 +486,51 @@ async def test_resolve_shows_if_the_check_still_fails_and_needs_a_note(
                 "ok; note: known drift, queue ticket 42",
             )
         ]
+
+
+async def test_a_violation_resolved_by_someone_else_first_says_who_and_why(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        resolve = (
+            "SELECT ops_resolve_violation(id, 'bob', $1) FROM invariant_violations"
+        )
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            # Resolved while this dialog is open: the resolve is refused.
+            dialog, _ = await resolve_of_the_mismatch(pilot, app)
+            await conn.execute(resolve, "fixed by INC-9")
+            await type_text(pilot, "my note")
+            await pilot.press("enter")
+            shown = await shows(pilot, dialog, "Nothing was written.")
+            assert (
+                "Already resolved at 20" in shown and " UTC by bob: fixed by" in shown
+            )
+            assert dialog.query_one(".keys", KeysLine).pairs == (("Esc", "close"),)
+            await pilot.press("escape")
+            table = app.dashboard.query_one("#violations", ViolationsTable)
+            await until(pilot, lambda: table.row_count == 0, "the row to go")
+            # Resolved after the list was read: the dialog says so at once.
+            await job(conn, "check_system_invariants")
+            app.dashboard.action_refresh()
+            await until(pilot, lambda: table.row_count == 1, "the new row")
+            await conn.execute(resolve, "second time")
+            assert table.has_focus
+            await pilot.press("x")
+            dialog = await dialog_of(pilot, ResolveDialog)
+            shown = await shows(pilot, dialog, "Nothing to resolve.")
+            assert " UTC by bob: second time" in shown
+            assert "safe to resolve" not in shown
+            assert dialog.query_one(".keys", KeysLine).pairs == (("Esc", "close"),)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM admin_audit_log WHERE operator = $1", OPERATOR
+            )
+            == 0
+        )
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(

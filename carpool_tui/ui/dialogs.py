@@ -1345,10 +1345,35 @@ class ResolveDialog(WriteDialog):
             partial(self.dash.repo.resolve_violation, str(self.violation.id), note),
         )
 
+    def refused(self, refusal: Refusal) -> bool:
+        if refusal.code != "already_resolved" or not refusal.violation:
+            return super().refused(refusal)
+        self._already_resolved(refusal.violation)
+        self.finish(
+            "[b $warning]Refused:[/] it was resolved first, as above. Nothing was "
+            f"written.{self.maybe_yours()}"
+        )
+        return True
+
+    def _already_resolved(self, row: dict[str, Any]) -> None:
+        """Someone resolved it first: say who, when and why in place of the
+        check's state (the list drops the row once the dialog closes)."""
+        earlier = Violation.from_row({"check_name": "", "severity": "", **row})
+        by = earlier.resolved_by or "an unknown operator"
+        note = f": {safe_markup(earlier.notes, 300)}" if earlier.notes else "."
+        self.query_one("#preview", Static).update(
+            f"[b $warning]Already resolved[/] at {fmt.full_stamp(earlier.resolved_at)}"
+            f" by {safe_markup(by, 60)}{note}"
+        )
+
     def arrived(self, value: Any) -> None:
         if isinstance(value, ResolvePreview):
             self.preview = value
-            self.query_one("#preview", Static).update(_still_failing(value))
+            if value.violation.get("resolved_at"):
+                self._already_resolved(value.violation)
+                self.finish("Nothing to resolve.")
+            else:
+                self.query_one("#preview", Static).update(_still_failing(value))
         elif isinstance(value, ResolveApplied):
             after = (
                 " Its check still fails, so the next check run will report it again."
