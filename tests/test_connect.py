@@ -4,6 +4,7 @@ is judged as it is when the DSN asks for one kind (target_session_attrs)."""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -14,7 +15,7 @@ from factories import connected, make_ride, once, role_without_connect
 
 from carpool_tui.config import dsn_parts
 from carpool_tui.db.connect import as_dict, connect, create_pool, normalize_dsn
-from carpool_tui.db.errors import OpsError, PermissionMissing, translate
+from carpool_tui.db.errors import LoginRefused, OpsError, PermissionMissing, translate
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
 WRITTEN = "SELECT to_regclass('written_in_a_read_only_session') IS NOT NULL"
@@ -262,6 +263,31 @@ async def test_a_role_that_may_not_connect_is_told_to_ask_for_connect(
         f' database "{name}" to be granted to this role; carpool_ops_viewer and'
         " carpool_ops_operator do not carry it."
     )
+
+
+async def test_a_role_without_login_is_told_so_not_to_check_the_password(
+    ops_dsn: str,
+) -> None:
+    """The ops roles are NOLOGIN: one given as the DSN's user (with the right
+    password) is told to log in as a role granted it."""
+    role = f"carpool_t_nologin_{uuid.uuid4().hex[:8]}"
+    scheme, rest = ops_dsn.split("://", 1)
+    host_and_db = rest.rsplit("@", 1)[-1]
+    async with connected(ops_dsn, plain=True) as admin:
+        await admin.execute(
+            f"CREATE ROLE {role} NOLOGIN PASSWORD 'pw' IN ROLE carpool_ops_viewer"
+        )
+        try:
+            with pytest.raises(LoginRefused) as refused:
+                await connect(f"{scheme}://{role}:pw@{host_and_db}", purpose="test")
+        finally:
+            await admin.execute(f"DROP ROLE {role}")
+    said = str(refused.value)
+    assert said.startswith(
+        "Connecting to the database: the server accepted the user but it may not"
+        f' log in (role "{role}" is not permitted to log in). It is a NOLOGIN role'
+    )
+    assert "password" not in said
 
 
 async def test_a_missing_create_on_the_database_is_not_taken_for_connect(

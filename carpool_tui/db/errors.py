@@ -110,6 +110,14 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
         exc,
         (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError),
     ):
+        if _may_not_log_in(exc):
+            return LoginRefused(
+                f"{doing}: the server accepted the user but it may not log in ({text})",
+                "It is a NOLOGIN role, as carpool_ops_viewer and"
+                " carpool_ops_operator are: connect as a login role that has"
+                " been granted one of them.",
+                state,
+            )
         return LoginRefused(
             f"{doing}: the server rejected the password or user ({text})",
             "Check the user and password in --dsn, DATABASE_URL or PGPASSWORD.",
@@ -202,6 +210,16 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
     if isinstance(exc, asyncpg.PostgresError):
         return OpsError(f"{doing}: {text}", "", state)
     return OpsError(f"{doing}: {type(exc).__name__}: {text}", "", state)
+
+
+def _may_not_log_in(exc: BaseException) -> bool:
+    """Whether a refused login is a role without LOGIN: the server checks it
+    after the password, in InitializeSessionUserId, which also refuses a role
+    that does not exist; the two are told apart by the English message."""
+    at_session = getattr(exc, "server_source_function", None) == (
+        "InitializeSessionUserId"
+    )
+    return at_session and "not permitted to log in" in str(exc)
 
 
 def _database_refused(exc: BaseException) -> str | None:
