@@ -826,6 +826,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _wall_thresholds(args, _config(args), None) if view["wallboard"] else None
     )
     data_dir: Path = args.data_dir or default_data_dir()
+    # Before saying it starts (or removes) anything.
+    EmbeddedServer(data_dir).refuse_unquotable_path()
     if args.reset and data_dir.exists():
         stale = EmbeddedServer(data_dir)
         stale.refuse_reset_in_use()

@@ -169,6 +169,7 @@ def test_a_folder_with_a_space_is_refused_before_anything_is_written(
     assert "has ' ' in its path" in done.stderr
     assert "Choose a folder without spaces or quotes with --data-dir." in done.stderr
     assert "Traceback" not in done.stderr
+    assert "Starting" not in done.stdout + done.stderr
     assert not folder.exists()
 
 

