@@ -162,7 +162,7 @@ async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> N
         assert "1  unresolved violations" in health
         jobs = table_text(screen.query_one("#jobs", JobsTable)).splitlines()
         assert jobs[0].startswith("1 expire_rides  completed  ok")
-        assert jobs[1].startswith("2 reconcile_seat_counts  failed  ok  60 min")
+        assert jobs[1].startswith("2 reconcile_seat_counts  FAILED  ok  60 min")
         assert "never run  OVERDUE" in jobs[2]
         log = table_text(screen.query_one("#log", JobLogTable))
         assert "FAILED" in log and "lock timeout" in log

@@ -203,6 +203,14 @@ class HealthStrip(Static):
             self.show(self._shown)
 
 
+def status_cell(status: str) -> Text:
+    """A run's status, styled; a failed run's in capitals, to stand out
+    without colour (NO_COLOR, a monochrome wall) in the panel and the log."""
+    return safe_text(
+        status.upper() if status == "failed" else status, 12, status_style(status)
+    )
+
+
 def status_style(status: str) -> str:
     return {
         "failed": "bold red",
@@ -357,7 +365,7 @@ def job_cells(
         due = Text("ok", style="green")
     return (
         Text(f"{number} {name}"),
-        safe_text(run.status, 12, status_style(run.status)),
+        status_cell(run.status),
         due,
         Text(fmt.since(started, now)),
         Text(took),
@@ -397,11 +405,7 @@ def log_cells(entry: JobLogEntry) -> Cells:
     return (
         Text(fmt.stamp(entry.started_at), style=style),
         safe_text(entry.job_name, 30, style),
-        safe_text(
-            entry.status.upper() if entry.failed else entry.status,
-            12,
-            status_style(entry.status),
-        ),
+        status_cell(entry.status),
         Text(fmt.duration(entry.duration), style=style),
         safe_text(error_gist(entry), 60, style),
         Text(fmt.count(entry.records_processed), style=style),
