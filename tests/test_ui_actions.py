@@ -34,6 +34,7 @@ from textual.widgets import Checkbox, DataTable, Input, Static
 
 from carpool_tui.db.errors import ConnectionLost
 from carpool_tui.db.seed import seed_platform
+from carpool_tui.models import Violation
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS_BY_ID
 from carpool_tui.ui.app import DashboardApp
@@ -48,6 +49,7 @@ from carpool_tui.ui.dialogs import (
     ResolveDialog,
     SeatFixDialog,
     ViolationDialog,
+    violation_keys,
 )
 from carpool_tui.ui.widgets import ViolationsTable
 
@@ -1067,12 +1069,58 @@ async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) ->
         assert samples[-1].ride_id in screen_text(fix)
 
 
+async def test_a_violations_detail_offers_the_fix_its_check_takes(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Manual 4.2: a seat check is fixed with seats, an expiry check by
+    expiring; the keys line offers that one, not both."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await make_ride(conn, departs_in=timedelta(hours=-2))
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await select_violation(pilot, app, "seat_mismatch")
+        table = app.dashboard.query_one("#violations", ViolationsTable)
+        offered = {}
+        for row, violation in enumerate(list(table.violations.values())):
+            table.move_cursor(row=row)
+            await pilot.press("enter")
+            dialog = await dialog_of(pilot, ViolationDialog)
+            offered[violation.check_name] = [
+                key for key, _ in dialog.query_one(".keys", KeysLine).pairs
+            ]
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+    assert offered == {
+        "seat_mismatch": ["s", "x", "Esc"],
+        "expired_active_ride": ["e", "x", "Esc"],
+    }
+
+
+def test_a_check_fixed_by_hand_offers_no_fix_and_an_unknown_one_both() -> None:
+    keys = {
+        name: [
+            key
+            for key, _ in violation_keys(
+                Violation(check_name=name, severity="critical", id=1)
+            )
+        ]
+        for name in ("invalid_ride_status", "duplicate_active_bookings", "custom")
+    }
+    assert keys == {
+        "invalid_ride_status": ["x", "Esc"],
+        "duplicate_active_bookings": ["x", "Esc"],
+        "custom": ["s", "e", "x", "Esc"],
+    }
+
+
 async def test_a_violations_keys_wrap_only_between_whole_pairs(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     pairs = [
         ("s", "fix seats of sample's ride"),
-        ("e", "expire sample's ride"),
         ("x", "resolve"),
         ("Esc", "close"),
     ]
@@ -1086,7 +1134,7 @@ async def test_a_violations_keys_wrap_only_between_whole_pairs(
         def drawn() -> list[str]:
             return [line for line in drawn_lines(keys) if line.strip()]
 
-        for width, height, count in ((80, 24, 2), (60, 20, 3), (120, 40, 1)):
+        for width, height, count in ((80, 24, 1), (40, 20, 2), (120, 40, 1)):
             await pilot.resize_terminal(width, height)
             await until(
                 pilot, lambda n=count: len(drawn()) == n, f"{count} lines at {width}"

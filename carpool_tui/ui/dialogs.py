@@ -30,6 +30,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
+from carpool_tui.checks import CHECKS_BY_NAME, EXPIRE_CHECKS, SEAT_CHECKS
 from carpool_tui.db.errors import ConnectionLost, NeverSent, OpsError
 from carpool_tui.models import (
     Booking,
@@ -475,6 +476,19 @@ SAMPLES_MAX_LINES = 10  # the samples table's header and rows, at most
 SAMPLES_MIN_LINES = 3  # the header and two rows, however short the terminal
 
 
+def violation_keys(violation: Violation) -> list[tuple[str, str]]:
+    """The keys a violation's detail offers: a seat fix for the seat checks,
+    an expiry for the expiry checks (manual 4.2), both for a row naming no
+    check this version knows; the other checks are fixed by hand."""
+    known = [name for name in violation.checks if name in CHECKS_BY_NAME]
+    pairs = []
+    if not known or any(name in SEAT_CHECKS for name in known):
+        pairs.append(("s", "fix seats of sample's ride"))
+    if not known or any(name in EXPIRE_CHECKS for name in known):
+        pairs.append(("e", "expire sample's ride"))
+    return [*pairs, ("x", "resolve"), ("Esc", "close")]
+
+
 class ViolationDialog(Dialog[None]):
     """One violation row with its samples; acts on the selected sample."""
 
@@ -516,13 +530,7 @@ class ViolationDialog(Dialog[None]):
             yield Static(f"Samples ({shown})", classes="subtitle")
             table: DataTable[Text] = RowTable(cursor_type="row", id="samples")
             yield table
-            yield KeysLine(
-                ("s", "fix seats of sample's ride"),
-                ("e", "expire sample's ride"),
-                ("x", "resolve"),
-                ("Esc", "close"),
-                classes="keys",
-            )
+            yield KeysLine(*violation_keys(v), classes="keys")
 
     def on_mount(self) -> None:
         table = self.query_one("#samples", DataTable)
