@@ -351,8 +351,11 @@ async def test_a_database_back_without_its_functions_is_a_new_cause_told(
     async with dropped_under_the_dashboard(pg_server, tmp_path) as (app, pilot, name):
         screen = app.dashboard
         told = len(notices(app))
+        await until(pilot, lambda: screen.failures >= 2, "a second look", 10)
         await recreate(pg_server, name, None)
         await until(pilot, lambda: isinstance(screen.error, NotMigrated), "empty")
+        # Its attempts are counted afresh, so its backoff starts at 1 s.
+        assert screen.failures == 1
         await until(pilot, lambda: len(notices(app)) > told, "the new cause told")
         assert str(screen.error) in notices(app)[-1]
 

@@ -369,7 +369,11 @@ class DashboardScreen(Screen[None]):
     def on_poll_failed(self, message: PollFailed) -> None:
         previous = self.error
         self.error = message.error
-        self.failures += 1
+        # Attempts are counted per cause: a new one starts its backoff afresh.
+        same_cause = previous is not None and failure_kind(previous) == failure_kind(
+            message.error
+        )
+        self.failures = self.failures + 1 if same_cause else 1
         if self.failed_since is None:
             self.failed_since = self.dash.clock()
         if isinstance(message.error, ConnectionLost) or self.snapshot is None:
@@ -390,9 +394,7 @@ class DashboardScreen(Screen[None]):
             self.retry_at = None
         # Told once per cause: a database dropped, then back without its
         # functions, is two causes; the attempts of one outage are one.
-        told = previous is not None and failure_kind(previous) == failure_kind(
-            message.error
-        )
+        told = same_cause
         if self.snapshot is not None and message.error.retryable and not told:
             self.notify(
                 f"{message.error} The data on screen is from the last good poll.",
