@@ -854,3 +854,28 @@ async def test_the_chosen_run_is_named_and_its_row_under_the_cursor(
         rows = screen.query_one("#proc-rows", DataTable)
         assert rows.cursor_row == 1
         assert stamp in " ".join(drawn_lines(rows)[2].split())
+
+
+async def test_step_two_starts_on_the_chosen_runs_job_when_it_ran_again(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The chosen failed run is no longer its job's latest: the cursor starts
+    on that job's row of the latest runs, not on the first job."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at,"
+            " status, records_processed) VALUES ('reconcile_seat_counts',"
+            " now() - interval '5 minutes', now() - interval '4 minutes',"
+            " 'completed', 0)"
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await from_the_failed_run(pilot, app, runs=2, row=1)
+        assert await check(pilot, screen)
+        await next_step(pilot, screen)
+        assert "Step 2 of 2" in screen_text(screen)
+        rows = screen.query_one("#proc-rows", DataTable)
+        await until(pilot, lambda: rows.row_count == 4, "the latest runs")
+        cells = [str(c) for c in rows.get_row_at(rows.cursor_row)]
+        assert cells[:2] == ["reconcile_seat_counts", "completed"]

@@ -397,7 +397,9 @@ class ProcedureScreen(Screen[None]):
         return str(run.target)
 
     def _chosen_row(self, rowset: RowSet) -> int | None:
-        """The index of the chosen item's row, for the cursor to start on it."""
+        """The index of the chosen item's row, for the cursor to start on it;
+        among the latest run of each job, the chosen run's job, which may have
+        run again since."""
         target = self.run.target
         for n, row in enumerate(rowset.rows):
             if target is not None and target in (
@@ -405,6 +407,11 @@ class ProcedureScreen(Screen[None]):
                 str(row.get("ride_id")),
             ):
                 return n
+        job = self.run.chosen.get("job_name")
+        if rowset.view == "latest_runs" and job:
+            for n, row in enumerate(rowset.rows):
+                if row.get("job_name") == job:
+                    return n
         return None
 
     def _action_text(self) -> str:
