@@ -203,11 +203,13 @@ async def _refusal_to_expire_early(conn: asyncpg.Connection, ride: object) -> st
 async def test_times_the_server_writes_read_in_utc_whatever_its_zone(
     ops_dsn: str, asked: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ops layer's messages render times in the session's zone; every
-    session the tool opens, connection or pool, is in UTC as the screen says,
-    whatever the database's zone or a zone the DSN or PGOPTIONS asks for."""
+    """The ops layer's messages render times in the session's zone and date
+    style; every session the tool opens, connection or pool, writes them in
+    ISO form in UTC as the screen does, whatever the database's zone and date
+    style or a zone the DSN or PGOPTIONS asks for."""
     name = dsn_parts(ops_dsn)["dbname"]
     await once(ops_dsn, f"ALTER DATABASE {name} SET timezone = 'America/Los_Angeles'")
+    await once(ops_dsn, f"ALTER DATABASE {name} SET datestyle = 'SQL, DMY'")
     async with connected(ops_dsn, plain=True) as plain:
         assert await plain.fetchval("SHOW TimeZone") == "America/Los_Angeles"
         ride = await make_ride(plain, departs_in=timedelta(days=3))
@@ -228,6 +230,7 @@ async def test_times_the_server_writes_read_in_utc_whatever_its_zone(
         said = await _refusal_to_expire_early(conn, ride)
         assert in_utc.search(said), said
         assert await conn.fetchval("SHOW TimeZone") == "UTC"
+        assert await conn.fetchval("SHOW DateStyle") == "ISO, YMD"
     finally:
         await conn.close()
     pool = await create_pool(dsn, purpose="test", max_size=2)

@@ -431,15 +431,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 def _server_settings(
     purpose: str, statement_timeout_ms: int, lock_timeout_ms: int
 ) -> dict[str, str]:
-    """The settings every session starts with: its name, its timeouts, and the
-    time zone UTC.
+    """The settings every session starts with: its name, its timeouts, and
+    times written in ISO form in UTC.
 
     The product shows every time in UTC, but the ops layer's functions write
     times into their messages as text (a refusal's "does not expire until
-    ..."), which the server renders in the session's time zone. Sent in the
-    startup packet, TimeZone overrides the server's, the database's and the
-    role's default, and a TimeZone in the DSN's ``options`` or PGOPTIONS
-    (applied before these); nothing the tool runs depends on a local zone.
+    ..."), which the server renders in the session's time zone and date
+    style. Sent in the startup packet, TimeZone and DateStyle override the
+    server's, the database's and the role's default, and any given in the
+    DSN's ``options`` or PGOPTIONS (applied before these); nothing the tool
+    runs depends on a local zone or date order.
     """
     return {
         "application_name": f"carpool-tui {purpose}"[:63],
@@ -447,6 +448,7 @@ def _server_settings(
         "lock_timeout": str(lock_timeout_ms),
         "idle_in_transaction_session_timeout": "60000",
         "TimeZone": "UTC",
+        "DateStyle": "ISO, YMD",
     }
 
 
