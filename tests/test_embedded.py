@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
+import pytest
 from factories import once
 
 from carpool_tui.db.embedded import EmbeddedServer, prune_dead_handles
@@ -158,19 +159,32 @@ def test_a_folder_of_other_files_is_left_untouched(tmp_path: Path) -> None:
     assert folder.stat().st_uid == owner
 
 
-def test_a_folder_with_a_space_is_refused_before_anything_is_written(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("demo dir", "' '"),
+        ("demo`true`", "'`'"),
+        ("demo$(true)${IFS}", "'$' '(' ')' '{' '}'"),
+        ("demo;true", "';'"),
+    ],
+    ids=["space", "backquote", "dollar", "semicolon"],
+)
+def test_a_folder_a_shell_would_misread_is_refused_before_anything_runs(
+    tmp_path: Path, name: str, said: str
 ) -> None:
-    """The server's start would split the path and leave a folder the next
-    start takes for a foreign cluster; nothing is made instead."""
-    folder = tmp_path / "demo dir"
+    """The server's start hands the path to a shell: a space would split it
+    and leave a folder the next start takes for a foreign cluster, and a shell
+    character would run a command. Nothing is made or run instead."""
+    folder = tmp_path / "inside" / name
+    folder.parent.mkdir()
     done = _demo_reset(folder)
     assert done.returncode == 1, done.stderr
-    assert "has ' ' in its path" in done.stderr
-    assert "Choose a folder without spaces or quotes with --data-dir." in done.stderr
+    assert f"has {said} in its path" in done.stderr
+    assert "Choose a folder whose path has only letters, digits and" in done.stderr
     assert "Traceback" not in done.stderr
     assert "Starting" not in done.stdout + done.stderr
-    assert not folder.exists()
+    assert list(tmp_path.iterdir()) == [folder.parent]
+    assert list(folder.parent.iterdir()) == []
 
 
 def test_a_cluster_the_demo_did_not_create_is_left_untouched(tmp_path: Path) -> None:

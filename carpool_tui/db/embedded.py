@@ -17,6 +17,9 @@ from typing import Any
 
 from carpool_tui.db.errors import OpsError
 
+_PATH_SAFE = frozenset("._/+,:@%=-")
+"""Characters besides letters and digits that a shell reads as themselves."""
+
 _HANDLES = ".handle_pids.json"
 
 
@@ -97,16 +100,18 @@ class EmbeddedServer:
 
     def refuse_unquotable_path(self) -> None:
         """The embedded server starts with its socket folder (the data folder) in
-        a pg_ctl option it does not quote: a space or quote there splits it,
-        the start fails, and the folder it leaves looks foreign to the next one.
-        Refused before anything is written."""
+        a pg_ctl option that a shell reads unquoted: a space splits it, and a
+        shell character (`$`, a backquote, `;`) would run as a command. Only
+        letters, digits and ``._/+,:@%=-`` are taken; anything else is refused
+        before anything is written or run."""
         path = str(self.data_dir.absolute())
-        bad = sorted({c for c in path if c.isspace() or c in "'\"\\"})
+        bad = sorted({c for c in path if not (c.isalnum() or c in _PATH_SAFE)})
         if bad:
             raise OpsError(
                 f"The data folder {path!r} has {' '.join(map(repr, bad))} in its "
-                "path, which the embedded server cannot start with",
-                "Choose a folder without spaces or quotes with --data-dir.",
+                "path, which the embedded server cannot start with safely",
+                "Choose a folder whose path has only letters, digits and . _ / + ,"
+                " : @ % = - with --data-dir.",
             )
 
     def _refuse_foreign_folder(self) -> None:
