@@ -1030,6 +1030,32 @@ async def test_a_terminal_too_small_for_the_fields_is_covered_until_it_grows(
         await until(pilot, lambda: app.return_code is not None, "the app to exit")
 
 
+@pytest.mark.parametrize("sizes", [[(59, 17), (1, 1)], [(59, 17), (20, 5)]])
+async def test_shrinking_step_by_step_under_a_dialog_keeps_the_app_and_the_note(
+    ops_dsn: str, tmp_path: Path, sizes: list[tuple[int, int]]
+) -> None:
+    """Down to a single cell with a dialog open: covered, never a crash that
+    loses the note typed; it comes back when the terminal grows."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("s")
+        fix = await until(
+            pilot, lambda: isinstance(app.screen, SeatFixDialog) and app.screen, "s"
+        )
+        note = fix.query_one("#note", Input)
+        note.value = "half a note"
+        for width, height in sizes:
+            await pilot.resize_terminal(width, height)
+            await pilot.pause()
+        await until(pilot, lambda: isinstance(app.screen, TooSmallScreen), "cover")
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: app.screen is fix, "the dialog back")
+        assert app.return_code is None and note.value == "half a note"
+
+
 async def test_infinite_timestamps_show_as_infinity_everywhere(
     ops_dsn: str, tmp_path: Path
 ) -> None:

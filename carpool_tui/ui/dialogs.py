@@ -193,6 +193,10 @@ class KeysLine(Static):
         return self.packed(self.content_size.width)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        if width < 1:
+            # Laid out with no room at all (a terminal shrunk to a few cells):
+            # no line of text can be wrapped to that; one line is asked for.
+            return 1
         return self.packed(width).get_height(self.styles.get_render_rules(), width)
 
 
