@@ -636,6 +636,11 @@ _RESULT_WORDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "reconcile_seat_counts": (
         ("mismatches_found", "found {} mismatch", "found {} mismatches"),
         ("mismatches_fixed", "fixed {} mismatch", "fixed {} mismatches"),
+        (
+            "rides_skipped_locked",
+            "skipped {} ride locked by another session",
+            "skipped {} rides locked by another session",
+        ),
     ),
     "repair_missing_notifications": (
         (

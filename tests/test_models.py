@@ -171,7 +171,11 @@ RESULT_KEYS = {
         "orphan_bookings_closed",
         "rides_skipped_locked",
     ),
-    "reconcile_seat_counts": ("mismatches_found", "mismatches_fixed"),
+    "reconcile_seat_counts": (
+        "mismatches_found",
+        "mismatches_fixed",
+        "rides_skipped_locked",
+    ),
     "repair_missing_notifications": (
         "booking_requests_created",
         "confirmations_created",
@@ -206,7 +210,7 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
             " notification, closed 1 orphan booking, skipped 1 ride"
             " locked by another session.",
             "reconcile_seat_counts": "Found 1 mismatch, fixed 1 mismatch,"
-            " 1 overbooked ride reported.",
+            " skipped 1 ride locked by another session, 1 overbooked ride reported.",
             "repair_missing_notifications": "Created 1 booking request,"
             " 1 confirmation, 1 cancellation, 1 notification in total.",
             "check_system_invariants": "Violations found, 1 violation in 1 check,"
@@ -217,7 +221,8 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
             " notifications, closed 2 orphan bookings, skipped 2 rides"
             " locked by another session.",
             "reconcile_seat_counts": "Found 2 mismatches, fixed 2 mismatches,"
-            " 2 overbooked rides reported.",
+            " skipped 2 rides locked by another session, 2 overbooked rides"
+            " reported.",
             "repair_missing_notifications": "Created 2 booking requests,"
             " 2 confirmations, 2 cancellations, 2 notifications in total.",
             "check_system_invariants": "Violations found, 2 violations in 2 checks,"
@@ -227,7 +232,8 @@ def test_job_results_say_one_in_the_singular_and_other_counts_in_the_plural() ->
             "expire_rides": "Expired 0 rides, completed 0 bookings, created 0"
             " notifications, closed 0 orphan bookings, skipped 0 rides"
             " locked by another session.",
-            "reconcile_seat_counts": "Found 0 mismatches, fixed 0 mismatches.",
+            "reconcile_seat_counts": "Found 0 mismatches, fixed 0 mismatches,"
+            " skipped 0 rides locked by another session.",
             "repair_missing_notifications": "Created 0 booking requests,"
             " 0 confirmations, 0 cancellations, 0 notifications in total.",
             "check_system_invariants": "Healthy, 0 violations, 0 opened,"
