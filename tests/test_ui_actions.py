@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from factories import connected, job, make_booking, make_ride
 from relay import relayed
 from test_ui_dashboard import db, loaded, notices, seat_mismatch
@@ -410,6 +411,37 @@ async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
         assert seats == 2
         assert [a["note"] for a in await seat_fix_audit(conn)] == ["fix after edit"]
         assert [e["outcome"] for e in action_log(app)] == ["stale_preview", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("total", "said"),
+    [
+        (-2147483648, "-2147483647 (-2147483648 total - 1 seats held by 1"),
+        (-1, "-2 = -1 total - 1 seats held by 1"),
+    ],
+)
+async def test_a_seat_fix_of_a_ride_with_a_total_below_zero_says_so(
+    ops_dsn: str, tmp_path: Path, total: int, said: str
+) -> None:
+    """The seats held come from the bookings, not from the computed value,
+    which the server holds to the integer range; no stored value is right."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, total_seats=4)
+        await make_booking(conn, ride, status="confirmed")
+        await conn.execute(
+            "UPDATE rides SET total_seats = $2 WHERE id = $1", ride, total
+        )
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        await pilot.press("s")
+        dialog = await dialog_of(pilot, SeatFixDialog)
+        await type_text(pilot, str(ride))
+        await pilot.press("enter")
+        shown = await shows(pilot, dialog, "below 0")
+        assert said in " ".join(shown.split())
+        assert "correct the ride's total by hand" in " ".join(shown.split())
+        assert "bookings hold more seats than exist" not in shown
 
 
 async def test_a_finished_ride_leaves_the_keys_on_the_ride_id(

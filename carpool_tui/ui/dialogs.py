@@ -1035,23 +1035,37 @@ class SeatFixDialog(RideDialog):
 
     def show_preview(self, preview: SeatFixPreview) -> None:
         self.preview = preview
-        held = preview.total_seats - preview.computed
+        total = preview.total_seats
+        held = preview.counted_seats
+        if held is None:  # a preview that does not say: what the value implies
+            held = total - preview.computed
+        sum_text = (
+            f"{total} total - {held} seats held by {len(preview.bookings)} "
+            "pending/confirmed booking(s)"
+        )
+        computed = f"{preview.computed} = {sum_text}"
+        if total - held != preview.computed:
+            # The server holds the value to the integer range (absurd totals).
+            computed = (
+                f"{preview.computed} ({sum_text} is {total - held}, held to the "
+                "range a seat count can store)"
+            )
         lines = [
             _field_lines(
                 [
                     ("Ride", f"{preview.ride_id} ({preview.status or '?'})"),
-                    ("Total seats", preview.total_seats),
+                    ("Total seats", total),
                     ("Available now", preview.current),
-                    (
-                        "Computed",
-                        f"{preview.computed} = {preview.total_seats} total - "
-                        f"{held} seats held by {len(preview.bookings)} "
-                        "pending/confirmed booking(s)",
-                    ),
+                    ("Computed", computed),
                 ]
             )
         ]
-        if preview.overbooked:
+        if preview.overbooked and total < 0:
+            lines.append(
+                "[b $error]Its total_seats is below 0: no stored value is right; "
+                "correct the ride's total by hand.[/]"
+            )
+        elif preview.overbooked:
             lines.append(
                 "[b $error]Overbooked: bookings hold more seats than exist.[/]"
             )
