@@ -1123,6 +1123,15 @@ async def test_a_violations_detail_offers_the_fix_its_check_takes(
             offered[violation.check_name] = [
                 key for key, _ in dialog.query_one(".keys", KeysLine).pairs
             ]
+            # The key not offered opens nothing and says why.
+            told = sum("not fixed that way" in n for n in notices(app))
+            await pilot.press("e" if "s" in offered[violation.check_name] else "s")
+            await until(
+                pilot,
+                lambda t=told: sum("not fixed that way" in n for n in notices(app)) > t,
+                "the reason",
+            )
+            assert app.screen is dialog
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
     assert offered == {

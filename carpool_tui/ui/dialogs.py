@@ -592,12 +592,25 @@ class ViolationDialog(Dialog[None]):
             self.notify(reason, severity="warning", title="Not available")
         return reason is None
 
+    def _offered(self, key: str) -> bool:
+        """Whether the keys line offers `key` for this violation's check; one
+        it does not offer says why instead of opening a fix that cannot help."""
+        if any(k == key for k, _ in violation_keys(self.violation)):
+            return True
+        self.notify(
+            "This check is not fixed that way (manual 4.2): investigate and fix "
+            "it by hand, or press Esc and use the key on the dashboard.",
+            severity="warning",
+            title="Not offered here",
+        )
+        return False
+
     def action_seat_fix(self) -> None:
-        if self._allowed("seat-fix"):
+        if self._offered("s") and self._allowed("seat-fix"):
             self.app.push_screen(SeatFixDialog(self._sample_ride()))
 
     def action_expire_ride(self) -> None:
-        if self._allowed("expire-ride"):
+        if self._offered("e") and self._allowed("expire-ride"):
             self.app.push_screen(ExpireRideDialog(self._sample_ride()))
 
     def action_resolve(self) -> None:
