@@ -15,7 +15,13 @@ from factories import connected, make_ride, once, role_without_connect
 
 from carpool_tui.config import dsn_parts
 from carpool_tui.db.connect import as_dict, connect, create_pool, normalize_dsn
-from carpool_tui.db.errors import LoginRefused, OpsError, PermissionMissing, translate
+from carpool_tui.db.errors import (
+    ConnectionLost,
+    LoginRefused,
+    OpsError,
+    PermissionMissing,
+    translate,
+)
 
 WRITE = "CREATE TABLE written_in_a_read_only_session (id int)"
 WRITTEN = "SELECT to_regclass('written_in_a_read_only_session') IS NOT NULL"
@@ -291,6 +297,31 @@ async def test_a_role_without_login_is_told_so_not_to_check_the_password(
         f' log in (role "{role}" is not permitted to log in). It is a NOLOGIN role'
     )
     assert "password" not in said
+
+
+async def test_a_role_at_its_connection_limit_is_told_so_not_to_check_the_server(
+    ops_dsn: str,
+) -> None:
+    role = f"carpool_t_nolimit_{uuid.uuid4().hex[:8]}"
+    scheme, rest = ops_dsn.split("://", 1)
+    host_and_db = rest.rsplit("@", 1)[-1]
+    async with connected(ops_dsn, plain=True) as admin:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0 PASSWORD 'pw'"
+            " IN ROLE carpool_ops_viewer"
+        )
+        try:
+            with pytest.raises(ConnectionLost) as refused:
+                await connect(f"{scheme}://{role}:pw@{host_and_db}", purpose="test")
+        finally:
+            await admin.execute(f"DROP ROLE {role}")
+    assert refused.value.retryable
+    said = str(refused.value)
+    assert said.startswith(
+        "Connecting to the database: no connection is free (too many connections"
+        f' for role "{role}"). Close other sessions of this role, or ask for a'
+        " higher limit"
+    ), said
 
 
 async def test_a_missing_create_on_the_database_is_not_taken_for_connect(

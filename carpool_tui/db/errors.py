@@ -123,6 +123,15 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             "Check the user and password in --dsn, DATABASE_URL or PGPASSWORD.",
             state,
         )
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        # The server is up: a limit of the role's or the server's is reached.
+        # A connection may be freed at any moment, so it is retried.
+        return ConnectionLost(
+            f"{doing}: no connection is free ({text})",
+            "Close other sessions of this role, or ask for a higher limit (the"
+            " role's CONNECTION LIMIT, or the server's max_connections).",
+            state,
+        )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return DatabaseMissing(
             f"{doing}: {text}",
