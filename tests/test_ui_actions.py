@@ -27,6 +27,7 @@ from test_ui_support import (
     until,
 )
 from textual import events
+from textual._xterm_parser import XTermParser
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -50,6 +51,7 @@ from carpool_tui.ui.dialogs import (
     ResolveDialog,
     SeatFixDialog,
     ViolationDialog,
+    clean_note,
     violation_keys,
 )
 from carpool_tui.ui.widgets import ViolationsTable
@@ -565,6 +567,52 @@ async def test_a_violation_resolved_by_someone_else_first_says_who_and_why(
             )
             == 0
         )
+
+
+def from_the_terminal(app: DashboardApp, data: str) -> None:
+    """`data` as the terminal sends it, read by Textual's own parser: the
+    events it makes reach the app in one burst, as from a real driver."""
+    for event in XTermParser().feed(data):
+        app.post_message(event)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A bracketed paste that holds a colour code: the parser ends it at the
+        # escape and sends the rest, line breaks included, as keys.
+        "\x1b[200~a [bold]x[/] \x1b[31m red\rsecond\r\x1b[201~",
+        # A paste where the terminal does not bracket it: keys, one per line.
+        "first line\rsecond line\r",
+    ],
+    ids=["escape-in-paste", "unbracketed"],
+)
+async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_enter(
+    ops_dsn: str, tmp_path: Path, data: str
+) -> None:
+    """Enter keys that came in the same burst as the text before them are a
+    pasted line break, not someone pressing Enter: they join the lines, and
+    only an Enter pressed on its own resolves."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog, _ = await resolve_of_the_mismatch(pilot, app)
+            note = dialog.query_one("#note", Input)
+            from_the_terminal(app, data)
+            await pilot.pause(0.3)
+            assert not dialog.done and not dialog.applying
+            assert " / second" in note.value and not note.value.endswith(" "), (
+                note.value
+            )
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Resolved.")
+        stored = await conn.fetchval(
+            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+        assert stored == clean_note(note.value) and " / second" in stored
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(

@@ -101,13 +101,43 @@ def clean_note(text: str) -> str:
     return "".join(kept).strip()
 
 
+KEY_BURST_S = 0.005
+"""Keys closer together than this came in one read from the terminal: pasted,
+not typed (nobody presses two keys 5 ms apart)."""
+
+
 class NoteInput(Input):
-    """The note field: a pasted note keeps all its lines.
+    """The note field: a pasted note keeps all its lines, and only an Enter
+    pressed on its own writes it.
 
     A plain Input keeps only the first line of a paste, so a note copied from
     an incident channel would lose the rest without a word. Here the lines are
     joined with " / ", as the field holds one line.
+
+    A paste can also arrive as keys: from a terminal that does not bracket
+    pastes, or as the part of a bracketed paste after an escape code (coloured
+    text copied from a terminal), which the terminal parser sends as keys. Its
+    line breaks are then Enter keys in the same burst as the text before them;
+    taken as Enter, the first would write the note half pasted. Such an Enter
+    is a line break instead, joined as a paste's are once more text follows.
     """
+
+    _last_key_at = float("-inf")
+    _break_pending = False
+    """A pasted line break, written as " / " before the text that follows it."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        burst = event.time - self._last_key_at < KEY_BURST_S
+        self._last_key_at = event.time
+        if event.key == "enter" and burst:
+            event.prevent_default()
+            event.stop()
+            self._break_pending = bool(self.value)
+            return
+        if event.is_printable and self._break_pending:
+            self.insert_text_at_cursor(" / ")
+        self._break_pending = False
+        await super()._on_key(event)
 
     def on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
@@ -119,6 +149,9 @@ class NoteInput(Input):
         text = " / ".join(line for line in lines if not _shows_nothing(line))
         if not text:
             return
+        if self._break_pending:
+            self._break_pending = False
+            text = " / " + text
         if self.selection.is_empty:
             self.insert_text_at_cursor(text)
         else:
