@@ -29,7 +29,7 @@ from test_ui_support import (
 )
 from test_warroom_repo import CRON_ROWS, fake_cron, log_run
 from textual.pilot import Pilot
-from textual.widgets import Digits, Sparkline, Static
+from textual.widgets import Digits, Static
 
 from carpool_tui.cli import THEME_CHOICES, build_parser, cmd_dashboard
 from carpool_tui.config import Settings
@@ -43,7 +43,7 @@ from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import ConfirmJobDialog
 from carpool_tui.ui.schedule import ScheduleScreen
 from carpool_tui.ui.tools import THEMES
-from carpool_tui.ui.trends import GAP, TimeAxis, TrendsScreen
+from carpool_tui.ui.trends import GAP, HourSparkline, TimeAxis, TrendsScreen
 from carpool_tui.ui.wallboard import WallboardScreen
 from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
 
@@ -391,14 +391,15 @@ async def test_trends_draw_the_job_log_of_the_last_day(
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await trends_view(pilot, app)
-        durations = screen.query_one("#trend-duration-expire_rides", Sparkline).data
-        records = screen.query_one("#trend-records-expire_rides", Sparkline).data
-        violations = screen.query_one("#trend-violations", Sparkline).data
-        assert durations is not None and records is not None
+        durations = screen.query_one(
+            "#trend-duration-expire_rides", HourSparkline
+        ).hours
+        records = screen.query_one("#trend-records-expire_rides", HourSparkline).hours
+        violations = screen.query_one("#trend-violations", HourSparkline).hours
         assert len(durations) == 24
         assert (durations[23], durations[20]) == (3.0, 1.0)
         assert (records[23], records[20]) == (4.0, 2.0)
-        assert violations is not None and violations[23] == 6.0
+        assert violations[23] == 6.0
         text = screen_text(screen)
         assert "2 runs" in text and "1 run, 1 failed" in text
         assert "6 rec, peak" in text
@@ -439,6 +440,12 @@ async def test_trends_give_every_hour_a_cell_at_80_columns(
         assert drawn_lines(label)[0].rstrip() == "repair_missing_notifications"
         wide = screen.query_one("#trend-violations")
         assert wide.region.width == 72
+        # Three cells an hour, each hour's own: this hour's run fills the last
+        # three and nothing of it spills into the hour before.
+        await log_run(ops_conn, "check_system_invariants", 0.2, records=6)
+        await pilot.press("r")
+        await until(pilot, lambda: drawn_lines(wide)[-1][-3:] == "███", "this hour")
+        assert drawn_lines(wide)[-1][-4] != "█"
         # Narrower still, the two sparklines share what is left (at the
         # smallest size the app takes, 14 cells each, not 24 and 4).
         await pilot.resize_terminal(60, 24)

@@ -7,7 +7,7 @@ panels, since an hourly series barely moves between two polls.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -65,6 +65,34 @@ def hour_cells(room: int) -> int:
     return room // TREND_HOURS * TREND_HOURS
 
 
+class HourSparkline(Sparkline):
+    """A sparkline of one value an hour that gives every hour the same cells.
+
+    Textual's sparkline spreads fewer values than cells by stepping through
+    them in fractions, so at 3 cells an hour some hours got 4 cells, others
+    2, and the newest hour was cut. Here each value is repeated to fill the
+    cells exactly when the width is a whole number of cells per hour (what
+    TrendsScreen sizes it to); narrower, hours share cells as they must.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__([], **kwargs)
+        self.hours: list[float] = []
+
+    def show(self, hours: list[float]) -> None:
+        """Draw these values, one an hour, oldest first."""
+        self.hours = list(hours)
+        self._spread()
+
+    def on_resize(self) -> None:
+        self._spread()
+
+    def _spread(self) -> None:
+        count, width = len(self.hours), self.size.width
+        cells = width // count if count and width % count == 0 else 1
+        self.data = [value for value in self.hours for _ in range(cells)]
+
+
 class TrendsScreen(Screen[None]):
     """Sparklines per job (duration, records) and of the violations found."""
 
@@ -108,13 +136,13 @@ class TrendsScreen(Screen[None]):
                     yield Static(
                         "", id=f"trend-label-{job.name}", classes="trend-label"
                     )
-                    yield Sparkline([], id=f"trend-duration-{job.name}")
-                    yield Sparkline([], id=f"trend-records-{job.name}")
+                    yield HourSparkline(id=f"trend-duration-{job.name}")
+                    yield HourSparkline(id=f"trend-records-{job.name}")
                 yield Static("")
                 yield TimeAxis()
                 yield TimeAxis()
             yield Static("", id="trend-violations-label")
-            yield Sparkline([], id="trend-violations")
+            yield HourSparkline(id="trend-violations")
             yield TimeAxis(id="trend-violations-axis")
             yield KeysLine(("r", "read again"), ("Esc", "back"), classes="keys")
 
@@ -193,11 +221,11 @@ class TrendsScreen(Screen[None]):
                 f"{fmt.count(int(sum(trend.records)))} rec, peak "
                 f"{fmt.duration(longest)}"
             )
-            self.query_one(f"#trend-duration-{trend.job}", Sparkline).data = list(
-                trend.durations
+            self.query_one(f"#trend-duration-{trend.job}", HourSparkline).show(
+                list(trend.durations)
             )
-            self.query_one(f"#trend-records-{trend.job}", Sparkline).data = list(
-                trend.records
+            self.query_one(f"#trend-records-{trend.job}", HourSparkline).show(
+                list(trend.records)
             )
         self.query_one("#trend-violations-label", Static).update(
             "[b]violations found[/] by check_system_invariants, the most one "
@@ -205,4 +233,4 @@ class TrendsScreen(Screen[None]):
             f"this hour {fmt.count(int(violations[-1]))}, peak "
             f"{fmt.count(int(max(violations)))}"
         )
-        self.query_one("#trend-violations", Sparkline).data = list(violations)
+        self.query_one("#trend-violations", HourSparkline).show(list(violations))
