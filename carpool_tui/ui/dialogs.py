@@ -57,7 +57,7 @@ from carpool_tui.ui.text import (
     safe_markup,
     safe_text,
 )
-from carpool_tui.ui.widgets import DialogScroll, FormScroll, RowTable
+from carpool_tui.ui.widgets import DialogScroll, FormScroll, RowTable, status_word
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -480,7 +480,7 @@ class LogEntryDialog(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         e = self.entry
-        status = e.status.upper() if e.failed else e.status
+        status = status_word(e.status)
         with DialogScroll(classes="dialog", id="log-entry"):
             yield Static(f"Job run: {safe_markup(e.job_name, 60)}", classes="title")
             yield Static(

@@ -203,12 +203,15 @@ class HealthStrip(Static):
             self.show(self._shown)
 
 
+def status_word(status: str) -> str:
+    """A run's status as shown; a failed run's in capitals, to stand out
+    without colour (NO_COLOR, a monochrome wall)."""
+    return status.upper() if status == "failed" else status
+
+
 def status_cell(status: str) -> Text:
-    """A run's status, styled; a failed run's in capitals, to stand out
-    without colour (NO_COLOR, a monochrome wall) in the panel and the log."""
-    return safe_text(
-        status.upper() if status == "failed" else status, 12, status_style(status)
-    )
+    """A run's status in the jobs panel and the job log, styled."""
+    return safe_text(status_word(status), 12, status_style(status))
 
 
 def status_style(status: str) -> str:
