@@ -46,7 +46,7 @@ from carpool_tui.config import (
     parse_limit,
     resolve_dsn,
 )
-from carpool_tui.db.errors import OpsError, translate
+from carpool_tui.db.errors import OpsError, translate, with_hint
 from carpool_tui.models import JOBS, JOBS_BY_NAME
 
 DEMO_DATABASE = "carpool_demo"
@@ -931,9 +931,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     elif result.success:
         print(f"{name}: {printable(result.describe(name), None)}")
     else:
-        said = result.describe(name)
-        if result.hint:
-            said = f"{said.rstrip('.')}. {result.hint}"
+        said = with_hint(result.describe(name), result.hint)
         _say(f"carpool-tui: {name}: {printable(said, None)}")
     return 0 if result.success else 1
 

@@ -26,12 +26,16 @@ class OpsError(Exception):
         self.sqlstate = sqlstate
 
     def __str__(self) -> str:
-        """The message, then the hint; one full stop between them, even when
-        the message ends with the server's own (a DETAIL or HINT line)."""
-        if not self.hint:
-            return self.message
-        stop = "" if self.message.endswith((".", "!", "?")) else "."
-        return f"{self.message}{stop} {self.hint}"
+        return with_hint(self.message, self.hint)
+
+
+def with_hint(message: str, hint: str | None) -> str:
+    """A message, then its hint; one full stop between them, even when the
+    message ends with one of its own (the server's DETAIL or HINT line)."""
+    if not hint:
+        return message
+    stop = "" if message.endswith((".", "!", "?")) else "."
+    return f"{message}{stop} {hint}"
 
 
 class ConnectionLost(OpsError):
