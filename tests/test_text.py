@@ -103,6 +103,14 @@ def test_parse_uuid_accepts_a_uuid_with_spaces() -> None:
     assert str(parse_uuid(value)) == value.strip()
 
 
+def test_parse_uuid_refuses_lookalike_digits() -> None:
+    # Fullwidth digits read as ASCII ones by UUID(); they name no typed ride.
+    lookalike = "\uff10f8fad5b-d9cb-469f-a165-70867728950e"
+    with pytest.raises(ValueError) as info:
+        parse_uuid(lookalike)
+    assert "'\\uff10' is not one of 0-9, a-f or '-'" in str(info.value)
+
+
 @pytest.mark.parametrize("bad", ["", "abc", "0f8fad5b-d9cb-469f-a165", "\x1b[2J"])
 def test_parse_uuid_refuses_with_a_readable_sentence(bad: str) -> None:
     with pytest.raises(ValueError) as info:

@@ -95,6 +95,14 @@ def parse_uuid(text: str, what: str = "ride id") -> UUID:
     value = text.strip()
     if not value:
         raise ValueError(f"Type a {what} first (a UUID).")
+    if not value.isascii():
+        # UUID() reads fullwidth and other Unicode digits as ASCII ones, so a
+        # pasted look-alike would name a ride the operator never typed.
+        odd = next(ch for ch in value if not ch.isascii())
+        raise ValueError(
+            f"'{printable(value, 40)}' is not a valid {what}: {odd!a} is not one "
+            "of 0-9, a-f or '-'. Type or paste the id again in plain ASCII."
+        )
     try:
         return UUID(value)
     except ValueError:
