@@ -98,6 +98,18 @@ async def time_statement(
     return sample
 
 
+async def vacuum_platform(conn: asyncpg.Connection) -> None:
+    """Clear what a rolled-back job run left behind, before the next run.
+
+    A rolled-back run leaves its new row versions dead in the tables and their
+    entries in every index, and the next run steps over them: five runs of
+    expire_rides in one sitting grew from 1.2 s to 2.8 s. A platform's job
+    commits and autovacuum clears the old versions between daily runs, so each
+    timed run starts from the same vacuumed tables instead.
+    """
+    await conn.execute("VACUUM rides, ride_bookings, notifications, system_job_log")
+
+
 # -- dashboard polls ------------------------------------------------------
 
 _PLAIN_POLL = (

@@ -227,7 +227,13 @@ async def measure_layer(
                 finally:
                     await conn.close()
             sample = await measure.time_statement(
-                dsn, database, op.sql, runs, rollback=op.writes, setup=op.setup
+                dsn,
+                database,
+                op.sql,
+                runs,
+                rollback=op.writes,
+                setup=op.setup,
+                between=measure.vacuum_platform if op.writes else None,
             )
             runs_text = ", ".join(f"{r:.0f}" for r in sample.runs)
             out[op.key] = (sample.median, f"runs {runs_text}")
@@ -443,7 +449,9 @@ def _write(
         " execution, no round trip), after"
         f" {measure.WARM_RUNS} unmeasured run (planning the functions' statements,"
         " reading the pages in); each job in a transaction rolled back after"
-        " the run.",
+        " the run, then `VACUUM` of the platform's tables, so that every run"
+        " starts from the same tables (a rolled-back run's dead row versions"
+        " and their index entries would slow the runs after it).",
         "- Repair: *whole 30 days* is a run with no progress recorded (the first"
         " run, and the weekly whole check); *daily run* follows one committed"
         " whole run whose recorded progress is then moved back a day, so each run"
