@@ -73,9 +73,7 @@ def dsn_parts(dsn: str) -> dict[str, str]:
     """
     found: dict[str, str] = {}
     if not URL_FORM.match(dsn.strip()):
-        for key, value in _KEYWORD.findall(dsn):
-            found[key] = value.strip("'")
-        return found
+        return keyword_options(dsn)
     url = urlsplit(dsn)
     userinfo, at, hosts = url.netloc.rpartition("@")
     if at:
@@ -120,8 +118,40 @@ URL_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 """How libpq tells a URL DSN from ``key=value`` options: a URL starts with its
 scheme (libpq takes only postgresql:// and postgres://)."""
 
-# key=value pairs of a keyword DSN; a value may be single-quoted.
-_KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+# A value is quoted ('...', with backslash escapes) or runs to the next space;
+# one that opens a quote must close it, as libpq requires.
+_KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|(?!')\S*)")
+_OPEN_QUOTE = re.compile(r"\s*(\w+)\s*=\s*'")
+
+
+def keyword_options(text: str) -> dict[str, str]:
+    """libpq's options from its ``key=value`` form (the last of a repeated key).
+
+    ValueError names what cannot be read: an unclosed quote would otherwise
+    take the rest of the string for the value, and so another database.
+    """
+    options: dict[str, str] = {}
+    position = 0
+    while position < len(text):
+        match = _KEYWORD.match(text, position)
+        if match is None:
+            unclosed = _OPEN_QUOTE.match(text, position)
+            if unclosed is not None:
+                raise ValueError(
+                    f"The connection string's {unclosed.group(1)} value opens a"
+                    " quote (') that is never closed"
+                )
+            if text[position:].strip():
+                raise ValueError(
+                    f"Cannot read the connection string near {text[position:]!r}"
+                )
+            break
+        key, value = match.group(1), match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        options[key] = value
+        position = match.end()
+    return options
 
 
 def resolve_dsn(cli_dsn: str | None, target: Target | None = None) -> str | None:

@@ -163,6 +163,19 @@ def test_a_keyword_value_may_hold_a_url() -> None:
         normalize_dsn("mysql://db.internal/carpool")
 
 
+def test_a_keyword_value_that_opens_a_quote_must_close_it() -> None:
+    """libpq refuses an unterminated quote; reading the rest as the value would
+    name another database (``dbname='carpool_demox`` read as carpool_demo)."""
+    for text in ("host=/tmp dbname='carpool_demox", "dbname='a b\\' port=5"):
+        with pytest.raises(OpsError) as refused:
+            normalize_dsn(text)
+        assert "dbname value opens a quote (') that is never closed" in str(
+            refused.value
+        )
+    assert dsn_parts("dbname='carpool demo' user=ops")["dbname"] == "carpool demo"
+    assert dsn_parts(r"dbname='it\'s' user=ops")["dbname"] == "it's"
+
+
 def test_a_socket_is_reached_without_ssl_whatever_pgsslmode_asks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

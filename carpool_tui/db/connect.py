@@ -13,11 +13,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
-from carpool_tui.config import URL_FORM
+from carpool_tui.config import URL_FORM, keyword_options
 from carpool_tui.db.errors import OpsError, SettingsInvalid, translate
 
 CONNECT_TIMEOUT_S = 10.0
-_KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
 _BAD_DSN_HINT = "Use a DSN like postgresql://user:password@host:5432/dbname."
 # libpq options the driver does not know, which it would send to the server as
 # settings (and the server refuses). These only tune the client's TCP socket or
@@ -367,24 +366,16 @@ def _service_file() -> Path | None:
 
 
 def _keyword_options(text: str) -> dict[str, str]:
-    """libpq's options from its ``key=value`` form (the last of a repeated key)."""
-    options: dict[str, str] = {}
-    position = 0
-    while position < len(text):
-        match = _KEYWORD.match(text, position)
-        if match is None:
-            if text[position:].strip():
-                raise OpsError(
-                    f"Cannot read the connection string near {text[position:]!r}",
-                    _BAD_DSN_HINT,
-                )
-            break
-        key, value = match.group(1), match.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        options[key] = value
-        position = match.end()
-    return options
+    """libpq's options from its ``key=value`` form, or OpsError saying why not."""
+    try:
+        return keyword_options(text)
+    except ValueError as exc:
+        hint = (
+            "Close the quote, or leave the quotes out of a value without spaces."
+            if "never closed" in str(exc)
+            else _BAD_DSN_HINT
+        )
+        raise OpsError(str(exc), hint) from None
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
