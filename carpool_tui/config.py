@@ -402,6 +402,9 @@ def default_config_file() -> Path:
     return Path(base) / "carpool-tui" / "config.toml"
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load_config(path: Path | None = None) -> ConfigFile:
     """Read and check a config file.
 
@@ -411,15 +414,24 @@ def load_config(path: Path | None = None) -> ConfigFile:
     explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     where = path if path is not None else default_config_file()
     try:
+        # Read no more than a config file can be: a path to /dev/zero or a
+        # huge file would otherwise fill memory before any check.
+        with where.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
         # utf-8-sig: an editor that starts the file with a byte-order mark
         # would otherwise make line 1 unreadable.
-        text = where.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {where} does not exist") from None
         return ConfigFile(path=where)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {where}: cannot be read ({exc})") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {where} is larger than {MAX_CONFIG_BYTES // 1024} KiB;"
+            " a config file is a few lines: check that it names the right file"
+        )
     return parse_config(text, where)
 
 
@@ -429,6 +441,16 @@ def parse_config(text: str, path: Path) -> ConfigFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}{_toml_problem(exc, text)}") from exc
+    except ValueError:  # an integer past Python's limit on digits
+        raise ConfigError(
+            f"config file {path}: not readable as TOML (a number in it has"
+            " thousands of digits, more than any setting takes)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path}: not readable as TOML (arrays or tables nested"
+            " too deeply)"
+        ) from None
     return _Parser(text, path).config(data)
 
 

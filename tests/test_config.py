@@ -16,6 +16,7 @@ from test_check import cli, isolated_env
 from carpool_tui.cli import _target_settings, _wall_thresholds, build_parser, cmd_serve
 from carpool_tui.config import (
     CHECK_METRICS,
+    MAX_CONFIG_BYTES,
     CheckThresholds,
     ConfigError,
     default_action_log,
@@ -177,6 +178,23 @@ def test_where_the_file_is_found(
     monkeypatch.setenv("CARPOOL_TUI_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(ConfigError, match=r"gone\.toml does not exist"):
         load_config()
+
+
+def test_a_file_no_setting_could_fill_is_one_sentence(tmp_path: Path) -> None:
+    """tomllib raises ValueError past Python's digit limit and RecursionError on
+    deep nesting; a path to a device would be read without end."""
+    digits = "[targets.demo]\nrefresh = " + "9" * 5000 + "\n"
+    with pytest.raises(ConfigError, match="a number in it has thousands of digits"):
+        parse_config(digits, WHERE)
+    nested = "a = " + "[" * 100_000 + "]" * 100_000 + "\n"
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        parse_config(nested, WHERE)
+    with pytest.raises(ConfigError, match=r"/dev/zero is larger than 1024 KiB"):
+        load_config(Path("/dev/zero"))
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"big\.toml is larger than"):
+        load_config(big)
 
 
 def test_unknown_target_lists_the_others() -> None:
