@@ -16,7 +16,7 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
@@ -610,7 +610,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     dsn = _target_dsn(args) if args.dry_run else _writing_dsn(args, "migrate")
     _say(f"Migrating {describe_target(dsn)}")
     for line in _run(_migrate(dsn, base=args.base, dry_run=args.dry_run)):
-        print(line)
+        _out(line)
     return 0
 
 
@@ -685,7 +685,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     dsn = _writing_dsn(args, "seed")
     _say(f"Seeding {describe_target(dsn)}")
     for line in _run(_seed(dsn, args, faults)):
-        print(line)
+        _out(line)
     return 0
 
 
@@ -901,11 +901,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning("check: %s", exc)
         result = unknown(exc, database)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2, sort_keys=True))
+        _out(json.dumps(result.as_json(), indent=2, sort_keys=True))
     else:
         # Check names and error messages are database text: escaped, the line
         # stays one line and cannot reach the terminal as control sequences.
-        print(printable(result.line(), None))
+        _out(printable(result.line(), None))
     return result.exit_code
 
 
@@ -927,9 +927,9 @@ def cmd_run_job(args: argparse.Namespace) -> int:
             raise
         result = JobResult(success=False, error=str(exc))
     if args.json:
-        print(json.dumps(result.model_dump(mode="json", exclude_none=True)))
+        _out(json.dumps(result.model_dump(mode="json", exclude_none=True)))
     elif result.success:
-        print(f"{name}: {printable(result.describe(name), None)}")
+        _out(f"{name}: {printable(result.describe(name), None)}")
     else:
         said = with_hint(result.describe(name), result.hint)
         _say(f"carpool-tui: {name}: {printable(said, None)}")
@@ -1090,12 +1090,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             # past any handler, with "Exception ignored ... BrokenPipeError".
             # A stdout closed before start (`>&-`) is None: print() skips it.
             if sys.stdout is not None:
-                sys.stdout.flush()
+                with _writing_stdout():
+                    sys.stdout.flush()
     except BrokenPipeError:
         if not _stdout_closed():
             raise  # a socket's, not stdout's: not the reader going away
         _discard_stdout()
         return BROKEN_PIPE_EXIT
+    except OutputLost as exc:
+        # What the command did is done (a job ran, a migration applied); only
+        # its report is lost. A monitor reads anything but 0-3 from check as
+        # its own failure, so check says UNKNOWN.
+        _say(
+            f"carpool-tui: cannot write to standard output ({exc}); the command"
+            " ran, but what it printed is lost"
+        )
+        _discard_stdout()
+        words = sys.argv[1:] if argv is None else argv
+        return UNKNOWN_EXIT if _wants_check(words) else 1
+
+
+class OutputLost(Exception):
+    """Standard output refused a write for a reason other than a gone reader
+    (a full disk, an I/O error)."""
+
+
+@contextlib.contextmanager
+def _writing_stdout() -> Iterator[None]:
+    """Turn a refused write to standard output into OutputLost; a reader that
+    went away stays BrokenPipeError, which ends the command quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputLost(exc.strerror or str(exc)) from exc
+
+
+def _out(text: str) -> None:
+    """Print a line of a command's result to standard output, now."""
+    with _writing_stdout():
+        print(text, flush=True)
 
 
 def _print_going_on(text: str) -> None:
@@ -1103,7 +1138,7 @@ def _print_going_on(text: str) -> None:
     without printing: stopping a migration between two files for it would leave
     the rest for a run nobody knows is needed."""
     try:
-        print(text, flush=True)
+        _out(text)
     except BrokenPipeError:
         if not _stdout_closed():
             raise
@@ -1146,9 +1181,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 error = " ".join(said.getvalue().split())
                 unknown = {"status": "UNKNOWN", "exit_code": UNKNOWN_EXIT}
                 summary = {"summary": "invalid command line", "error": error}
-                print(json.dumps(unknown | summary, sort_keys=True))
+                _out(json.dumps(unknown | summary, sort_keys=True))
             else:
-                print("CARPOOL UNKNOWN - invalid command line (see the error above)")
+                _out("CARPOOL UNKNOWN - invalid command line (see the error above)")
             return UNKNOWN_EXIT
         raise
     sys.stderr.write(said.getvalue())

@@ -557,6 +557,37 @@ def test_a_closed_pipe_ends_the_command_quietly(
     assert result.returncode == 141, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("check",), 3),
+        (("check", "--json"), 3),
+        (("run-job", "check_system_invariants"), 1),
+        (("migrate", "--dry-run"), 1),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else str(value),
+)
+def test_stdout_on_a_full_disk_is_one_line_and_check_says_unknown(
+    ops_dsn: str, args: tuple[str, ...], code: int
+) -> None:
+    """`carpool-tui check > /dev/full`: a monitor reads exit 1 as WARNING and a
+    scheduler reads a traceback as the job failing; the job itself ran."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "carpool_tui", *args, "--dsn", ops_dsn],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == code, result.stderr
+    assert (
+        "carpool-tui: cannot write to standard output (No space left on device);"
+        " the command ran, but what it printed is lost"
+    ) in result.stderr
+
+
 @pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
 async def test_a_reader_gone_mid_migration_does_not_stop_it(
     empty_dsn: str, buffered: bool
