@@ -166,6 +166,25 @@ def test_skip_needs_a_reason_and_blocks_a_health_claim() -> None:
     ]
 
 
+def test_a_step_returned_to_is_checked_afresh() -> None:
+    """Its earlier PASSED judged rows that may have changed since."""
+    r = run()
+    r.advance()
+    r.acted("Run it", {"success": True}, "ok")
+    assert r.verify([]) is not None and r.verdict is not None
+    r.advance()
+    assert r.back() is None and r.position == "Step 2 of 3"
+    assert r.verdict is None
+    assert r.advance() == "Check the outcome first."
+    assert r.verify([]) is not None and r.verdict is not None
+    assert r.advance() is None
+    r.acted("Run it", {"success": True}, "ok")
+    r.verify([])
+    assert r.advance() is None and r.finished
+    assert r.back() is None and r.verdict is None and not r.finished
+    assert r.advance() == "Check the outcome first."
+
+
 def test_back_and_stop() -> None:
     r = run()
     assert r.back() == "Already at the first step."

@@ -456,17 +456,24 @@ class Run:
         return None
 
     def back(self) -> str | None:
-        """Go back one step, to look again or redo it."""
+        """Go back one step, to look again or redo it.
+
+        The step returned to is checked afresh: its earlier verdict judged rows
+        that may have changed since (a fix undone while later steps ran), and
+        moving on must not carry that verdict forward unseen.
+        """
         if self.stopped:
             return "The procedure was stopped."
         if self.finished:
             self.finished = False
+            self.verdicts[self.index] = None
             self.log("back", "reopened the last step")
             return None
         if self.index == 0:
             return "Already at the first step."
         self.index -= 1
         self.states[self.index] = "pending"
+        self.verdicts[self.index] = None
         self.log("back", "returned to this step")
         return None
 
