@@ -609,6 +609,29 @@ async def test_reload_checks_the_step_again_on_the_new_rows(
         assert "PASSED Every job ran on time" in screen_text(shift)
 
 
+async def test_a_step_whose_rows_cannot_be_read_shows_no_other_steps_rows(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        assert "get_system_health_summary" in static_text(
+            shift.query_one("#proc-query", Static)
+        )
+        async with connected(ops_dsn) as conn:
+            await conn.execute("ALTER TABLE system_job_log RENAME TO job_log_gone")
+        await pilot.press("n")
+        await until(pilot, lambda: shift.error is not None, "the failed read")
+        await pilot.pause()
+        assert "Step 2 of 3: Jobs" in screen_text(shift)
+        rows = shift.query_one("#proc-rows", DataTable)
+        assert rows.row_count == 0 and not rows.columns
+        query = static_text(shift.query_one("#proc-query", Static))
+        assert query == "-- this step's rows could not be read (see below)"
+        assert "system_job_log" in static_text(shift.query_one("#proc-message", Static))
+
+
 def check_entries(app: DashboardApp, step: str) -> list[str]:
     """The results the timeline holds for the checks of one step."""
     return [

@@ -289,6 +289,8 @@ class ProcedureScreen(Screen[None]):
         self._runs_before: datetime | None = None
         self._sent_at: datetime | None = None
         """When the step's job was sent: its timeline entry's time."""
+        self._rows_of: int | None = None
+        """The step whose rows the table shows."""
 
     @property
     def dash(self) -> DashboardApp:
@@ -552,9 +554,18 @@ class ProcedureScreen(Screen[None]):
             self.error = value
             hint = f" {safe_markup(value.hint, 200)}" if value.hint else ""
             self.set_message(f"[b $error]{safe_markup(value.message, 300)}[/]{hint}")
+            if self._rows_of != message.index:
+                # The rows shown are another step's: under this step's title
+                # they would read as its own.
+                self.query_one("#proc-rows", DataTable).clear(columns=True)
+                self.query_one("#proc-query", Static).update(
+                    Text("-- this step's rows could not be read (see below)")
+                )
+                self._rows_of = None
             return
         self.error = None
         self.rowset = value
+        self._rows_of = message.index
         if value.view == "open_checks" and self.run.result is None:
             self.before = value
         self.render_rows(value)
