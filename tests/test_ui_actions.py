@@ -41,6 +41,7 @@ from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS_BY_ID
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
+    BREAK_HINT,
     NOTE_IS_AN_ID,
     NOTE_REQUIRED,
     ConfirmJobDialog,
@@ -613,6 +614,30 @@ async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_ent
             "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
         )
         assert stored == clean_note(note.value) and " / second" in stored
+
+
+async def test_an_enter_taken_for_a_line_break_says_so_when_nothing_follows(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Typed keys that reach the app in one packet (a laggy link, a script)
+    end in an Enter that is kept as a line break: the operator is told why
+    nothing was written, and the next Enter writes."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            dialog, _ = await resolve_of_the_mismatch(pilot, app)
+            from_the_terminal(app, "checked with the driver\r")
+            await until(pilot, lambda: BREAK_HINT in notices(app), "the hint")
+            assert not dialog.done and not dialog.applying
+            await pilot.press("enter")
+            await shows(pilot, dialog, "Resolved.")
+        stored = await conn.fetchval(
+            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+        assert stored == "checked with the driver"
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(

@@ -20,10 +20,11 @@ from test_ui_support import (
     terminal_lines,
     until,
 )
+from textual import events
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
@@ -630,6 +631,25 @@ async def test_a_step_whose_rows_cannot_be_read_shows_no_other_steps_rows(
         query = static_text(shift.query_one("#proc-query", Static))
         assert query == "-- this step's rows could not be read (see below)"
         assert "system_job_log" in static_text(shift.query_one("#proc-message", Static))
+
+
+async def test_a_pasted_skip_reason_keeps_every_line(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        shift = await open_from_list(pilot, "Start of shift check")
+        await pilot.press("k")
+        reason = shift.query_one("#skip-reason", Input)
+        await until(pilot, lambda: reason.has_focus, "the reason field")
+        reason.post_message(events.Paste("line one | pipe\nline two `code`\n"))
+        await until(pilot, lambda: reason.value, "the paste")
+        assert reason.value == "line one | pipe / line two `code`"
+        await pilot.press("enter")
+        await until(pilot, lambda: shift.run.index == 1, "the skip")
+    skipped = [e.result for e in app.timeline.entries if e.action == "skip"]
+    assert skipped == ["line one | pipe / line two `code`"]
 
 
 def check_entries(app: DashboardApp, step: str) -> list[str]:

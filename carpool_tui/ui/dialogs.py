@@ -27,6 +27,7 @@ from textual.css.scalar import Scalar
 from textual.geometry import Size
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
@@ -104,6 +105,11 @@ def clean_note(text: str) -> str:
 KEY_BURST_S = 0.005
 """Keys closer together than this came in one read from the terminal: pasted,
 not typed (nobody presses two keys 5 ms apart)."""
+BREAK_HINT_AFTER_S = 0.3
+BREAK_HINT = (
+    "That Enter arrived together with the text before it, as a pasted line"
+    " break does, so nothing was written. Press Enter again to write it."
+)
 
 
 class NoteInput(Input):
@@ -125,19 +131,30 @@ class NoteInput(Input):
     _last_key_at = float("-inf")
     _break_pending = False
     """A pasted line break, written as " / " before the text that follows it."""
+    _hint: Timer | None = None
 
     async def _on_key(self, event: events.Key) -> None:
         burst = event.time - self._last_key_at < KEY_BURST_S
         self._last_key_at = event.time
+        if self._hint is not None:
+            self._hint.stop()
+            self._hint = None
         if event.key == "enter" and burst:
             event.prevent_default()
             event.stop()
             self._break_pending = bool(self.value)
+            # Typed keys sent in one packet (a laggy link, a script) look the
+            # same: if nothing follows, say why the Enter did not write.
+            self._hint = self.set_timer(BREAK_HINT_AFTER_S, self._explain_break)
             return
         if event.is_printable and self._break_pending:
             self.insert_text_at_cursor(" / ")
         self._break_pending = False
         await super()._on_key(event)
+
+    def _explain_break(self) -> None:
+        self._hint = None
+        self.notify(BREAK_HINT, title="Enter taken as a line break", timeout=8)
 
     def on_paste(self, event: events.Paste) -> None:
         event.prevent_default()

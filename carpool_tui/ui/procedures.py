@@ -40,6 +40,7 @@ from carpool_tui.ui.dialogs import (
     ExpireRideDialog,
     JobRunDialog,
     KeysLine,
+    NoteInput,
     RideDialog,
     SeatFixDialog,
 )
@@ -313,7 +314,9 @@ class ProcedureScreen(Screen[None]):
         with Vertical(id="proc-foot"):
             yield Static("", id="proc-action")
             yield Static("", id="proc-verdict")
-            reason = Input(placeholder="why skip this step? (Enter)", id="skip-reason")
+            reason = NoteInput(
+                placeholder="why skip this step? (Enter)", id="skip-reason"
+            )
             reason.display = False
             yield reason
             yield Static("", id="proc-message")
