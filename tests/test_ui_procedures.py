@@ -731,6 +731,21 @@ async def test_step_n_of_m_stays_in_view_at_80x24(ops_dsn: str, tmp_path: Path) 
         await until(pilot, lambda: page.scroll_y > 0, "the step scrolled to its end")
         assert "open     now" in screen_text(screen)
         assert "Step 3 of 3" in top_line(app)
+        # The rows table has the focus, yet PgUp brings the step's purpose back
+        # and PgDn its result.
+        assert screen.query_one("#proc-rows").has_focus
+        purpose = screen.query_one("#proc-purpose")
+        for _ in range(5):
+            await pilot.press("pageup")
+            await pilot.pause()
+        assert page.scroll_y == 0
+        assert (
+            purpose.region.height > 0
+            and screen.get_widget_at(purpose.region.x, purpose.region.y)[0] is purpose
+        )
+        await pilot.press("pagedown")
+        await until(pilot, lambda: page.scroll_y > 0, "the step paged down")
+        assert "PgUp PgDn  scroll" in screen_text(screen)
 
 
 def shown_at_once(screen: ProcedureScreen, *ids: str) -> str:

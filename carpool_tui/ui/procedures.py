@@ -272,6 +272,11 @@ class ProcedureScreen(Screen[None]):
         Binding("f", "follow", "Follow", show=False),
         Binding("m", "export", "Export timeline", show=False),
         Binding("escape", "stop", "Stop", show=False),
+        # The rows table keeps the focus for choosing a row; paging moves the
+        # step itself, whose purpose and advice a short terminal scrolls away
+        # once an action's result is shown.
+        Binding("pageup", "page(-1)", "Page up", show=False, priority=True),
+        Binding("pagedown", "page(1)", "Page down", show=False, priority=True),
     ]
 
     def __init__(
@@ -459,7 +464,12 @@ class ProcedureScreen(Screen[None]):
 
     def _keys(self) -> list[tuple[str, str]]:
         if self.run.over:
-            return [("b", "back"), ("m", "export timeline"), ("Esc", "close")]
+            return [
+                ("b", "back"),
+                ("m", "export timeline"),
+                ("PgUp PgDn", "scroll"),
+                ("Esc", "close"),
+            ]
         pairs = []
         step = self.run.step
         if step.check is not None and step.check.rule == "chosen":
@@ -473,7 +483,7 @@ class ProcedureScreen(Screen[None]):
             follow_up(self.rowset.view, row) for row in self.rowset.rows
         ):
             pairs.append(("f", "follow its procedure"))
-        pairs += [("m", "timeline"), ("Esc", "stop")]
+        pairs += [("m", "timeline"), ("PgUp PgDn", "scroll"), ("Esc", "stop")]
         return pairs
 
     def _detail(self) -> str:
@@ -708,6 +718,13 @@ class ProcedureScreen(Screen[None]):
             ProcedureScreen(proc, opening.target, opening.row),
             lambda _: self.show_step(),
         )
+
+    def action_page(self, direction: int) -> None:
+        page = self.query_one("#procedure", VerticalScroll)
+        if direction < 0:
+            page.scroll_page_up(animate=False)
+        else:
+            page.scroll_page_down(animate=False)
 
     def action_check(self) -> None:
         if self.run.over or self.run.step.check is None:
