@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from carpool_tui import __version__
 from carpool_tui.config import (
@@ -48,6 +48,9 @@ from carpool_tui.config import (
 )
 from carpool_tui.db.errors import OpsError, translate, with_hint
 from carpool_tui.models import JOBS, JOBS_BY_NAME
+
+if TYPE_CHECKING:
+    import asyncpg
 
 DEMO_DATABASE = "carpool_demo"
 DEMO_RIDES = 400
@@ -540,7 +543,11 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
+async def _migrate(
+    dsn: str | None, *, base: bool, dry_run: bool
+) -> tuple[list[str], list[str]]:
+    """What migrate did, and the dashboard's functions dropped since their
+    files were applied."""
     from carpool_tui.db.connect import connect
     from carpool_tui.db.migrate import Group, migrate
 
@@ -553,6 +560,8 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
             dry_run=dry_run,
             applied=lambda name: _print_going_on(f"applied {name}"),
         )
+        left = [i for i in items if i.state == "pending"] if dry_run else []
+        gone = [] if left else await _dropped_functions(conn)
     finally:
         await conn.close()
     pending = [i.migration.name for i in items if i.state == "pending"]
@@ -571,7 +580,21 @@ async def _migrate(dsn: str | None, *, base: bool, dry_run: bool) -> list[str]:
         f"{len(pending)} {verb}, {already} already applied ({what})"
         + (", nothing changed: dry run" if dry_run else "")
     )
-    return lines
+    return lines, gone
+
+
+async def _dropped_functions(conn: asyncpg.Connection) -> list[str]:
+    """The dashboard's functions missing once every ops file is recorded: each
+    was dropped after its file was applied, which migrate does not apply
+    again."""
+    from carpool_tui.db.repo import ALL_FUNCTIONS, function_name
+
+    missing = await conn.fetchval(
+        "SELECT COALESCE(array_agg(sig ORDER BY n), '{}') FROM unnest($1::text[])"
+        " WITH ORDINALITY AS f(sig, n) WHERE to_regprocedure(sig) IS NULL",
+        list(ALL_FUNCTIONS),
+    )
+    return [function_name(sig) for sig in missing]
 
 
 def _config(args: argparse.Namespace) -> ConfigFile:
@@ -609,8 +632,15 @@ def _writing_dsn(args: argparse.Namespace, command: str) -> str | None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     dsn = _target_dsn(args) if args.dry_run else _writing_dsn(args, "migrate")
     _say(f"Migrating {describe_target(dsn)}")
-    for line in _run(_migrate(dsn, base=args.base, dry_run=args.dry_run)):
+    lines, gone = _run(_migrate(dsn, base=args.base, dry_run=args.dry_run))
+    for line in lines:
         _out(line)
+    if gone:
+        from carpool_tui.models import Capabilities
+        from carpool_tui.ui.actions import incomplete_why
+
+        caps = Capabilities(ops_layer_version="", missing_functions=gone)
+        raise OpsError(f"The ops layer is INCOMPLETE. {incomplete_why(caps)}", "")
     return 0
 
 

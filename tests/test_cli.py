@@ -157,6 +157,25 @@ async def test_migrate_says_when_a_newer_version_applied_more(ops_dsn: str) -> N
     assert "0 applied" in result.stdout
 
 
+async def test_migrate_says_the_layer_is_incomplete_when_a_function_was_dropped(
+    ops_dsn: str,
+) -> None:
+    """Every file is recorded, so nothing is applied again: migrate must not
+    say all is well while the dashboard's keys fail on the missing functions."""
+    async with connected(ops_dsn, plain=True) as conn:
+        await conn.execute("DROP FUNCTION expire_rides()")
+        await conn.execute("DROP FUNCTION ops_preview_seat_fix(uuid)")
+    for dry in ((), ("--dry-run",)):
+        result = run_cli("migrate", "--dsn", ops_dsn, *dry)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "0 " in result.stdout and "already applied" in result.stdout
+        said = result.stderr
+        assert "carpool-tui: The ops layer is INCOMPLETE." in said, said
+        assert "expire_rides(), ops_preview_seat_fix() are gone (dropped since)" in said
+        assert "expire_rides() is defined last in ops/0153_expire_set_based.sql" in said
+        assert "Traceback" not in said
+
+
 def test_an_unknown_fault_is_refused_before_anything_starts() -> None:
     result = run_cli(
         "seed", "--dsn", "postgresql://nobody@127.0.0.1:1/x", "--faults", "bogus"

@@ -300,8 +300,9 @@ def incomplete_why(caps: Capabilities) -> str:
         if where is None
         else f"{where[0]} (on this machine: {where[1]})"
     )
+    verb = "is" if len(caps.missing_functions) == 1 else "are"
     return (
-        f"Its files are all recorded as applied, but {missing} is gone (dropped "
+        f"Its files are all recorded as applied, but {missing} {verb} gone (dropped "
         f"since), and migrate does not apply a recorded file again. {first}() "
         f"is defined last in {source}: run its CREATE FUNCTION statement, and "
         "the GRANTs for it that follow, as the ops layer's owner."
