@@ -1195,6 +1195,31 @@ async def test_a_failed_runs_cause_shows_in_the_job_log_at_80x24(
         assert "Lock timeout" in failed, failed
 
 
+async def test_the_cause_shows_beside_the_longest_job_name(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """repair_missing_notifications fills the job column; a statement timeout
+    must still read whole at 80 columns, and at 120 the time it took too."""
+    async with connected(ops_dsn) as conn:
+        await conn.execute(
+            "INSERT INTO system_job_log (job_name, started_at, completed_at, status,"
+            " records_processed, error_message, sqlstate)"
+            " VALUES ('repair_missing_notifications', now() - interval '1 hour',"
+            " now() - interval '1 hour' + interval '30 seconds', 'failed', 0,"
+            " 'canceling statement due to statement timeout', '57014')"
+        )
+        await job(conn, "expire_rides")  # a "completed" widens the status column
+    for size, wanted in (((80, 24), "Statement timeout"), ((120, 40), "30.0 s")):
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with app.run_test(size=size) as pilot:
+            await loaded(pilot)
+            table = app.dashboard.query_one("#log", JobLogTable)
+            await until(pilot, lambda: table.row_count == 2, "the runs")  # noqa: B023
+            await pilot.pause()
+            line = next(line for line in drawn_lines(table) if "FAILED" in line)
+            assert "repair_missing_notifications" in line and wanted in line, line
+
+
 async def test_tab_goes_from_the_jobs_to_the_rows_in_view(
     ops_dsn: str, tmp_path: Path
 ) -> None:

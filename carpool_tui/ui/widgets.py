@@ -388,10 +388,11 @@ class JobLogTable(LiveTable):
                 ("started", "Started (UTC)"),
                 ("job", "Job"),
                 ("status", "Status"),
-                ("duration", "Took"),
-                # Before the count: on 80 columns a failed run's cause is what
-                # must show (Enter has the rest, the jobs panel the records).
+                # Right after the status: on 80 columns a failed run's cause is
+                # what must show (Enter has the rest and the time it took). Cut
+                # at ERROR_CELLS, so that 120 columns still show the time.
                 ("error", "Error"),
+                ("duration", "Took"),
                 ("records", "Records"),
             ],
             **kwargs,
@@ -403,14 +404,17 @@ class JobLogTable(LiveTable):
         self.sync([(str(e.id), log_cells(e)) for e in page.entries])
 
 
+ERROR_CELLS = 40
+
+
 def log_cells(entry: JobLogEntry) -> Cells:
     style = "red" if entry.failed else ""
     return (
         Text(fmt.stamp(entry.started_at), style=style),
         safe_text(entry.job_name, 30, style),
         status_cell(entry.status),
+        safe_text(error_gist(entry), ERROR_CELLS, style),
         Text(fmt.duration(entry.duration), style=style),
-        safe_text(error_gist(entry), 60, style),
         Text(fmt.count(entry.records_processed), style=style),
     )
 
