@@ -1585,8 +1585,9 @@ class HelpScreen(Dialog[None]):
             yield Static(state, classes="muted", id="help-state")
             yield Static("\n".join(lines))
             yield Static(
-                "In a table, ↑ ↓ move, PgUp PgDn page, Home End go to the first "
-                "and last row, and Tab goes to the next table. Ctrl+P opens the "
+                "In a table, ↑ ↓ move, ← → scroll a row wider than the screen, "
+                "PgUp PgDn page, Home End go to the first and last row, and Tab "
+                "goes to the next table. Ctrl+P opens the "
                 "command palette with the same actions. Times are UTC.",
                 classes="muted",
             )
