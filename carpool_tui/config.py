@@ -34,6 +34,7 @@ def default_operator() -> str:
 
 
 OPERATOR_UNSEEN = "contains a control or invisible character"
+OPERATOR_MAX = 200
 
 
 def operator_problem(name: str) -> str | None:
@@ -45,6 +46,12 @@ def operator_problem(name: str) -> str | None:
     """
     if not name.strip():
         return "is blank"
+    if len(name) > OPERATOR_MAX:
+        # Every job run and audit row repeats it, and the action log too.
+        return (
+            f"is {len(name):,} characters long, more than the {OPERATOR_MAX}"
+            " a name takes"
+        )
     for char in name:
         if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
             return f"{OPERATOR_UNSEEN} ({ascii(char)[1:-1]})"

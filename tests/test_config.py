@@ -130,6 +130,11 @@ def test_the_example_file_parses() -> None:
             "contains a control or invisible character (\\u200b); write the name",
         ),
         (
+            '[targets.prod]\noperator = "' + "a" * 5000 + '"\n',
+            "config file /etc/carpool/c.toml, line 2: targets.prod.operator is 5,000"
+            " characters long, more than the 200 a name takes; write the name",
+        ),
+        (
             "[check]\noverdue_factor = 'often'\n",
             "config file /etc/carpool/c.toml, line 2: check.overdue_factor must be "
             "a number",
