@@ -60,6 +60,10 @@ THEME_CHOICES = ("dark", "light", "ansi")
 """The --theme names; carpool_tui.ui.tools maps them to Textual themes."""
 SERVE_PORT = 8000
 UNKNOWN_EXIT = 3
+CHECK_TIMEOUT_S = 8.0
+"""check's whole budget by default: closing what it opened may take 2 s more,
+and NRPE ends a check that has not answered in 10 s."""
+MAX_CHECK_TIMEOUT_S = 3600.0
 BROKEN_PIPE_EXIT = 141
 """Exit code when stdout's reader has gone (``| head -1``): 128 + SIGPIPE, what
 a shell reports for a command that a closed pipe ended."""
@@ -85,6 +89,7 @@ every write the dashboard makes is also appended to {default_action_log()}.
 
 
 _N = TypeVar("_N", int, float)
+_R = TypeVar("_R")
 
 
 class _Stop(Exception):
@@ -166,6 +171,15 @@ def _factor(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(
             "must be a finite number, 0 or more (0 turns it off)"
+        )
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _number(text, float, "a number of seconds")
+    if not math.isfinite(value) or not 0 < value <= MAX_CHECK_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0, at most {MAX_CHECK_TIMEOUT_S:g}"
         )
     return value
 
@@ -451,6 +465,14 @@ def _add_check_parser(sub: Any) -> None:
             metavar=f"METRIC=N|{OFF}",
             help=f"{level} when METRIC is above N (repeatable; {OFF}: never)",
         )
+    check.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=CHECK_TIMEOUT_S,
+        metavar="SECONDS",
+        help="say UNKNOWN when the database has not answered within this long "
+        f"(default {CHECK_TIMEOUT_S:g}: a monitor such as NRPE gives up at 10)",
+    )
     check.add_argument(
         "--overdue-factor",
         type=_factor,
@@ -923,7 +945,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings, config, target = _target_settings(args)
         database = settings.target
         thresholds = _thresholds(args, config, target)
-        reading = _run(read_health(settings))
+        reading = _run(_within(read_health(settings), args.timeout))
         result = evaluate(reading, thresholds, database)
     except ConfigError as exc:
         result = unknown(OpsError(str(exc)), database)
@@ -937,6 +959,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         # stays one line and cannot reach the terminal as control sequences.
         _out(printable(result.line(), None))
     return result.exit_code
+
+
+async def _within(reading: Coroutine[Any, Any, _R], seconds: float) -> _R:
+    """``reading``, or ConnectionLost once ``seconds`` have passed without it."""
+    from carpool_tui.db.errors import ConnectionLost
+
+    try:
+        return await asyncio.wait_for(reading, seconds)
+    except TimeoutError:
+        raise ConnectionLost(
+            f"No answer from the database within {seconds:g} s",
+            "The server may be stopped, overloaded or behind a network that"
+            " drops packets; --timeout gives it longer.",
+        ) from None
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:

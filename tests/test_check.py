@@ -701,6 +701,44 @@ async def test_a_server_that_stops_answering_is_unknown_in_bounded_time(
         assert out == f"CARPOOL UNKNOWN - {said}. {hint}\n"
 
 
+async def test_a_server_that_never_answers_the_login_is_unknown_by_the_timeout(
+    cli_env: dict[str, str],
+) -> None:
+    """A stopped server still accepts connections (the kernel does), then says
+    nothing: the login waits for the connect timeout (10 s), past the 10 s a
+    monitor such as NRPE allows. --timeout ends the whole check in time."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dsn = f"postgresql://nobody@127.0.0.1:{port}/carpool"
+    try:
+        for args, said in (
+            (("--timeout", "1"), "within 1 s"),
+            ((), f"within {cli_module.CHECK_TIMEOUT_S:g} s"),
+        ):
+            started = time.monotonic()
+            result = await asyncio.to_thread(cli, cli_env, "check", *args, "--dsn", dsn)
+            took = time.monotonic() - started
+            assert result.returncode == 3, result.stdout + result.stderr
+            assert result.stdout.startswith(
+                f"CARPOOL UNKNOWN - No answer from the database {said}. The server"
+                " may be stopped"
+            ), result.stdout
+            assert accepted, "check never reached the silent server"
+            if args:
+                assert took < cli_module.CHECK_TIMEOUT_S, took
+    finally:
+        server.close()
+    bad = cli(cli_env, "check", "--timeout", "0", "--dsn", dsn)
+    assert bad.returncode == 3 and "--timeout: must be a number of seconds" in (
+        bad.stderr
+    )
+
+
 async def test_a_dsn_asking_for_a_read_write_server_is_checked(
     ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
