@@ -20,6 +20,7 @@ from carpool_tui.db.errors import (
     LoginRefused,
     OpsError,
     PermissionMissing,
+    SettingsInvalid,
     translate,
 )
 
@@ -161,6 +162,24 @@ def test_a_keyword_value_may_hold_a_url() -> None:
     assert dsn_parts("dbname=carpool application_name='a://b'")["dbname"] == "carpool"
     with pytest.raises(OpsError, match="is a mysql:// URL, not a PostgreSQL one"):
         normalize_dsn("mysql://db.internal/carpool")
+
+
+async def test_an_option_the_server_does_not_know_is_named_not_an_outage(
+    ops_dsn: str,
+) -> None:
+    """The driver sends a DSN option it does not know to the server as a
+    setting; the server's refusal is not an unreachable server."""
+    for extra in ("bogus=1", "sslnegotiation=postgres&foo_bar=x"):
+        dsn = f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}{extra}"
+        with pytest.raises(SettingsInvalid) as refused:
+            await connect(dsn, purpose="test")
+        said = str(refused.value)
+        assert "the server refused a setting the connection asked for" in said
+        assert "unrecognized configuration parameter" in said
+        assert "Check the options in the DSN's query" in said
+        assert "server is up" not in said
+    with pytest.raises(SettingsInvalid, match="sets sslnegotiation=direct"):
+        normalize_dsn("host=h dbname=db sslnegotiation=direct")
 
 
 def test_a_keyword_value_that_opens_a_quote_must_close_it() -> None:

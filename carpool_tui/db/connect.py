@@ -37,12 +37,14 @@ _CLIENT_TUNING = {
 _ASKS_NOTHING = {
     "gssencmode": {"disable", "prefer"},
     "channel_binding": {"disable", "prefer"},
+    "sslnegotiation": {"postgres"},
 }
 _SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq options that restrict how it connects or authenticates; the driver
 # would ignore them, so a connection psql refuses could be made.
 _UNSUPPORTED = {
     "gssencmode",
+    "sslnegotiation",
     "channel_binding",
     "require_auth",
     "requirepeer",

@@ -136,6 +136,17 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             " role's CONNECTION LIMIT, or the server's max_connections).",
             state,
         )
+    if isinstance(exc, asyncpg.UndefinedObjectError) and (
+        "unrecognized configuration parameter" in text
+    ):
+        # An option of the DSN's URL query or of PGOPTIONS that the driver
+        # passed on as a server setting: the server is up, the name is wrong.
+        return SettingsInvalid(
+            f"{doing}: the server refused a setting the connection asked for ({text})",
+            "Check the options in the DSN's query (after ?) and in PGOPTIONS:"
+            " one is neither a libpq connection option nor a server setting.",
+            state,
+        )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return DatabaseMissing(
             f"{doing}: {text}",
