@@ -182,6 +182,20 @@ async def test_an_option_the_server_does_not_know_is_named_not_an_outage(
         normalize_dsn("host=h dbname=db sslnegotiation=direct")
 
 
+def test_a_pgport_that_is_not_a_port_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGPORT", "abc")
+    for dsn in (None, "postgresql://u@h/db", "host=h dbname=db"):
+        with pytest.raises(SettingsInvalid, match="PGPORT is set to 'abc', which"):
+            normalize_dsn(dsn)
+    # A port in the DSN wins, and libpq then never reads PGPORT.
+    assert (
+        normalize_dsn("postgresql://u@h:5433/db")[0]
+        == "postgresql://u@/db?host=h&port=5433"
+    )
+
+
 def test_a_keyword_value_that_opens_a_quote_must_close_it() -> None:
     """libpq refuses an unterminated quote; reading the rest as the value would
     name another database (``dbname='carpool_demox`` read as carpool_demo)."""

@@ -96,6 +96,7 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
     session_options = os.environ.get("PGOPTIONS", "").strip()
     if dsn is None:
         if not default_service and not session_options:
+            _refuse_bad_pgport()
             return None, CONNECT_TIMEOUT_S
         dsn = ""
     dsn = dsn.strip()
@@ -133,6 +134,8 @@ def normalize_dsn(dsn: str | None) -> tuple[str | None, float]:
                 ) from None
         elif key != "hostaddr":
             kept[key] = value
+    if not kept.get("port"):
+        _refuse_bad_pgport()  # read only where the DSN names no port, as in libpq
     asked = kept.get("sslmode") or os.environ.get("PGSSLMODE", "")
     sockets = _sockets_only(kept.get("host") or os.environ.get("PGHOST", ""))
     if sockets and asked in _SSL_MODES:  # a bad value is still refused, as in libpq
@@ -195,6 +198,18 @@ def _url_options(dsn: str) -> dict[str, str]:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         options[key] = value
     return options
+
+
+def _refuse_bad_pgport() -> None:
+    """The driver reads PGPORT with int() and would say "invalid literal for
+    int() with base 10" without naming the variable."""
+    value = os.environ.get("PGPORT", "").strip()
+    if value and not all(_is_port(part.strip()) for part in value.split(",")):
+        raise SettingsInvalid(
+            f"PGPORT is set to {value!r}, which is not a port number",
+            "Set PGPORT to a port (5432, say), or unset it and give the port in"
+            " the DSN.",
+        )
 
 
 def _is_port(text: str) -> bool:
