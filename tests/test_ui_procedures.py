@@ -914,6 +914,29 @@ async def test_the_chosen_run_is_named_and_its_row_under_the_cursor(
         assert stamp in " ".join(drawn_lines(rows)[2].split())
 
 
+async def test_choosing_a_row_answers_the_refusal_to_move_on(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """n before a row was chosen says why not; once one is chosen, that
+    refusal no longer shows beside the step's PASSED."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        screen = await open_from_list(pilot, "Jobs are failing")
+        await pilot.press("c")
+        await until(pilot, lambda: screen.run.verdict is not None, "the check")
+        await pilot.press("n")
+        message = screen.query_one("#proc-message", Static)
+        await until(pilot, lambda: "check failed" in static_text(message), "refusal")
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.run.target is not None, "the choice")
+        await pilot.pause()
+        assert screen.run.verdict is not None and screen.run.verdict.ok
+        assert not message.display and "check failed" not in screen_text(screen)
+
+
 async def test_step_two_starts_on_the_chosen_runs_job_when_it_ran_again(
     ops_dsn: str, tmp_path: Path
 ) -> None:

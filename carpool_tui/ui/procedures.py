@@ -610,6 +610,7 @@ class ProcedureScreen(Screen[None]):
         self.run.choose(str(target), row)
         if self.run.step.check is not None:
             self.run.verify(self.rowset.rows)
+        self.set_message("")  # a refusal to move on before the choice is answered
         self.render_step()
         self.reveal()
 
