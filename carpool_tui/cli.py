@@ -15,11 +15,13 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 from carpool_tui import __version__
 from carpool_tui.config import (
@@ -182,6 +184,21 @@ def _timeout(text: str) -> float:
             f"must be a number of seconds above 0, at most {MAX_CHECK_TIMEOUT_S:g}"
         )
     return value
+
+
+def _public_url(text: str) -> str:
+    """An http(s) URL with a host: the page builds its websocket address on it."""
+    try:
+        parts = urlsplit(text.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL with a host (the"
+            " address browsers use, https://ops.example/carpool say)"
+        )
+    return text.strip()
 
 
 def _limit(text: str) -> tuple[str, int | None]:
@@ -530,6 +547,7 @@ def _add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--public-url",
         default=None,
+        type=_public_url,
         metavar="URL",
         help="the address browsers use, when behind a proxy (default http://HOST:PORT)",
     )
@@ -1067,6 +1085,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     command = _served_command(
         args, settings, read_only, _wall_thresholds(args, config, target)
     )
+    _refuse_taken_port(args.host, args.port)
     server = Server(
         shlex.join(command),
         host=args.host,
@@ -1087,6 +1106,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "Pick another --port, or a --host address of this machine.",
         ) from exc
     return 0
+
+
+def _refuse_taken_port(host: str, port: int) -> None:
+    """Refuse, before saying it serves, an address it cannot listen on (the
+    server binds only once it starts, after its banner)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, address in infos[:1]:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise OpsError(
+            f"Cannot listen on {host}:{port} ({exc.strerror or exc})",
+            "Pick another --port, or a --host address of this machine.",
+        ) from exc
 
 
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {

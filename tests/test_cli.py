@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,6 +175,24 @@ async def test_migrate_says_the_layer_is_incomplete_when_a_function_was_dropped(
         assert "expire_rides(), ops_preview_seat_fix() are gone (dropped since)" in said
         assert "expire_rides() is defined last in ops/0153_expire_set_based.sql" in said
         assert "Traceback" not in said
+
+
+def test_serve_refuses_a_taken_port_before_saying_it_serves() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", "--port", str(port), "--dsn", "postgresql://u@127.0.0.1:1/db"
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"Cannot listen on 127.0.0.1:{port} (Address already in use)" in (
+        result.stderr
+    )
+    assert "Serving" not in result.stderr
+    bad = run_cli("serve", "--public-url", "not a url", "--dsn", "postgresql://x/y")
+    assert bad.returncode == 2
+    assert "'not a url' is not an http:// or https:// URL with a host" in bad.stderr
 
 
 def test_an_unknown_fault_is_refused_before_anything_starts() -> None:
