@@ -186,6 +186,17 @@ def _timeout(text: str) -> float:
     return value
 
 
+def _named_path(text: str) -> Path:
+    """A path that names something: an empty one (an unset shell variable)
+    would be read as the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty (an unset shell variable?); name a file or folder, or leave"
+            " the option out"
+        )
+    return Path(text)
+
+
 def _public_url(text: str) -> str:
     """An http(s) URL with a host: the page builds its websocket address on it."""
     try:
@@ -284,7 +295,7 @@ def _add_dsn(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=_named_path,
         default=default,
         metavar="FILE",
         help=f"the config file (default: {CONFIG_ENV}, else "
@@ -385,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--data-dir",
-        type=Path,
+        type=_named_path,
         default=None,
         help="where the embedded server keeps its files "
         "(default /var/tmp/carpool-tui-USER/demo)",

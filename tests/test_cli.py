@@ -195,6 +195,15 @@ def test_serve_refuses_a_taken_port_before_saying_it_serves() -> None:
     assert "'not a url' is not an http:// or https:// URL with a host" in bad.stderr
 
 
+def test_an_empty_path_is_refused_rather_than_read_as_here() -> None:
+    """`--config "$UNSET"` read the current directory as the file."""
+    for args in (("--config", "", "check"), ("demo", "--data-dir", " ")):
+        result = run_cli(*args)
+        assert result.returncode in (2, 3), result.stderr
+        assert "is empty (an unset shell variable?)" in result.stderr
+        assert "Starting" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_unknown_fault_is_refused_before_anything_starts() -> None:
     result = run_cli(
         "seed", "--dsn", "postgresql://nobody@127.0.0.1:1/x", "--faults", "bogus"
