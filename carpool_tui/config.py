@@ -584,7 +584,7 @@ class _Parser:
                 "refresh",
                 f"{table}.refresh must be a number of seconds between "
                 f"{MIN_REFRESH_SECONDS:g} and {MAX_REFRESH_SECONDS:g}, "
-                f"not {refresh!r}",
+                f"not {_shown(refresh)}",
             )
         operator = raw.get("operator")
         if operator is not None and (
@@ -626,7 +626,7 @@ class _Parser:
                 table,
                 "overdue_factor",
                 f"{table}.overdue_factor must be a number, 0 or more "
-                f"(0 turns the overdue test off), not {factor!r}",
+                f"(0 turns the overdue test off), not {_shown(factor)}",
             )
         return CheckOverrides(
             warn=self.limits(f"{table}.warn", raw.get("warn", {})),
@@ -648,6 +648,24 @@ class _Parser:
         return limits
 
 
+def _shown(value: object) -> str:
+    """A config value as the file spells it (true, not Python's True), cut
+    short: an error names it, and a line of thousands of digits helps nobody."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, int | float):
+        text = str(value)
+    elif isinstance(value, list):
+        return "an array"
+    elif isinstance(value, dict):
+        return "a table"
+    else:
+        text = str(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def parse_limit(value: object) -> int | None:
     """A threshold: a whole number 0 or more, or "off" (None: never raises)."""
     if isinstance(value, str):
@@ -661,7 +679,7 @@ def parse_limit(value: object) -> int | None:
             raise ValueError(f"{value!r} is not a whole number or {OFF!r}")
         value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{value!r} is not a whole number or {OFF!r}")
+        raise ValueError(f"{_shown(value)} is not a whole number or {OFF!r}")
     if value < 0:
         raise ValueError(f"{value} is below 0 (use {OFF!r} to turn it off)")
     return value

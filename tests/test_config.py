@@ -105,6 +105,16 @@ def test_the_example_file_parses() -> None:
             "a number of seconds between 1 and 300, not 0.5",
         ),
         (
+            "[targets.prod]\nrefresh = true\n",
+            "config file /etc/carpool/c.toml, line 2: targets.prod.refresh must be "
+            "a number of seconds between 1 and 300, not true",
+        ),
+        (
+            "[targets.prod]\nrefresh = " + "9" * 60 + "\n",
+            "config file /etc/carpool/c.toml, line 2: targets.prod.refresh must be "
+            "a number of seconds between 1 and 300, not " + "9" * 39 + "…",
+        ),
+        (
             "[targets.wall]\nread_only = 'yes'\n",
             "config file /etc/carpool/c.toml, line 2: targets.wall.read_only must "
             "be true or false",
