@@ -165,7 +165,7 @@ async def test_ops_database_fills_every_panel(ops_dsn: str, tmp_path: Path) -> N
         assert jobs[1].startswith("2 reconcile_seat_counts  FAILED  ok  60 min")
         assert "never run  OVERDUE" in jobs[2]
         log = table_text(screen.query_one("#log", JobLogTable))
-        assert "FAILED" in log and "lock timeout" in log
+        assert "FAILED" in log and "Lock timeout: canceling statement" in log
         violations = table_text(screen.query_one("#violations", ViolationsTable))
         assert "INV-SEAT-001 seat_mismatch" in violations
         assert "ops 1." in status(app) and "updated" in status(app)
