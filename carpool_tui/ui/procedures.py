@@ -297,6 +297,8 @@ class ProcedureScreen(Screen[None]):
         """When the step's job was sent: its timeline entry's time."""
         self._rows_of: int | None = None
         """The step whose rows the table shows."""
+        self._pages = False
+        """Whether the step is taller than its room (PgUp PgDn offered)."""
 
     @property
     def dash(self) -> DashboardApp:
@@ -330,6 +332,15 @@ class ProcedureScreen(Screen[None]):
     def on_resize(self, event: Resize) -> None:
         # A short terminal shows fewer rows, so the step's result fits below.
         self.set_class(event.size.height < SHORT_HEIGHT, "-short")
+        self.call_after_refresh(self._offer_paging)
+
+    def _offer_paging(self) -> None:
+        """Offer PgUp PgDn in the keys line only while the step is taller than
+        its room: a wide screen that shows it all keeps the line short."""
+        scrolls = self.query_one("#procedure", VerticalScroll).max_scroll_y > 0
+        if scrolls != self._pages:
+            self._pages = scrolls
+            self.query_one("#proc-keys", KeysLine).show(*self._keys())
 
     def reveal(self) -> None:
         """Scroll to the end of the step, where its result and messages appear.
@@ -394,6 +405,7 @@ class ProcedureScreen(Screen[None]):
         self.query_one("#proc-action", Static).update(self._action_text())
         self.query_one("#proc-verdict", Static).update(self._verdict_text())
         self.query_one("#proc-keys", KeysLine).show(*self._keys())
+        self.call_after_refresh(self._offer_paging)
         if self.run.over:
             self.reveal()
 
@@ -464,12 +476,8 @@ class ProcedureScreen(Screen[None]):
 
     def _keys(self) -> list[tuple[str, str]]:
         if self.run.over:
-            return [
-                ("b", "back"),
-                ("m", "export timeline"),
-                ("PgUp PgDn", "scroll"),
-                ("Esc", "close"),
-            ]
+            paging = [("PgUp PgDn", "scroll")] if self._pages else []
+            return [("b", "back"), ("m", "export timeline"), *paging, ("Esc", "close")]
         pairs = []
         step = self.run.step
         if step.check is not None and step.check.rule == "chosen":
@@ -483,7 +491,10 @@ class ProcedureScreen(Screen[None]):
             follow_up(self.rowset.view, row) for row in self.rowset.rows
         ):
             pairs.append(("f", "follow its procedure"))
-        pairs += [("m", "timeline"), ("PgUp PgDn", "scroll"), ("Esc", "stop")]
+        pairs.append(("m", "timeline"))
+        if self._pages:
+            pairs.append(("PgUp PgDn", "scroll"))
+        pairs.append(("Esc", "stop"))
         return pairs
 
     def _detail(self) -> str:
@@ -594,6 +605,7 @@ class ProcedureScreen(Screen[None]):
         message = self.query_one("#proc-message", Static)
         message.update(markup)
         message.display = bool(markup)
+        self.call_after_refresh(self._offer_paging)
         if markup:
             self.reveal()
 
