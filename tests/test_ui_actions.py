@@ -570,6 +570,30 @@ async def test_a_violation_resolved_by_someone_else_first_says_who_and_why(
         )
 
 
+@asynccontextmanager
+async def resolving(
+    dsn: str, tmp_path: Path, size: tuple[int, int]
+) -> AsyncIterator[tuple[DashboardApp, Pilot[Any], ResolveDialog]]:
+    """The resolve dialog open on a seat_mismatch violation, at ``size``."""
+    async with connected(dsn) as conn:
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(dsn, tmp_path, refresh=60))
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        dialog, _ = await resolve_of_the_mismatch(pilot, app)
+        yield app, pilot, dialog
+
+
+async def stored_note(dsn: str) -> str:
+    """The note the seat_mismatch violation was resolved with."""
+    async with connected(dsn) as conn:
+        note: str = await conn.fetchval(
+            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
+        )
+    return note
+
+
 def from_the_terminal(app: DashboardApp, data: str) -> None:
     """`data` as the terminal sends it, read by Textual's own parser: the
     events it makes reach the app in one burst, as from a real driver."""
@@ -594,26 +618,16 @@ async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_ent
     """Enter keys that came in the same burst as the text before them are a
     pasted line break, not someone pressing Enter: they join the lines, and
     only an Enter pressed on its own resolves."""
-    async with connected(ops_dsn) as conn:
-        await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-        app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            dialog, _ = await resolve_of_the_mismatch(pilot, app)
-            note = dialog.query_one("#note", Input)
-            from_the_terminal(app, data)
-            await pilot.pause(0.3)
-            assert not dialog.done and not dialog.applying
-            assert " / second" in note.value and not note.value.endswith(" "), (
-                note.value
-            )
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Resolved.")
-        stored = await conn.fetchval(
-            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
-        )
-        assert stored == clean_note(note.value) and " / second" in stored
+    async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
+        note = dialog.query_one("#note", Input)
+        from_the_terminal(app, data)
+        await pilot.pause(0.3)
+        assert not dialog.done and not dialog.applying
+        assert " / second" in note.value and not note.value.endswith(" "), note.value
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Resolved.")
+    stored = await stored_note(ops_dsn)
+    assert stored == clean_note(note.value) and " / second" in stored
 
 
 async def test_an_enter_taken_for_a_line_break_says_so_when_nothing_follows(
@@ -622,56 +636,38 @@ async def test_an_enter_taken_for_a_line_break_says_so_when_nothing_follows(
     """Typed keys that reach the app in one packet (a laggy link, a script)
     end in an Enter that is kept as a line break: the operator is told why
     nothing was written, and the next Enter writes."""
-    async with connected(ops_dsn) as conn:
-        await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-        app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            dialog, _ = await resolve_of_the_mismatch(pilot, app)
-            from_the_terminal(app, "checked with the driver\r")
-            await until(pilot, lambda: BREAK_HINT in notices(app), "the hint")
-            assert not dialog.done and not dialog.applying
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Resolved.")
-        stored = await conn.fetchval(
-            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
-        )
-        assert stored == "checked with the driver"
+    async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
+        from_the_terminal(app, "checked with the driver\r")
+        await until(pilot, lambda: BREAK_HINT in notices(app), "the hint")
+        assert not dialog.done and not dialog.applying
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Resolved.")
+    assert await stored_note(ops_dsn) == "checked with the driver"
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    async with connected(ops_dsn) as conn:
-        await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-        app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot)
-            dialog, _ = await resolve_of_the_mismatch(pilot, app)
-            note = dialog.query_one("#note", Input)
-            # Drawn blank, but not empty: braille blank, Hangul filler, ZWSP.
-            note.value = "\u2800\u3164\u200b"
-            await pilot.press("enter")
-            await shows(pilot, dialog, NOTE_REQUIRED)
-            note.value = ""
-            note.post_message(events.Paste("\u200b\n\u2800\n\u034f\ufe0f\n"))
-            await pilot.pause()
-            assert note.value == ""  # nothing in it would show
-            note.post_message(
-                events.Paste(
-                    "\nDuplicate cancelled\tby support\r\n\u200b\nINC-4711: ok\x07\n"
-                )
+    async with resolving(ops_dsn, tmp_path, (80, 24)) as (_, pilot, dialog):
+        note = dialog.query_one("#note", Input)
+        # Drawn blank, but not empty: braille blank, Hangul filler, ZWSP.
+        note.value = "\u2800\u3164\u200b"
+        await pilot.press("enter")
+        await shows(pilot, dialog, NOTE_REQUIRED)
+        note.value = ""
+        note.post_message(events.Paste("\u200b\n\u2800\n\u034f\ufe0f\n"))
+        await pilot.pause()
+        assert note.value == ""  # nothing in it would show
+        note.post_message(
+            events.Paste(
+                "\nDuplicate cancelled\tby support\r\n\u200b\nINC-4711: ok\x07\n"
             )
-            await until(pilot, lambda: note.value, "the paste")
-            assert note.value == "Duplicate cancelled by support / INC-4711: ok"
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Resolved.")
-        stored = await conn.fetchval(
-            "SELECT notes FROM invariant_violations WHERE check_name = 'seat_mismatch'"
         )
-        assert stored == "Duplicate cancelled by support / INC-4711: ok"
+        await until(pilot, lambda: note.value, "the paste")
+        assert note.value == "Duplicate cancelled by support / INC-4711: ok"
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Resolved.")
+    assert await stored_note(ops_dsn) == "Duplicate cancelled by support / INC-4711: ok"
 
 
 async def test_expire_one_ride_previews_then_expires(
