@@ -131,6 +131,10 @@ _KEYWORD = re.compile(r"\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|(?!')\S*)")
 _OPEN_QUOTE = re.compile(r"\s*(\w+)\s*=\s*'")
 
 
+class UnclosedQuote(ValueError):
+    """A keyword DSN's value opens a quote it never closes."""
+
+
 def keyword_options(text: str) -> dict[str, str]:
     """libpq's options from its ``key=value`` form (the last of a repeated key).
 
@@ -144,7 +148,7 @@ def keyword_options(text: str) -> dict[str, str]:
         if match is None:
             unclosed = _OPEN_QUOTE.match(text, position)
             if unclosed is not None:
-                raise ValueError(
+                raise UnclosedQuote(
                     f"The connection string's {unclosed.group(1)} value opens a"
                     " quote (') that is never closed"
                 )

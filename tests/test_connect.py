@@ -205,6 +205,7 @@ def test_a_keyword_value_that_opens_a_quote_must_close_it() -> None:
         assert "dbname value opens a quote (') that is never closed" in str(
             refused.value
         )
+        assert refused.value.hint.startswith("Close the quote")
     assert dsn_parts("dbname='carpool demo' user=ops")["dbname"] == "carpool demo"
     assert dsn_parts(r"dbname='it\'s' user=ops")["dbname"] == "it's"
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
-from carpool_tui.config import URL_FORM, keyword_options
+from carpool_tui.config import URL_FORM, UnclosedQuote, keyword_options
 from carpool_tui.db.errors import OpsError, SettingsInvalid, translate
 
 CONNECT_TIMEOUT_S = 10.0
@@ -386,13 +386,13 @@ def _keyword_options(text: str) -> dict[str, str]:
     """libpq's options from its ``key=value`` form, or OpsError saying why not."""
     try:
         return keyword_options(text)
+    except UnclosedQuote as exc:
+        raise OpsError(
+            str(exc),
+            "Close the quote, or leave the quotes out of a value without spaces.",
+        ) from None
     except ValueError as exc:
-        hint = (
-            "Close the quote, or leave the quotes out of a value without spaces."
-            if "never closed" in str(exc)
-            else _BAD_DSN_HINT
-        )
-        raise OpsError(str(exc), hint) from None
+        raise OpsError(str(exc), _BAD_DSN_HINT) from None
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
