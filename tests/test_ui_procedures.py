@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -261,6 +263,17 @@ async def open_from_list(pilot: Pilot[Any], title: str) -> ProcedureScreen:
     return await procedure(pilot)
 
 
+@asynccontextmanager
+async def procedure_open(
+    app: DashboardApp, title: str, size: tuple[int, int] = (120, 40)
+) -> AsyncIterator[tuple[Pilot[Any], ProcedureScreen]]:
+    """The app at ``size``, loaded, with the procedure ``title`` opened from
+    the list: the pilot and the procedure's screen."""
+    async with app.run_test(size=size) as pilot:
+        await loaded(pilot)
+        yield pilot, await open_from_list(pilot, title)
+
+
 async def expired_and_checked(
     pilot: Pilot[Any], screen: ProcedureScreen, dialog: Screen[Any]
 ) -> None:
@@ -347,9 +360,7 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))
         await make_booking(conn, ride, status="confirmed")
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            screen = await open_from_list(pilot, "Manual ride expiry")
+        async with procedure_open(app, "Manual ride expiry") as (pilot, screen):
             assert str(ride) in screen_text(screen)
             keys = static_text(screen.query_one("#proc-keys", Static))
             assert " Enter  choose" in keys and " r  reload" in keys
@@ -385,9 +396,7 @@ async def test_a_ride_typed_in_the_dialog_is_the_one_the_step_checks(
     async with connected(ops_dsn) as conn:
         ride = await make_ride(conn, departs_in=timedelta(hours=-2))
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            screen = await open_from_list(pilot, "Manual ride expiry")
+        async with procedure_open(app, "Manual ride expiry") as (pilot, screen):
             await skip_step(pilot, screen, "I know the ride")
             await pilot.press("a")
             dialog = await dialog_of(pilot, ExpireRideDialog)
@@ -405,9 +414,7 @@ async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:
     async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            screen = await open_from_list(pilot, "Manual seat fix")
+        async with procedure_open(app, "Manual seat fix") as (pilot, screen):
             await pilot.press("enter")
             await until(pilot, lambda: screen.run.target == str(ride), "the choice")
             await next_step(pilot, screen)
@@ -453,9 +460,7 @@ async def test_start_of_shift_on_a_healthy_database(
         ):
             await job(conn, name)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            screen = await open_from_list(pilot, "Start of shift check")
+        async with procedure_open(app, "Start of shift check") as (pilot, screen):
             first = screen_text(screen)
             assert "failed_jobs_24h" in first
             # A step without a check offers no c.
@@ -490,9 +495,7 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
         await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
         await next_step(pilot, shift)
         assert "Step 2 of 3: Jobs" in screen_text(shift)
         assert "f  follow its procedure" in screen_text(shift)
@@ -546,9 +549,10 @@ async def test_key_lines_wrap_only_between_whole_pairs(
         await job(conn, "expire_rides")
         await failed_run(conn)
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check", size=(80, 24)) as (
+        pilot,
+        shift,
+    ):
         await next_step(pilot, shift)
         keys = shift.query_one("#proc-keys", Widget)
         pairs = [
@@ -592,9 +596,7 @@ async def test_reload_checks_the_step_again_on_the_new_rows(
     async with connected(ops_dsn) as conn:
         await failed_run(conn)
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
         await next_step(pilot, shift)
         assert not await check(pilot, shift)
         assert "FAILED" in screen_text(shift)
@@ -614,9 +616,7 @@ async def test_a_step_whose_rows_cannot_be_read_shows_no_other_steps_rows(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
         assert "get_system_health_summary" in static_text(
             shift.query_one("#proc-query", Static)
         )
@@ -637,9 +637,10 @@ async def test_a_pasted_skip_reason_keeps_every_line(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check", size=(80, 24)) as (
+        pilot,
+        shift,
+    ):
         await pilot.press("k")
         reason = shift.query_one("#skip-reason", Input)
         await until(pilot, lambda: reason.has_focus, "the reason field")
@@ -650,6 +651,33 @@ async def test_a_pasted_skip_reason_keeps_every_line(
         await until(pilot, lambda: shift.run.index == 1, "the skip")
     skipped = [e.result for e in app.timeline.entries if e.action == "skip"]
     assert skipped == ["line one | pipe / line two `code`"]
+
+
+async def test_a_skip_reason_put_away_waits_for_its_own_step(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Esc puts the reason away and loses nothing: k on the same step brings it
+    back with the cursor after it (typing adds to it); another step starts
+    with an empty box, not the reason for a step it is not."""
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
+        reason = shift.query_one("#skip-reason", Input)
+        await pilot.press("k")
+        await until(pilot, lambda: reason.has_focus, "the reason field")
+        await type_text(pilot, "half")
+        await pilot.press("escape")
+        await until(pilot, lambda: not reason.display, "the box put away")
+        await pilot.press("k")
+        await until(pilot, lambda: reason.has_focus, "the reason field again")
+        assert reason.value == "half" and reason.selection.is_empty
+        await type_text(pilot, " of it")
+        assert reason.value == "half of it"
+        await pilot.press("escape")
+        await until(pilot, lambda: not reason.display, "the box put away")
+        await next_step(pilot, shift)
+        await pilot.press("k")
+        await until(pilot, lambda: reason.has_focus, "the box on step 2")
+        assert reason.value == ""
 
 
 def check_entries(app: DashboardApp, step: str) -> list[str]:
@@ -680,9 +708,7 @@ async def test_one_invariant_check_run_is_one_timeline_entry(
         for name in JOBS_BY_NAME:
             await job(conn, name)
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        shift = await open_from_list(pilot, "Start of shift check")
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
         await next_step(pilot, shift)
         # The jobs step judges the rows it reads: each c is a check of its own.
         assert await check(pilot, shift)
@@ -922,9 +948,7 @@ async def test_choosing_a_row_answers_the_refusal_to_move_on(
     async with connected(ops_dsn) as conn:
         await failed_run(conn)
     app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await loaded(pilot)
-        screen = await open_from_list(pilot, "Jobs are failing")
+    async with procedure_open(app, "Jobs are failing") as (pilot, screen):
         await pilot.press("c")
         await until(pilot, lambda: screen.run.verdict is not None, "the check")
         await pilot.press("n")

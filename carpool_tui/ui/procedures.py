@@ -292,6 +292,8 @@ class ProcedureScreen(Screen[None]):
         self.before: RowSet | None = None
         self.error: OpsError | None = None
         self._resume_row: int | None = None
+        self._skip_step: int | None = None
+        """The step whose skip reason the box holds."""
         self._runs_before: datetime | None = None
         self._sent_at: datetime | None = None
         """When the step's job was sent: its timeline entry's time."""
@@ -322,7 +324,9 @@ class ProcedureScreen(Screen[None]):
             yield Static("", id="proc-action")
             yield Static("", id="proc-verdict")
             reason = NoteInput(
-                placeholder="why skip this step? (Enter)", id="skip-reason"
+                placeholder="why skip this step? (Enter)",
+                id="skip-reason",
+                select_on_focus=False,
             )
             reason.display = False
             yield reason
@@ -769,8 +773,14 @@ class ProcedureScreen(Screen[None]):
         if self.run.over:
             return
         reason = self.query_one("#skip-reason", Input)
+        # A reason typed and put away (Esc) waits for this step's next k,
+        # the cursor after it; another step starts with an empty box.
+        if self._skip_step != self.run.index:
+            reason.value = ""
+        self._skip_step = self.run.index
         reason.display = True
         reason.focus()
+        reason.cursor_position = len(reason.value)
         self.reveal()
 
     @on(Input.Submitted, "#skip-reason")
