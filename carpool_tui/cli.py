@@ -648,8 +648,18 @@ async def _dropped_functions(conn: asyncpg.Connection) -> list[str]:
     return [function_name(sig) for sig in missing]
 
 
+_WARNED: set[str] = set()
+"""Warnings about the config file already said in this process."""
+
+
 def _config(args: argparse.Namespace) -> ConfigFile:
-    return load_config(getattr(args, "config", None))
+    config = load_config(getattr(args, "config", None))
+    warning = config.shared_password
+    if warning and warning not in _WARNED:
+        _WARNED.add(warning)
+        logging.getLogger(__name__).warning("%s", warning)
+        _say(f"carpool-tui: warning: {warning}")
+    return config
 
 
 def _target(args: argparse.Namespace, config: ConfigFile) -> Target | None:
@@ -813,7 +823,7 @@ def _wall_thresholds(
     """What the wallboard judges with: the thresholds `check` takes from the
     config file for the same target (`serve` passes them on as --thresholds)."""
     given: CheckThresholds | None = getattr(args, "thresholds", None)
-    return given if given is not None else config.thresholds(target)
+    return (given if given is not None else config.thresholds(target)).ordered()
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -961,7 +971,7 @@ def _thresholds(
         critical=dict(args.critical),
         overdue_factor=args.overdue_factor,
     )
-    return config.thresholds(target).merged(options)
+    return config.thresholds(target).merged(options).ordered()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -8,10 +8,11 @@ import math
 import os
 import re
 import socket
+import stat
 import tomllib
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -119,6 +120,22 @@ def names_nothing(dsn: str) -> bool:
         return False  # malformed: connecting says so, without the password
     wanted = ("host", "hostaddr", "dbname", "service")
     return not any(named.get(key, "").strip() for key in wanted)
+
+
+def holds_password(dsn: str) -> bool:
+    """Whether a URL or key=value DSN carries a password (an empty one does
+    not count); an unreadable DSN counts as none."""
+    text = dsn.strip()
+    try:
+        if not URL_FORM.match(text):
+            return bool(keyword_options(text).get("password"))
+        url = urlsplit(text)
+    except ValueError:
+        return False
+    userinfo, at, _ = url.netloc.rpartition("@")
+    if at and userinfo.partition(":")[2]:
+        return True
+    return any(v for v in parse_qs(url.query).get("password", []))
 
 
 URL_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -289,6 +306,22 @@ class CheckThresholds:
             overdue_factor=self.overdue_factor if factor is None else factor,
         )
 
+    def ordered(self) -> CheckThresholds:
+        """These thresholds, unless a metric's warning limit is above its
+        critical one: WARNING could then never show for it, which is far more
+        often a slip than a wish. ConfigError names the metric and both limits.
+        """
+        for metric in CHECK_METRICS:
+            warn, critical = self.warn.get(metric), self.critical.get(metric)
+            if warn is not None and critical is not None and warn > critical:
+                raise ConfigError(
+                    f"The warning limit of {metric} ({warn}) is above its "
+                    f"critical limit ({critical}), so it could never give "
+                    "WARNING: lower the warning limit or raise the critical one "
+                    "(--warn/--critical, or the config file's check tables)."
+                )
+        return self
+
     def to_json(self) -> str:
         """One line of JSON that from_json reads back, "off" for a limit that is
         off: how `serve` hands a target's thresholds to the dashboard processes
@@ -380,6 +413,10 @@ class ConfigFile:
     broken: dict[str, ConfigError] = field(default_factory=dict)
     """Targets with a mistake, raised only when that target is used: a typo
     in one database's settings must not stop every command on the others."""
+    shared_password: str | None = None
+    """A warning when the file holds a password that users other than its
+    owner may read (a jump host is shared): libpq refuses a password file
+    like that; this file is still used, with the warning said."""
 
     def target(self, name: str) -> Target:
         """The target called ``name``, or a ConfigError that lists the others."""
@@ -429,6 +466,7 @@ def load_config(path: Path | None = None) -> ConfigFile:
         # huge file would otherwise fill memory before any check.
         with where.open("rb") as file:
             raw = file.read(MAX_CONFIG_BYTES + 1)
+            mode = os.fstat(file.fileno()).st_mode
         # utf-8-sig: an editor that starts the file with a byte-order mark
         # would otherwise make line 1 unreadable.
         text = raw.decode("utf-8-sig")
@@ -443,7 +481,17 @@ def load_config(path: Path | None = None) -> ConfigFile:
             f"config file {where} is larger than {MAX_CONFIG_BYTES // 1024} KiB;"
             " a config file is a few lines: check that it names the right file"
         )
-    return parse_config(text, where)
+    config = parse_config(text, where)
+    readable = mode & (stat.S_IRGRP | stat.S_IROTH)
+    if readable and any(
+        t.dsn and holds_password(t.dsn) for t in config.targets.values()
+    ):
+        warning = (
+            f"config file {where} holds a password and other users can read it "
+            f"(mode {stat.S_IMODE(mode):o}); make it yours alone: chmod 600 {where}"
+        )
+        config = replace(config, shared_password=warning)
+    return config
 
 
 def parse_config(text: str, path: Path) -> ConfigFile:

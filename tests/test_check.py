@@ -405,6 +405,29 @@ def test_usage_errors_are_unknown(cli_env: dict[str, str]) -> None:
         assert "finite number" in odd.stderr
 
 
+def test_a_warning_limit_above_the_critical_one_is_refused(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """WARNING could never show for such a metric: refused before any reading,
+    from the options and from the config file, by check and by the wall."""
+    said = "warning limit of unresolved_violations (9) is above its critical limit (5)"
+    done = cli(cli_env, "check", "--warn", "unresolved_violations=9")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stdout.startswith("CARPOOL UNKNOWN - ") and said in done.stdout
+    equal = cli(cli_env, "check", "--critical", "unresolved_violations=0", "--json")
+    assert "above its critical limit" not in equal.stdout  # equal limits are kept
+
+    config = tmp_path / "carpool.toml"
+    config.write_text("[check.warn]\nunresolved_violations = 9\n")
+    from_file = cli(cli_env, "check", "--config", str(config))
+    assert from_file.returncode == 3 and said in from_file.stdout
+    # The dashboard judges its wall with the same limits: it says so and stops.
+    wall = cli(
+        cli_env, "--config", str(config), "--dsn", "postgresql://127.0.0.1:1/none"
+    )
+    assert wall.returncode == 1 and said in wall.stderr, wall.stderr
+
+
 def test_a_bad_config_file_is_unknown(cli_env: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[check.warn]\nseat_mismatches = many\n")

@@ -212,6 +212,46 @@ def test_a_file_no_setting_could_fill_is_one_sentence(tmp_path: Path) -> None:
         load_config(big)
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://ops:s3cret@127.0.0.1:1/carpool",
+        "postgresql://ops@127.0.0.1:1/carpool?password=s3cret",
+        "host=127.0.0.1 port=1 dbname=carpool password='s 3cret'",
+    ],
+)
+def test_a_password_others_can_read_is_warned_of_once(
+    cli_env: dict[str, str], tmp_path: Path, dsn: str
+) -> None:
+    """On a shared jump host the file gives the password to every user: said
+    once on stderr (check's stdout stays the monitor's one line), and the
+    file is still used."""
+    config = tmp_path / "carpool.toml"
+    config.write_text(f"[targets.prod]\ndsn = {json.dumps(dsn)}\n")
+    config.chmod(0o644)
+    done = cli(cli_env, "check", "--config", str(config), "--target", "prod")
+    assert done.returncode == 3 and done.stdout.startswith("CARPOOL UNKNOWN")
+    warning = (
+        f"carpool-tui: warning: config file {config} holds a password and other "
+        f"users can read it (mode 644); make it yours alone: chmod 600 {config}"
+    )
+    assert done.stderr.count(warning) == 1, done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+    config.chmod(0o600)
+    private = cli(cli_env, "check", "--config", str(config), "--target", "prod")
+    assert private.returncode == 3 and "warning" not in private.stderr
+
+
+def test_a_readable_file_without_a_password_is_not_warned_of(tmp_path: Path) -> None:
+    config = tmp_path / "carpool.toml"
+    config.write_text(
+        "[targets.a]\ndsn = 'postgresql://ops:@h/db'\n"
+        "[targets.b]\ndsn = 'host=h dbname=db sslmode=require'\n"
+    )
+    config.chmod(0o644)
+    assert load_config(config).shared_password is None
+
+
 def test_unknown_target_lists_the_others() -> None:
     config = parse_config("[targets.prod]\n[targets.staging]\n", WHERE)
     with pytest.raises(ConfigError) as caught:
