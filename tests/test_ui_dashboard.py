@@ -238,6 +238,23 @@ async def test_legacy_database_fills_panels_and_ops_actions_say_why(
         assert "unavailable: Needs the ops layer" in text
 
 
+async def test_a_read_only_footer_at_80_columns_keeps_refresh_and_pause(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A writable footer at 80 columns drops its spare keys to keep the write
+    keys; a read-only one hides the write keys, so the spare ones fit."""
+    for read_only in (True, False):
+        app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=read_only))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            await pilot.pause()
+            footer = terminal_lines(app.screen)[-1]
+            assert "q Quit" in footer and "t Log/Violations" in footer, footer
+            assert ("r Refresh" in footer) is read_only, footer
+            assert ("p Pause" in footer) is read_only, footer
+            assert ("s Fix seats" in footer) is not read_only, footer
+
+
 async def test_read_only_session_greys_out_writes_and_the_database_refuses(
     ops_dsn: str, tmp_path: Path
 ) -> None:

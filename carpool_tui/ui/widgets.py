@@ -163,20 +163,30 @@ class KeysFooter(Footer):
     def __init__(self, keys: Iterable[tuple[str, str, str, bool]]) -> None:
         """``keys``: (key shown, title, action, spare) of each footer action."""
         super().__init__()
-        shown = list(keys)
-        self.spare = frozenset(action for _, _, action, spare in shown if spare)
-        # A key takes " k title " on a footer at full spacing.
-        self.wide = sum(len(k) + len(t) + 3 for k, t, _, _ in shown)
-        self.wide += PALETTE_KEY_CELLS
+        self.spare = frozenset(action for _, _, action, spare in keys if spare)
+        self.wide = PALETTE_KEY_CELLS
+        """Cells every key on the footer needs at full spacing."""
 
     def compose(self) -> ComposeResult:
+        # Measured on the keys shown now: a read-only session hides the write
+        # keys, and what they would take is room for the spare ones.
+        wide = PALETTE_KEY_CELLS
         for widget in super().compose():
+            key = getattr(widget, "key_display", None)
+            if key is not None and not widget.has_class("-command-palette"):
+                # A key takes " k title " on a footer at full spacing.
+                wide += len(key) + len(getattr(widget, "description", "")) + 3
             if getattr(widget, "action", None) in self.spare:
                 widget.add_class("-spare")
             yield widget
+        self.wide = wide
+        self._fit(self.size.width)
 
     def on_resize(self, event: Resize) -> None:
-        narrow = event.size.width < self.wide
+        self._fit(event.size.width)
+
+    def _fit(self, width: int) -> None:
+        narrow = 0 < width < self.wide
         self.set_class(narrow, "-narrow")
         self.compact = narrow
 
