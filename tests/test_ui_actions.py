@@ -1139,20 +1139,30 @@ async def test_the_footer_fits_its_write_keys_in_80_columns(
         assert max(k.region.right for k in keys.values()) <= 120
 
 
-async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
-    """The samples table fits the dialog and scrolls; s acts on the row shown."""
-    async with connected(ops_dsn) as conn:
-        for _ in range(8):
+async def checked_mismatches(dsn: str, rides: int) -> None:
+    """``rides`` rides with drifted seats, found by one invariant check."""
+    async with connected(dsn) as conn:
+        for _ in range(rides):
             await seat_mismatch(conn)
         await job(conn, "check_system_invariants")
+
+
+async def mismatch_detail(pilot: Pilot[Any], app: DashboardApp) -> ViolationDialog:
+    """Once loaded, the seat_mismatch violation's detail with its samples."""
+    await loaded(pilot)
+    await select_violation(pilot, app, "seat_mismatch")
+    await pilot.press("enter")
+    return await dialog_of(pilot, ViolationDialog)  # type: ignore[return-value]
+
+
+async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
+    """The samples table fits the dialog and scrolls; s acts on the row shown."""
+    await checked_mismatches(ops_dsn, 8)
     app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
     async with app.run_test(size=(80, 24)) as pilot:
-        await loaded(pilot)
-        await select_violation(pilot, app, "seat_mismatch")
-        await pilot.press("enter")
-        dialog = await dialog_of(pilot, ViolationDialog)
+        dialog = await mismatch_detail(pilot, app)
         await pilot.pause()
-        samples = dialog.violation.sample_data  # type: ignore[attr-defined]
+        samples = dialog.violation.sample_data
         box = dialog.query_one("#violation")
         table = dialog.query_one("#samples", DataTable)
         keys = box.children[-1]
@@ -1168,6 +1178,52 @@ async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) ->
         await pilot.press("s")
         fix = await dialog_of(pilot, SeatFixDialog)
         assert samples[-1].ride_id in screen_text(fix)
+
+
+async def fix_with_note(pilot: Pilot[Any], dialog: Screen[Any], note: str) -> None:
+    """Type the note on a previewed seat fix, apply it and close the dialog."""
+    await until(pilot, lambda: not dialog.query_one("#note", Input).disabled, "note")
+    await type_text(pilot, note)
+    await pilot.press("enter")
+    await shows(pilot, dialog, "Fixed.")
+    await pilot.press("escape")
+
+
+async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The samples are the check's findings: a ride fixed since still shows
+    there. It is marked ✓, the cursor moves on to the next sample, and s on
+    the dashboard previews the first ride not fixed yet."""
+    await checked_mismatches(ops_dsn, 3)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        detail = await mismatch_detail(pilot, app)
+        rides = [s.ride_id for s in detail.violation.sample_data]
+        table = detail.query_one("#samples", DataTable)
+        handled = detail.query_one("#handled", Static)
+        assert not handled.display and "✓" not in screen_text(detail)
+        await pilot.press("s")
+        await fix_with_note(pilot, await dialog_of(pilot, SeatFixDialog), "first")
+        await until(pilot, lambda: app.screen is detail, "back on the violation")
+        await until(pilot, lambda: table.cursor_row == 1, "the cursor moved on")
+        assert table.get_row_at(0)[0].plain == "1 ✓"
+        assert table.get_row_at(1)[0].plain == "2"
+        assert handled.display and "fixed or expired in this session" in (
+            static_text(handled)
+        )
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+
+        # From the dashboard, s goes past the fixed ride to the next one.
+        await pilot.press("s")
+        fix = await dialog_of(pilot, SeatFixDialog)
+        await shows(pilot, fix, "Computed")
+        assert rides[1] in screen_text(fix) and rides[0] not in screen_text(fix)
+        await fix_with_note(pilot, fix, "second")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+    assert set(app.handled) == {rides[0], rides[1]}
+    assert all(v.startswith("seats fixed ") for v in app.handled.values())
 
 
 async def test_a_violations_detail_offers_the_fix_its_check_takes(

@@ -29,6 +29,7 @@ from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
 from carpool_tui.ui.procedures import ProcedureScreen
+from carpool_tui.ui.text import parse_uuid
 from carpool_tui.ui.tools import WarRoomActions, theme_name
 from carpool_tui.ui.wallboard import WallboardScreen
 
@@ -60,6 +61,10 @@ class TooSmallScreen(ModalScreen[None]):
             f"the dashboard's fields. Make it at least {MIN_COLUMNS}x{MIN_LINES}. "
             "Ctrl+Q quits (a dialog open beneath, and its note, are then lost)."
         )
+
+
+HANDLED_WORDS = {"seat_fix": "seats fixed", "expire_ride": "expired"}
+"""The writes on one ride that settle a violation's sample, as said beside it."""
 
 
 class DashboardApp(WarRoomActions, App[int]):
@@ -116,15 +121,31 @@ class DashboardApp(WarRoomActions, App[int]):
         self.dashboard = DashboardScreen()
         self.timeline = Timeline()
         """What was done this session, for the incident review."""
+        self.handled: dict[str, str] = {}
+        """Rides fixed or expired in this session, by id: what was done, when."""
         self.repo.on_action = self._action_done
         self.stop_signal: str | None = None
         """The name of the signal that ended the session, if one did."""
         self._previous_handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
 
+    def handled_ride(self, ride: str | None) -> str | None:
+        """What this session did to ``ride`` ('seats fixed 03:12 UTC'), if
+        anything: the check's samples predate it."""
+        try:
+            return self.handled.get(str(parse_uuid(ride or "")))
+        except ValueError:
+            return None
+
     def _action_done(self, entry: dict[str, Any]) -> None:
         """A write or job run from the dashboard goes into the timeline too; one
-        made inside a procedure is there already, as that procedure's step."""
+        made inside a procedure is there already, as that procedure's step.
+        A ride fixed or expired is remembered wherever it was done."""
+        done = HANDLED_WORDS.get(entry["action"])
+        if done and entry["outcome"] == "ok":
+            self.handled[str(entry["target"]).lower()] = (
+                f"{done} {self.clock():%H:%M} UTC"
+            )
         if any(isinstance(s, ProcedureScreen) for s in self.screen_stack):
             return
         note = entry.get("note")

@@ -797,19 +797,27 @@ class DashboardScreen(Screen[None]):
         violation = self.selected_violation()
         ride = None
         if violation is not None and self.active_pane == "violations":
-            rides = violation.seat_ride_ids
-            ride = rides[0] if rides else None
+            ride = self._next_ride(violation.seat_ride_ids)
         self.app.push_screen(SeatFixDialog(ride), self._after_write)
+
+    def _next_ride(self, rides: list[str]) -> str | None:
+        """The first of a violation's sample rides this session has not fixed
+        or expired yet (the samples predate those writes), else the first."""
+        fresh = [r for r in rides if not self.dash.handled_ride(r)]
+        return next(iter(fresh or rides), None)
 
     def action_expire_ride(self) -> None:
         violation = self.selected_violation()
         ride = None
         if violation is not None and self.active_pane == "violations":
-            for sample in violation.sample_data:
-                name = sample.name or violation.check_name
-                if sample.ride_id and name in EXPIRE_CHECKS:
-                    ride = sample.ride_id
-                    break
+            ride = self._next_ride(
+                [
+                    sample.ride_id
+                    for sample in violation.sample_data
+                    if sample.ride_id
+                    and (sample.name or violation.check_name) in EXPIRE_CHECKS
+                ]
+            )
         self.app.push_screen(ExpireRideDialog(ride), self._after_write)
 
     def action_resolve(self) -> None:

@@ -582,13 +582,17 @@ class ViolationDialog(Dialog[None]):
             total = v.sample_total or read
             shown = f"first {read} of {total:,}" if total > read else str(read)
             yield Static(f"Samples ({shown})", classes="subtitle")
+            handled = Static("", id="handled")
+            handled.display = False
+            yield handled
             table: DataTable[Text] = RowTable(cursor_type="row", id="samples")
             yield table
             yield KeysLine(*violation_keys(v), classes="keys")
 
     def on_mount(self) -> None:
         table = self.query_one("#samples", DataTable)
-        table.add_columns("#", "Check", "Ride", "Other fields")
+        table.add_column("#", key="n")
+        table.add_columns("Check", "Ride", "Other fields")
         for n, sample in enumerate(self.violation.sample_data, start=1):
             fields = sample.fields()
             rest = " ".join(
@@ -603,8 +607,51 @@ class ViolationDialog(Dialog[None]):
                 safe_text(rest, 80),
                 key=str(n - 1),
             )
+        self._mark_handled()
         table.focus()
         self.call_after_refresh(self._fit_samples)
+
+    def on_screen_resume(self) -> None:
+        """Back from a fix or an expiry opened here: its sample is marked, and
+        the cursor moves on from it to the next sample not yet handled."""
+        table = self.query_one("#samples", DataTable)
+        if table.row_count != len(self.violation.sample_data):
+            return  # not filled yet: on_mount marks them
+        before = self._before
+        if self._mark_handled() and table.cursor_row in self._before - before:
+            samples = range(table.cursor_row + 1, table.row_count)
+            later = next((n for n in samples if n not in self._before), None)
+            if later is not None:
+                table.move_cursor(row=later)
+        self.call_after_refresh(self._fit_samples)
+
+    _before: frozenset[int] = frozenset()
+    """The rows marked handled when the dialog last showed them."""
+
+    def _handled_rows(self) -> frozenset[int]:
+        return frozenset(
+            n
+            for n, sample in enumerate(self.violation.sample_data)
+            if self.dash.handled_ride(sample.ride_id)
+        )
+
+    def _mark_handled(self) -> bool:
+        """Put ✓ beside the samples whose ride this session fixed or expired
+        (the samples are the check's findings, older than that); whether any
+        was marked since the dialog last showed them."""
+        table = self.query_one("#samples", DataTable)
+        rows = self._handled_rows()
+        for n in rows - self._before:
+            table.update_cell(str(n), "n", Text(f"{n + 1} ✓"))
+        line = self.query_one("#handled", Static)
+        line.display = bool(rows)
+        line.update(
+            "✓ fixed or expired in this session; the samples are what the check "
+            "found. Run the check again to see what it finds now."
+        )
+        fresh = rows != self._before
+        self._before = rows
+        return fresh
 
     def on_resize(self, event: events.Resize) -> None:
         self.call_after_refresh(self._fit_samples)
