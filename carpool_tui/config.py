@@ -62,15 +62,23 @@ def operator_problem(name: str) -> str | None:
 def default_log_file() -> Path:
     """Where diagnostics go while the TUI owns the terminal."""
     env = os.environ.get(LOG_FILE_ENV)
-    if env:
-        return Path(env)
+    return Path(env) if env else _state_folder() / "carpool-tui.log"
+
+
+def _state_folder() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "carpool-tui" / "carpool-tui.log"
+    return Path(state) / "carpool-tui"
 
 
 def default_action_log() -> Path:
-    """The local append-only log of every write the dashboard made."""
-    return default_log_file().with_name("actions.log")
+    """The local append-only log of every write the dashboard made: beside
+    the diagnostics file, unless that is not a file of its own (/dev/null to
+    silence diagnostics): the record of writes then stays in the state
+    folder, not in /dev beside a device."""
+    log = default_log_file()
+    if log.exists() and not log.is_file():
+        return _state_folder() / "actions.log"
+    return log.with_name("actions.log")
 
 
 def dsn_parts(dsn: str) -> dict[str, str]:

@@ -459,6 +459,22 @@ def test_served_walls_judge_with_the_targets_thresholds(
     assert wall.critical["critical_violations"] is None
 
 
+def test_diagnostics_to_a_device_keep_the_action_log_in_the_state_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    for device in ("/dev/null", "/dev/full"):
+        monkeypatch.setenv("CARPOOL_TUI_LOG", device)
+        assert default_log_file() == Path(device)
+        assert default_action_log() == state / "carpool-tui" / "actions.log"
+    # A file of its own, even one not written yet, keeps the log beside it.
+    monkeypatch.setenv("CARPOOL_TUI_LOG", str(tmp_path / "logs" / "tui.log"))
+    assert default_action_log() == tmp_path / "logs" / "actions.log"
+    monkeypatch.delenv("CARPOOL_TUI_LOG")
+    assert default_action_log() == state / "carpool-tui" / "actions.log"
+
+
 def test_the_tests_keep_off_the_operators_own_files() -> None:
     """A test run writes no entry into the action log an operator reads."""
     assert not default_action_log().is_relative_to(Path.home())
