@@ -642,7 +642,7 @@ class ViolationDialog(Dialog[None]):
         table = self.query_one("#samples", DataTable)
         rows = self._handled_rows()
         for n in rows - self._before:
-            table.update_cell(str(n), "n", Text(f"{n + 1} ✓"))
+            table.update_cell(str(n), "n", Text(f"{n + 1} ✓"), update_width=True)
         line = self.query_one("#handled", Static)
         line.display = bool(rows)
         line.update(
