@@ -24,6 +24,7 @@ from test_ui_support import (
     pairs_whole,
     screen_text,
     static_text,
+    terminal_lines,
     until,
 )
 from textual import events
@@ -1226,6 +1227,26 @@ async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
         await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
     assert set(app.handled) == {rides[0], rides[1]}
     assert all(v.startswith("seats fixed ") for v in app.handled.values())
+
+
+async def test_the_next_sample_stays_in_view_at_80x24_after_a_fix(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The line explaining the mark takes room from the samples: the table is
+    fitted again, and the row the cursor moved on to is scrolled into view."""
+    await checked_mismatches(ops_dsn, 8)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        detail = await mismatch_detail(pilot, app)
+        table = detail.query_one("#samples", DataTable)
+        await pilot.press("down", "down", "down", "down")
+        await pilot.press("s")
+        await fix_with_note(pilot, await dialog_of(pilot, SeatFixDialog), "fifth")
+        await until(pilot, lambda: table.cursor_row == 5, "the cursor on row 6")
+        await pilot.pause(0.3)
+        # On the terminal, not only in the table's own (clipped) lines.
+        shown = terminal_lines(app.screen)
+        assert any("  6    seat_mismatch  " in line for line in shown), shown
 
 
 async def test_a_violations_detail_offers_the_fix_its_check_takes(

@@ -623,7 +623,7 @@ class ViolationDialog(Dialog[None]):
             later = next((n for n in samples if n not in self._before), None)
             if later is not None:
                 table.move_cursor(row=later)
-        self.call_after_refresh(self._fit_samples)
+        self.call_after_refresh(self.call_after_refresh, self._fit_samples)
 
     _before: frozenset[int] = frozenset()
     """The rows marked handled when the dialog last showed them."""
@@ -675,6 +675,8 @@ class ViolationDialog(Dialog[None]):
         fitted = max(SAMPLES_MIN_LINES, min(SAMPLES_MAX_LINES, room))
         if table.styles.max_height != Scalar.from_number(fitted):
             table.styles.max_height = fitted
+            # A shorter table may have left its cursor's row out of view.
+            self.call_after_refresh(table.move_cursor, row=table.cursor_row)
 
     def _sample_ride(self) -> str | None:
         table = self.query_one("#samples", DataTable)
