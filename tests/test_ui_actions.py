@@ -53,7 +53,6 @@ from carpool_tui.ui.dialogs import (
     ResolveDialog,
     SeatFixDialog,
     ViolationDialog,
-    clean_note,
     violation_keys,
 )
 from carpool_tui.ui.widgets import ViolationsTable
@@ -603,32 +602,41 @@ def from_the_terminal(app: DashboardApp, data: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "written"),
     [
-        # A bracketed paste that holds a colour code: the parser ends it at the
-        # escape and sends the rest, line breaks included, as keys.
-        "\x1b[200~a [bold]x[/] \x1b[31m red\rsecond\r\x1b[201~",
+        # A bracketed paste that holds colour codes: the parser sends all from
+        # the first escape on as keys (line breaks included, each ESC as "^"),
+        # and the text before it as a paste event after them.
+        (
+            "\x1b[200~first line\rsecond \x1b[1mbold\x1b[0m line\rthird\x1b[201~",
+            "first line / second bold line / third",
+        ),
+        (
+            "\x1b[200~a [bold]x[/] \x1b[31m red\rsecond\r\x1b[201~",
+            "a [bold]x[/]  red / second",
+        ),
+        ("\x1b[200~first line\r\x1b[31msecond\x1b[201~", "first line / second"),
         # A paste where the terminal does not bracket it: keys, one per line.
-        "first line\rsecond line\r",
+        ("first line\rsecond line\r", "first line / second line"),
     ],
-    ids=["escape-in-paste", "unbracketed"],
+    ids=["escape-mid-line", "escape-after-space", "escape-at-line-start", "keys"],
 )
 async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_enter(
-    ops_dsn: str, tmp_path: Path, data: str
+    ops_dsn: str, tmp_path: Path, data: str, written: str
 ) -> None:
     """Enter keys that came in the same burst as the text before them are a
     pasted line break, not someone pressing Enter: they join the lines, and
-    only an Enter pressed on its own resolves."""
+    only an Enter pressed on its own resolves. The note is written in the
+    order it was pasted, without the escape codes' text."""
     async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
         note = dialog.query_one("#note", Input)
         from_the_terminal(app, data)
         await pilot.pause(0.3)
         assert not dialog.done and not dialog.applying
-        assert " / second" in note.value and not note.value.endswith(" "), note.value
+        assert note.value == written
         await pilot.press("enter")
         await shows(pilot, dialog, "Resolved.")
-    stored = await stored_note(ops_dsn)
-    assert stored == clean_note(note.value) and " / second" in stored
+    assert await stored_note(ops_dsn) == written
 
 
 async def test_an_enter_taken_for_a_line_break_says_so_when_nothing_follows(

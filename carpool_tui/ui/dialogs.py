@@ -71,7 +71,7 @@ BLANK_GLYPHS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
 """Letters that draw nothing: a note of only these reads as empty."""
 
 
-def _shows_nothing(text: str) -> bool:
+def shows_nothing(text: str) -> bool:
     """Whether `text` would look empty in the audit log: only spaces, control,
     format or blank-drawing characters."""
     return all(
@@ -132,10 +132,14 @@ class NoteInput(Input):
     _break_pending = False
     """A pasted line break, written as " / " before the text that follows it."""
     _hint: Timer | None = None
+    _burst_from = 0
+    """Where the text of the latest burst of keys began (a cursor position)."""
 
     async def _on_key(self, event: events.Key) -> None:
         burst = event.time - self._last_key_at < KEY_BURST_S
         self._last_key_at = event.time
+        if not burst:
+            self._burst_from = min(self.selection.start, self.selection.end)
         if self._hint is not None:
             self._hint.stop()
             self._hint = None
@@ -163,7 +167,10 @@ class NoteInput(Input):
         # a bell goes); lines that would show nothing are dropped rather than
         # joined into a visible " / ".
         lines = [clean_note(line) for line in event.text.splitlines()]
-        text = " / ".join(line for line in lines if not _shows_nothing(line))
+        text = " / ".join(line for line in lines if not shows_nothing(line))
+        if self._ahead_of_its_start(event):
+            self._put_before_the_rest(event.text, text)
+            return
         if not text:
             return
         if self._break_pending:
@@ -173,6 +180,39 @@ class NoteInput(Input):
             self.insert_text_at_cursor(text)
         else:
             self.replace(text, *self.selection)
+
+    def _ahead_of_its_start(self, event: events.Paste) -> bool:
+        """Whether the keys just typed are the rest of this paste, sent first.
+
+        In a bracketed paste that holds an escape code (coloured text copied
+        from a terminal), the terminal parser sends everything from the first
+        escape on as keys, its ESC as "^", and the text before it as this
+        paste event, after those keys.
+        """
+        rest = self.value[self._burst_from : self.cursor_position]
+        return event.time - self._last_key_at < PASTE_REST_S and "^[" in rest
+
+    def _put_before_the_rest(self, raw: str, text: str) -> None:
+        """Put the paste's start back before its rest, and drop the escape
+        codes the rest holds as text ("^[1m")."""
+        start, end = self._burst_from, self.cursor_position
+        rest = ESCAPE_AS_KEYS.sub("", self.value[start:end])
+        if text and rest:
+            # The escape code split a line ("second ^[1mbold"), or came
+            # first on a line of its own.
+            if raw.endswith(("\r", "\n")):
+                text += " / "
+            elif raw[-1:].isspace():
+                text += " "
+        joined = self.value[:start] + text + rest
+        self.value = joined + self.value[end:]
+        self.cursor_position = len(joined)
+
+
+PASTE_REST_S = 0.05
+"""How soon after the keys of its rest a split paste's start arrives."""
+ESCAPE_AS_KEYS = re.compile(r"\^\[[0-?]*[ -/]*[@-~]")
+"""An escape code of a paste as it arrives as keys: "^[1m" for bold."""
 
 
 NOTE_IS_AN_ID = "The note is only an id; nothing was written. Say why instead."
@@ -789,7 +829,7 @@ class WriteDialog(Dialog[bool]):
         """
         field = self.query_one("#note", Input)
         note = clean_note(field.value)
-        problem = NOTE_REQUIRED if _shows_nothing(note) else None
+        problem = NOTE_REQUIRED if shows_nothing(note) else None
         if note and _is_an_id(note):
             has_ride_field = bool(self.query("#ride"))
             problem = NOTE_IS_AN_ID + (NOTE_IS_AN_ID_RIDE if has_ride_field else "")
