@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 from factories import connected, job, make_booking, make_ride
-from test_ui_actions import action_log, dialog_of, select_violation, shows, type_text
+from test_ui_actions import (
+    action_log,
+    dialog_of,
+    from_the_terminal,
+    select_violation,
+    shows,
+    type_text,
+)
 from test_ui_dashboard import failed_run, loaded, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
 from test_ui_support import (
@@ -651,6 +658,31 @@ async def test_a_pasted_skip_reason_keeps_every_line(
         await until(pilot, lambda: shift.run.index == 1, "the skip")
     skipped = [e.result for e in app.timeline.entries if e.action == "skip"]
     assert skipped == ["line one | pipe / line two `code`"]
+
+
+async def test_a_skip_reason_is_cleaned_as_a_note_is(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The timeline and the exported review get what a note would get: a
+    reason that shows nothing is refused, and a coloured paste is written in
+    its order, without its escape codes."""
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with procedure_open(app, "Start of shift check") as (pilot, shift):
+        reason = shift.query_one("#skip-reason", Input)
+        await pilot.press("k")
+        await until(pilot, lambda: reason.has_focus, "the reason field")
+        reason.value = "\u200b\u2060 "
+        await pilot.press("enter")
+        message = shift.query_one("#proc-message", Static)
+        await until(pilot, lambda: "Say why" in static_text(message), "refusal")
+        assert shift.run.index == 0
+        reason.value = ""
+        from_the_terminal(app, "\x1b[200~line one\r\x1b[31mred\x1b[0m two\x1b[201~")
+        await until(pilot, lambda: reason.value == "line one / red two", "the paste")
+        await pilot.press("enter")
+        await until(pilot, lambda: shift.run.index == 1, "the skip")
+    skipped = [e.result for e in app.timeline.entries if e.action == "skip"]
+    assert skipped == ["line one / red two"]
 
 
 async def test_a_skip_reason_put_away_waits_for_its_own_step(

@@ -43,6 +43,8 @@ from carpool_tui.ui.dialogs import (
     NoteInput,
     RideDialog,
     SeatFixDialog,
+    clean_note,
+    shows_nothing,
 )
 from carpool_tui.ui.text import ELLIPSIS, safe_markup, safe_text
 from carpool_tui.ui.widgets import RowTable
@@ -785,7 +787,10 @@ class ProcedureScreen(Screen[None]):
 
     @on(Input.Submitted, "#skip-reason")
     def _skip_reason(self, event: Input.Submitted) -> None:
-        refused = self.run.skip(event.value)
+        # Written to the timeline and the exported review as a note is to
+        # the audit log: no control characters, and nothing that shows blank.
+        reason = clean_note(event.value)
+        refused = self.run.skip("" if shows_nothing(reason) else reason)
         if refused:
             self.set_message(f"[b $warning]{safe_markup(refused, 200)}[/]")
             return
