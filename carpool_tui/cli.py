@@ -43,6 +43,7 @@ from carpool_tui.config import (
     default_operator,
     describe_target,
     load_config,
+    login_operator,
     names_nothing,
     operator_problem,
     parse_limit,
@@ -781,9 +782,17 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def _settings(
-    args: argparse.Namespace, dsn: str | None, target: Target | None = None
+    args: argparse.Namespace,
+    dsn: str | None,
+    target: Target | None = None,
+    *,
+    records: bool = True,
 ) -> Settings:
-    """Settings from the options, then the target, then the defaults."""
+    """Settings from the options, then the target, then the defaults.
+
+    ``records``: the command writes the operator's name (a job run, an audit
+    row), so a login name the server would refuse stops it here.
+    """
     refresh = getattr(args, "refresh", None)
     if refresh is None:
         refresh = (target and target.refresh_seconds) or DEFAULT_REFRESH_SECONDS
@@ -795,18 +804,18 @@ def _settings(
         dsn=dsn,
         refresh_seconds=refresh,
         read_only=read_only,
-        operator=operator or default_operator(),
+        operator=operator or (login_operator() if records else default_operator()),
     )
 
 
 def _target_settings(
-    args: argparse.Namespace,
+    args: argparse.Namespace, *, records: bool = True
 ) -> tuple[Settings, ConfigFile, Target | None]:
     """Settings for a command that connects: options over --target over defaults."""
     config = _config(args)
     target = _target(args, config)
     dsn = resolve_dsn(getattr(args, "dsn", None), target)
-    return _settings(args, dsn, target), config, target
+    return _settings(args, dsn, target, records=records), config, target
 
 
 def _view(args: argparse.Namespace) -> dict[str, Any]:
@@ -916,6 +925,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     thresholds = (
         _wall_thresholds(args, _config(args), None) if view["wallboard"] else None
     )
+    if not getattr(args, "operator", None):
+        login_operator()  # a login name the server would refuse stops it here
     data_dir: Path = args.data_dir or default_data_dir()
     # Before saying it starts (or removes) anything.
     EmbeddedServer(data_dir).refuse_unquotable_path()
@@ -981,7 +992,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     database = describe_target(getattr(args, "dsn", None))
     try:
-        settings, config, target = _target_settings(args)
+        settings, config, target = _target_settings(args, records=False)
         database = settings.target
         thresholds = _thresholds(args, config, target)
         reading = _run(_within(read_health(settings), args.timeout))

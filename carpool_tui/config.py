@@ -54,9 +54,27 @@ def operator_problem(name: str) -> str | None:
             " a name takes"
         )
     for char in name:
+        if unicodedata.category(char) == "Cs":
+            # A byte of the environment or command line that is not UTF-8,
+            # which Python keeps as a lone surrogate: the server refuses it.
+            return f"is not UTF-8 text (it holds the byte \\x{ord(char) - 0xDC00:02x})"
         if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}:
             return f"{OPERATOR_UNSEEN} ({ascii(char)[1:-1]})"
     return None
+
+
+def login_operator() -> str:
+    """user@host as the operator, or ConfigError when the login name cannot
+    be recorded (a byte that is not UTF-8 in $USER): every job and write
+    would otherwise fail at the server with an encoding error."""
+    name = default_operator()
+    problem = operator_problem(name)
+    if problem is not None:
+        raise ConfigError(
+            f"the operator name from the login, {name!a}, {problem}; give "
+            "the name to record in audit rows and the job log with --operator NAME"
+        )
+    return name
 
 
 def default_log_file() -> Path:

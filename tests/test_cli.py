@@ -679,6 +679,36 @@ def test_only_a_closed_stdout_counts_as_the_reader_gone() -> None:
     assert gone.stderr == "True"
 
 
+async def test_an_operator_name_that_is_not_utf8_is_refused_before_connecting(
+    ops_dsn: str,
+) -> None:
+    """A byte that is not UTF-8 in --operator or in the login name ($USER)
+    reached the server, which refused every job and write with an encoding
+    error that the job log recorded as a failed run. It is refused up front;
+    check, which records no operator, still checks."""
+    env = {**os.environ, "DATABASE_URL": ops_dsn}
+    given = run_cli("run-job", "expire_rides", "--operator", "ok\udcff", env=env)
+    assert given.returncode == 2, given.stdout + given.stderr
+    assert "--operator: is not UTF-8 text (it holds the byte \\xff)" in given.stderr
+    login = {**env, "USER": "br\udcffk", "LOGNAME": "br\udcffk"}
+    for command in (
+        ("run-job", "expire_rides"),
+        ("demo", "--data-dir", "/nonexistent"),
+    ):
+        refused = run_cli(*command, env=login)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.startswith(
+            "carpool-tui: the operator name from the login, 'br\\udcffk@"
+        ), refused.stderr
+        assert "is not UTF-8 text (it holds the byte \\xff)" in refused.stderr
+        assert "--operator NAME" in refused.stderr
+    assert await once(ops_dsn, "SELECT count(*) FROM system_job_log") == 0
+    checked = run_cli("check", env=login)
+    assert checked.returncode in (0, 1, 2), checked.stdout + checked.stderr
+    chosen = run_cli("run-job", "expire_rides", "--operator", "ann", env=login)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+
+
 async def test_a_blank_operator_is_refused_before_connecting(ops_dsn: str) -> None:
     """`--operator "$UNSET"` must not be recorded as the default user@host."""
     env = {**os.environ, "DATABASE_URL": ops_dsn}
