@@ -182,6 +182,19 @@ async def test_an_option_the_server_does_not_know_is_named_not_an_outage(
         normalize_dsn("host=h dbname=db sslnegotiation=direct")
 
 
+async def test_a_server_of_the_wrong_kind_for_target_session_attrs_is_named(
+    ops_dsn: str,
+) -> None:
+    """The test server is a primary: asking it for a standby is not an
+    outage, and the message says which option to look at."""
+    dsn = f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}target_session_attrs=read-only"
+    with pytest.raises(ConnectionLost) as refused:
+        await connect(dsn, purpose="test")
+    said = str(refused.value)
+    assert "no server is of the kind target_session_attrs asks for" in said
+    assert "The server is up" in said and "server is up and accepts" not in said
+
+
 def test_a_pgport_that_is_not_a_port_is_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

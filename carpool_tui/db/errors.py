@@ -147,6 +147,16 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             " one is neither a libpq connection option nor a server setting.",
             state,
         )
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        # The servers answered, but none is the kind the DSN asked for; a
+        # failover may yet make one so, so it is retried.
+        return ConnectionLost(
+            f"{doing}: no server is of the kind target_session_attrs asks for ({text})",
+            "The server is up: target_session_attrs=read-only or standby wants a"
+            " standby, read-write or primary a primary. Check that option in the"
+            " DSN or PGTARGETSESSIONATTRS, or wait for a failover to finish.",
+            state,
+        )
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return DatabaseMissing(
             f"{doing}: {text}",
