@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -585,6 +586,22 @@ def _setup_logging() -> None:
         # Not to the terminal: the dashboard would have log lines drawn over it.
         logging.basicConfig(handlers=[logging.NullHandler()])
         _say(f"carpool-tui: diagnostics are off: cannot write {path} ({exc})")
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning (asyncpg's about a password file others can read)
+    as one line of ours, not Python's two with the source line that raised it."""
+    text = " ".join(str(message).split())
+    logging.getLogger(__name__).warning("%s: %s", category.__name__, text)
+    _say(f"carpool-tui: warning: {text}")
 
 
 def _say(text: str) -> None:

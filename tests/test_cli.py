@@ -709,6 +709,20 @@ async def test_an_operator_name_that_is_not_utf8_is_refused_before_connecting(
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
 
 
+def test_a_librarys_warning_is_one_line_of_ours(ops_dsn: str, tmp_path: Path) -> None:
+    """asyncpg warns of a password file others may read: said as one line,
+    not as Python's warning with the line of asyncpg's source below it."""
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("nowhere:1:*:*:x\n")
+    passfile.chmod(0o644)
+    dsn = f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}passfile={passfile}"
+    done = run_cli("check", "--dsn", dsn)
+    lines = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert lines and all(line.startswith("carpool-tui: warning: ") for line in lines)
+    assert any("has group or world access" in line for line in lines), done.stderr
+    assert "warnings.warn(" not in done.stderr
+
+
 async def test_a_blank_operator_is_refused_before_connecting(ops_dsn: str) -> None:
     """`--operator "$UNSET"` must not be recorded as the default user@host."""
     env = {**os.environ, "DATABASE_URL": ops_dsn}
