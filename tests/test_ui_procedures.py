@@ -41,6 +41,7 @@ from carpool_tui.runbooks.procedures import CHECK_KINDS, PROCEDURES
 from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
+    BREAK_HINT,
     ConfirmJobDialog,
     ExpireRideDialog,
     JobRunDialog,
@@ -676,13 +677,20 @@ async def test_a_skip_reason_is_cleaned_as_a_note_is(
         message = shift.query_one("#proc-message", Static)
         await until(pilot, lambda: "Say why" in static_text(message), "refusal")
         assert shift.run.index == 0
+        # Typed keys that arrive in one burst end in an Enter kept as a line
+        # break; the message line says why nothing happened.
         reason.value = ""
+        from_the_terminal(app, "why\r")
+        await until(pilot, lambda: BREAK_HINT in static_text(message), "the hint")
+        assert shift.run.index == 0
+        # A paste after it follows that line break, its lines in their order.
         from_the_terminal(app, "\x1b[200~line one\r\x1b[31mred\x1b[0m two\x1b[201~")
-        await until(pilot, lambda: reason.value == "line one / red two", "the paste")
+        said = "why / line one / red two"
+        await until(pilot, lambda: reason.value == said, "the paste")
         await pilot.press("enter")
         await until(pilot, lambda: shift.run.index == 1, "the skip")
     skipped = [e.result for e in app.timeline.entries if e.action == "skip"]
-    assert skipped == ["line one / red two"]
+    assert skipped == [said]
 
 
 async def test_a_skip_reason_put_away_waits_for_its_own_step(

@@ -156,9 +156,14 @@ class NoteInput(Input):
         self._break_pending = False
         await super()._on_key(event)
 
+    class BreakTaken(Message):
+        """An Enter was kept as a pasted line break and nothing followed it:
+        the screen says why on its message line, where the result of the
+        next Enter replaces it (a notice would lie over that result)."""
+
     def _explain_break(self) -> None:
         self._hint = None
-        self.notify(BREAK_HINT, title="Enter taken as a line break", timeout=8)
+        self.post_message(self.BreakTaken())
 
     def on_paste(self, event: events.Paste) -> None:
         event.prevent_default()
@@ -197,6 +202,9 @@ class NoteInput(Input):
         codes the rest holds as text ("^[1m")."""
         start, end = self._burst_from, self.cursor_position
         rest = ESCAPE_AS_KEYS.sub("", self.value[start:end])
+        if rest.startswith(" / "):
+            # A line break pending before the paste went in ahead of its rest.
+            text, rest = " / " + text, rest[3:]
         if text and rest:
             # The escape code split a line ("second ^[1mbold"), or came
             # first on a line of its own.
@@ -818,6 +826,10 @@ class WriteDialog(Dialog[bool]):
         message.update(markup)
         if markup:
             self.call_after_refresh(message.scroll_visible, animate=False)
+
+    @on(NoteInput.BreakTaken)
+    def _break_taken(self) -> None:
+        self.set_message(f"[b $warning]{BREAK_HINT}[/]")
 
     def note_text(self) -> str | None:
         """The note without control characters (clean_note), or None after

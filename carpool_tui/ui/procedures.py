@@ -36,6 +36,7 @@ from carpool_tui.runbooks.procedures import (
 )
 from carpool_tui.ui import fmt
 from carpool_tui.ui.dialogs import (
+    BREAK_HINT,
     ConfirmJobDialog,
     ExpireRideDialog,
     JobRunDialog,
@@ -606,6 +607,10 @@ class ProcedureScreen(Screen[None]):
         self.render_step()
         if message.verify:
             self.reveal()
+
+    @on(NoteInput.BreakTaken)
+    def _break_taken(self) -> None:
+        self.set_message(f"[b $warning]{BREAK_HINT}[/]")
 
     def set_message(self, markup: str) -> None:
         message = self.query_one("#proc-message", Static)
