@@ -635,6 +635,24 @@ FORMULAS = (
 """Error messages a spreadsheet would take as formulas, one per leading character."""
 
 
+async def test_an_exports_file_name_is_drawn_whole_at_80x24(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await problems_db(ops_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await until(pilot, lambda: app.dashboard.snapshot, "the first poll")
+        await pilot.press("t", "j")
+        path = await until(pilot, lambda: app.last_export, "export")
+        assert path.name.startswith("carpool-violations-")
+        toast = await until(
+            pilot, lambda: next(iter(app.screen.query("Toast")), None), "notice"
+        )
+        await pilot.pause()
+        drawn = drawn_lines(toast)
+        assert any(path.name in line for line in drawn), drawn
+
+
 async def test_csv_export_guards_text_a_spreadsheet_would_run(
     ops_dsn: str, tmp_path: Path
 ) -> None:
