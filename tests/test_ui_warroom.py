@@ -82,6 +82,7 @@ async def test_wallboard_shows_state_what_is_wrong_and_since_when(
         assert "60 min  reconcile_seat_counts failed: canceling statement" in failed
         assert "· since " in failed
         assert board.has_class("-critical")
+        assert text.splitlines()[-1].endswith(" · Ctrl+Q quits")  # the only key
 
 
 @pytest.mark.parametrize(("size", "listed"), [((120, 40), 15), ((80, 24), 12)])

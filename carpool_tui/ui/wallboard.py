@@ -376,4 +376,8 @@ class WallboardScreen(Screen[None]):
             age = (now - source.last_ok).total_seconds()
             fresh = f"data {fmt.age(age)} old"
         stamp = fmt.stamp(now)
-        return f"{stamp} UTC · {fresh} · every {fmt.duration(source.interval)}"
+        # The wall takes no keys; the one way out is said where it is seen.
+        return (
+            f"{stamp} UTC · {fresh} · every {fmt.duration(source.interval)}"
+            " · Ctrl+Q quits"
+        )
