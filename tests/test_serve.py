@@ -28,6 +28,8 @@ import pytest
 from test_check import cli, isolated_env, run_jobs, seed
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REQUIRE_BROWSER = "CARPOOL_REQUIRE_BROWSER"
+"""Set (as CI sets it): a missing Chromium fails the browser test, never skips it."""
 START_TIMEOUT_S = 30.0
 SCREEN_TIMEOUT_S = 60.0
 
@@ -117,9 +119,37 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"nothing listened on 127.0.0.1:{port}:\n{log.read_text()}")
 
 
+def need_chromium(path: str) -> None:
+    """Skip the browser test where Chromium is missing, saying how to install
+    it; fail it instead where CARPOOL_REQUIRE_BROWSER is set."""
+    if Path(path).exists():
+        return
+    missing = f"Chromium is not installed at {path} (apt-get install chromium)"
+    if os.environ.get(REQUIRE_BROWSER):
+        pytest.fail(f"{missing}, and {REQUIRE_BROWSER} requires it")
+    pytest.skip(f"{missing}: the browser test of serve needs it")
+
+
+def test_a_missing_chromium_skips_with_advice_or_fails_where_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(REQUIRE_BROWSER, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        need_chromium("/nonexistent/chromium")
+    monkeypatch.setenv(REQUIRE_BROWSER, "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER requires it"):
+        need_chromium("/nonexistent/chromium")
+    need_chromium(sys.executable)  # there: nothing to say
+
+
 @pytest.fixture
 def chromium(tmp_path: Path) -> Iterator[int]:
-    """A headless Chromium with a fresh profile; yields its DevTools port."""
+    """A headless Chromium with a fresh profile; yields its DevTools port.
+
+    Without Chromium the test is skipped, saying how to install it, unless
+    CARPOOL_REQUIRE_BROWSER is set: then it fails.
+    """
+    need_chromium(CHROMIUM)
     profile = tmp_path / "chromium-profile"
     log = (tmp_path / "chromium.log").open("wb")
     process = subprocess.Popen(
