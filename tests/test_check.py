@@ -683,7 +683,9 @@ async def test_a_server_that_stops_answering_is_unknown_in_bounded_time(
     monkeypatch.setattr(
         cli_module,
         "_settings",
-        lambda *a: dataclasses.replace(settings(*a), statement_timeout_ms=short_ms),
+        lambda *a, **k: dataclasses.replace(
+            settings(*a, **k), statement_timeout_ms=short_ms
+        ),
     )
     async with (
         connected(ops_dsn, purpose="test-blocker") as blocker,
