@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from uuid import UUID
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -63,8 +64,8 @@ class TooSmallScreen(ModalScreen[None]):
         )
 
 
-HANDLED_WORDS = {"seat_fix": "seats fixed", "expire_ride": "expired"}
-"""The writes on one ride that settle a violation's sample, as said beside it."""
+HANDLING_ACTIONS = frozenset({"seat_fix", "expire_ride"})
+"""The writes on one ride that settle a violation's sample."""
 
 
 class DashboardApp(WarRoomActions, App[int]):
@@ -121,31 +122,29 @@ class DashboardApp(WarRoomActions, App[int]):
         self.dashboard = DashboardScreen()
         self.timeline = Timeline()
         """What was done this session, for the incident review."""
-        self.handled: dict[str, str] = {}
-        """Rides fixed or expired in this session, by id: what was done, when."""
+        self.handled: set[UUID] = set()
+        """Rides fixed or expired in this session."""
         self.repo.on_action = self._action_done
         self.stop_signal: str | None = None
         """The name of the signal that ended the session, if one did."""
         self._previous_handlers: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
 
-    def handled_ride(self, ride: str | None) -> str | None:
-        """What this session did to ``ride`` ('seats fixed 03:12 UTC'), if
-        anything: the check's samples predate it."""
+    def handled_ride(self, ride: str | None) -> bool:
+        """Whether this session fixed or expired ``ride``: the check's samples
+        predate it."""
         try:
-            return self.handled.get(str(parse_uuid(ride or "")))
+            return parse_uuid(ride or "") in self.handled
         except ValueError:
-            return None
+            return False
 
     def _action_done(self, entry: dict[str, Any]) -> None:
         """A write or job run from the dashboard goes into the timeline too; one
         made inside a procedure is there already, as that procedure's step.
         A ride fixed or expired is remembered wherever it was done."""
-        done = HANDLED_WORDS.get(entry["action"])
-        if done and entry["outcome"] == "ok":
-            self.handled[str(entry["target"]).lower()] = (
-                f"{done} {self.clock():%H:%M} UTC"
-            )
+        if entry["action"] in HANDLING_ACTIONS and entry["outcome"] == "ok":
+            with contextlib.suppress(ValueError):
+                self.handled.add(parse_uuid(str(entry["target"])))
         if any(isinstance(s, ProcedureScreen) for s in self.screen_stack):
             return
         note = entry.get("note")
