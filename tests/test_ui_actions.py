@@ -616,10 +616,24 @@ def from_the_terminal(app: DashboardApp, data: str) -> None:
             "a [bold]x[/]  red / second",
         ),
         ("\x1b[200~first line\r\x1b[31msecond\x1b[201~", "first line / second"),
+        # A line that is only an escape code is dropped, as a blank line is.
+        ("\x1b[200~first\r\x1b[31m\rthird\r\x1b[201~", "first / third"),
+        # A link: an operating-system command, ended by ESC backslash.
+        (
+            "\x1b[200~see \x1b]8;;http://x\x1b\\text\x1b]8;;\x1b\\ end\x1b[201~",
+            "see text end",
+        ),
         # A paste where the terminal does not bracket it: keys, one per line.
         ("first line\rsecond line\r", "first line / second line"),
     ],
-    ids=["escape-mid-line", "escape-after-space", "escape-at-line-start", "keys"],
+    ids=[
+        "escape-mid-line",
+        "escape-after-space",
+        "escape-at-line-start",
+        "escape-only-line",
+        "link",
+        "keys",
+    ],
 )
 async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_enter(
     ops_dsn: str, tmp_path: Path, data: str, written: str
@@ -634,6 +648,29 @@ async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_ent
         await pilot.pause(0.3)
         assert not dialog.done and not dialog.applying
         assert note.value == written
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Resolved.")
+    assert await stored_note(ops_dsn) == written
+
+
+async def test_a_coloured_paste_read_in_pieces_keeps_its_order(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A busy app reads a long paste in pieces, with gaps longer than keys
+    typed together: the rest is still found by its first escape."""
+    lines = [f"line{n} \x1b[1mbold{n}\x1b[0m" for n in range(12)]
+    data = "\x1b[200~start \x1b[31mred\x1b[0m\r" + "\r".join(lines) + "\x1b[201~"
+    written = " / ".join(["start red", *(f"line{n} bold{n}" for n in range(12))])
+    async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
+        note = dialog.query_one("#note", Input)
+        parser = XTermParser()
+        for at in range(0, len(data), 40):
+            for event in parser.feed(data[at : at + 40]):
+                app.post_message(event)
+            await pilot.pause(0.03)
+        await until(pilot, lambda: note.value == written, "the whole paste")
+        await pilot.pause(0.6)  # past the hint: nothing was written meanwhile
+        assert not dialog.done and not dialog.applying
         await pilot.press("enter")
         await shows(pilot, dialog, "Resolved.")
     assert await stored_note(ops_dsn) == written

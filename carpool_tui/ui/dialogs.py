@@ -132,14 +132,17 @@ class NoteInput(Input):
     _break_pending = False
     """A pasted line break, written as " / " before the text that follows it."""
     _hint: Timer | None = None
-    _burst_from = 0
-    """Where the text of the latest burst of keys began (a cursor position)."""
+    _run_from = 0
+    """Where the latest run of keys began to go in (keys under RUN_GAP_S apart)."""
+    _break_at: int | None = None
+    """Where the latest pending line break went in, as " / "."""
 
     async def _on_key(self, event: events.Key) -> None:
-        burst = event.time - self._last_key_at < KEY_BURST_S
+        gap = event.time - self._last_key_at
+        burst = gap < KEY_BURST_S
         self._last_key_at = event.time
-        if not burst:
-            self._burst_from = min(self.selection.start, self.selection.end)
+        if gap >= RUN_GAP_S:
+            self._run_from = min(self.selection.start, self.selection.end)
         if self._hint is not None:
             self._hint.stop()
             self._hint = None
@@ -152,6 +155,7 @@ class NoteInput(Input):
             self._hint = self.set_timer(BREAK_HINT_AFTER_S, self._explain_break)
             return
         if event.is_printable and self._break_pending:
+            self._break_at = self.cursor_position
             self.insert_text_at_cursor(" / ")
         self._break_pending = False
         await super()._on_key(event)
@@ -173,8 +177,9 @@ class NoteInput(Input):
         # joined into a visible " / ".
         lines = [clean_note(line) for line in event.text.splitlines()]
         text = " / ".join(line for line in lines if not shows_nothing(line))
-        if self._ahead_of_its_start(event):
-            self._put_before_the_rest(event.text, text)
+        rest_at = self._rest_sent_ahead(event)
+        if rest_at is not None:
+            self._put_before_the_rest(event.text, text, rest_at)
             return
         if not text:
             return
@@ -186,25 +191,32 @@ class NoteInput(Input):
         else:
             self.replace(text, *self.selection)
 
-    def _ahead_of_its_start(self, event: events.Paste) -> bool:
-        """Whether the keys just typed are the rest of this paste, sent first.
+    def _rest_sent_ahead(self, event: events.Paste) -> int | None:
+        """Where the rest of this paste begins, if its keys came first.
 
-        In a bracketed paste that holds an escape code (coloured text copied
-        from a terminal), the terminal parser sends everything from the first
-        escape on as keys, its ESC as "^", and the text before it as this
-        paste event, after those keys.
+        In a bracketed paste that holds an escape code (coloured text or a
+        link copied from a terminal), the terminal parser sends everything
+        from the first escape on as keys, each ESC as "^", and the text before
+        it as this paste event, after those keys. The rest is found by that
+        first escape among the keys of the latest run, not by how fast its
+        keys came: a busy app reads a long paste in pieces.
         """
-        rest = self.value[self._burst_from : self.cursor_position]
-        return event.time - self._last_key_at < PASTE_REST_S and "^[" in rest
+        end = self.cursor_position
+        if event.time - self._last_key_at >= RUN_GAP_S:
+            return None
+        found = REST_START.search(self.value, min(self._run_from, end), end)
+        return None if found is None else found.start()
 
-    def _put_before_the_rest(self, raw: str, text: str) -> None:
+    def _put_before_the_rest(self, raw: str, text: str, start: int) -> None:
         """Put the paste's start back before its rest, and drop the escape
-        codes the rest holds as text ("^[1m")."""
-        start, end = self._burst_from, self.cursor_position
-        rest = ESCAPE_AS_KEYS.sub("", self.value[start:end])
-        if rest.startswith(" / "):
+        codes the rest holds as text ("^[1m" for bold, "^]8;;URL^\\" for a
+        link), and any line they leave blank."""
+        end = self.cursor_position
+        lead = ""
+        if self._break_at == start - 3 and self.value[self._break_at : start] == " / ":
             # A line break pending before the paste went in ahead of its rest.
-            text, rest = " / " + text, rest[3:]
+            start, lead = start - 3, " / "
+        rest = ESCAPE_AS_KEYS.sub("", self.value[start + len(lead) : end])
         if text and rest:
             # The escape code split a line ("second ^[1mbold"), or came
             # first on a line of its own.
@@ -212,15 +224,26 @@ class NoteInput(Input):
                 text += " / "
             elif raw[-1:].isspace():
                 text += " "
-        joined = self.value[:start] + text + rest
+        parts = (text + rest).split(" / ")
+        pasted = " / ".join(part for part in parts if not shows_nothing(part))
+        if pasted and lead and not shows_nothing(self.value[:start]):
+            pasted = lead + pasted
+        joined = self.value[:start] + pasted
         self.value = joined + self.value[end:]
         self.cursor_position = len(joined)
 
 
-PASTE_REST_S = 0.05
-"""How soon after the keys of its rest a split paste's start arrives."""
-ESCAPE_AS_KEYS = re.compile(r"\^\[[0-?]*[ -/]*[@-~]")
-"""An escape code of a paste as it arrives as keys: "^[1m" for bold."""
+RUN_GAP_S = 0.5
+"""Keys closer than this are one run: a paste read in pieces, typing without
+a pause. A split paste's rest is looked for in the latest run."""
+REST_START = re.compile(r"\^[\[\]()]")
+"""The first escape of a paste's rest as it arrives as keys: "^[", "^]"..."""
+ESCAPE_AS_KEYS = re.compile(
+    r"\^\[[0-?]*[ -/]*[@-~]"  # a control sequence: "^[1m" for bold
+    r"|\^\][^^]*(?:\^\\)?"  # an operating-system command: a link's "^]8;;URL^\\"
+    r"|\^[()][0-9A-Za-z]"  # a character set: "^(B"
+)
+"""The escape codes of a paste as they arrive as keys."""
 
 
 NOTE_IS_AN_ID = "The note is only an id; nothing was written. Say why instead."
