@@ -1260,7 +1260,7 @@ async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
         drawn = drawn_lines(table)
         assert any(line.startswith(" 1 ✓  seat_mismatch  ") for line in drawn), drawn
         assert any(line.startswith(" 2    seat_mismatch  ") for line in drawn), drawn
-        assert handled.display and "fixed or expired in this session" in (
+        assert handled.display and "fixed or expired this session" in (
             static_text(handled)
         )
         await pilot.press("escape")
@@ -1274,6 +1274,21 @@ async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
         await fix_with_note(pilot, fix, "second")
         await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
     assert app.handled == {uuid.UUID(rides[0]), uuid.UUID(rides[1])}
+
+
+async def test_after_the_last_sample_the_cursor_goes_back_to_one_not_done(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    await checked_mismatches(ops_dsn, 3)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        detail = await mismatch_detail(pilot, app)
+        table = detail.query_one("#samples", DataTable)
+        await pilot.press("down", "down")
+        await pilot.press("s")
+        await fix_with_note(pilot, await dialog_of(pilot, SeatFixDialog), "last")
+        await until(pilot, lambda: app.screen is detail, "back on the violation")
+        await until(pilot, lambda: table.cursor_row == 0, "the cursor at the top")
 
 
 async def test_the_next_sample_stays_in_view_at_80x24_after_a_fix(

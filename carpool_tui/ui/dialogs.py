@@ -690,10 +690,12 @@ class ViolationDialog(Dialog[None]):
             return  # not filled yet: on_mount marks them
         before = self._before
         if self._mark_handled() and table.cursor_row in self._before - before:
-            samples = range(table.cursor_row + 1, table.row_count)
-            later = next((n for n in samples if n not in self._before), None)
-            if later is not None:
-                table.move_cursor(row=later)
+            # The next one not done yet, below it or else from the top.
+            after = range(table.cursor_row + 1, table.row_count)
+            order = [*after, *range(table.cursor_row)]
+            left = next((n for n in order if n not in self._before), None)
+            if left is not None:
+                table.move_cursor(row=left)
         self.call_after_refresh(self.call_after_refresh, self._fit_samples)
 
     _before: frozenset[int] = frozenset()
@@ -716,10 +718,7 @@ class ViolationDialog(Dialog[None]):
             table.update_cell(str(n), "n", Text(f"{n + 1} ✓"), update_width=True)
         line = self.query_one("#handled", Static)
         line.display = bool(rows)
-        line.update(
-            "✓ fixed or expired in this session; the samples are what the check "
-            "found. Run the check again to see what it finds now."
-        )
+        line.update("✓ fixed or expired this session; samples are from the last check")
         fresh = rows != self._before
         self._before = rows
         return fresh
