@@ -193,6 +193,7 @@ async def test_a_server_of_the_wrong_kind_for_target_session_attrs_is_named(
     said = str(refused.value)
     assert "no server is of the kind target_session_attrs asks for" in said
     assert "The server is up" in said and "server is up and accepts" not in said
+    assert "SessionAttribute" not in said
 
 
 def test_a_pgport_that_is_not_a_port_is_named(

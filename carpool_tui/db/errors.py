@@ -150,8 +150,9 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
     if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
         # The servers answered, but none is the kind the DSN asked for; a
         # failover may yet make one so, so it is retried.
+        # The driver's text names an enum of its own; the option says it all.
         return ConnectionLost(
-            f"{doing}: no server is of the kind target_session_attrs asks for ({text})",
+            f"{doing}: no server is of the kind target_session_attrs asks for",
             "The server is up: target_session_attrs=read-only or standby wants a"
             " standby, read-write or primary a primary. Check that option in the"
             " DSN or PGTARGETSESSIONATTRS, or wait for a failover to finish.",
