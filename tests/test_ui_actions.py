@@ -664,8 +664,10 @@ async def test_a_coloured_paste_read_in_pieces_keeps_its_order(
     async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
         note = dialog.query_one("#note", Input)
         parser = XTermParser()
-        for at in range(0, len(data), 40):
-            for event in parser.feed(data[at : at + 40]):
+        # Each line break starts a piece: it comes long after the key before.
+        pieces = data.split("\r")
+        for n, piece in enumerate(pieces):
+            for event in parser.feed(piece if n == 0 else "\r" + piece):
                 app.post_message(event)
             await pilot.pause(0.03)
         await until(pilot, lambda: note.value == written, "the whole paste")
