@@ -666,17 +666,12 @@ async def _dropped_functions(conn: asyncpg.Connection) -> list[str]:
     return [function_name(sig) for sig in missing]
 
 
-_WARNED: set[str] = set()
-"""Warnings about the config file already said in this process."""
-
-
 def _config(args: argparse.Namespace) -> ConfigFile:
+    """The config file, read once per command, with its warning said."""
     config = load_config(getattr(args, "config", None))
-    warning = config.shared_password
-    if warning and warning not in _WARNED:
-        _WARNED.add(warning)
-        logging.getLogger(__name__).warning("%s", warning)
-        _say(f"carpool-tui: warning: {warning}")
+    if config.shared_password:
+        logging.getLogger(__name__).warning("%s", config.shared_password)
+        _say(f"carpool-tui: warning: {config.shared_password}")
     return config
 
 
