@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import select
 import socket
 import stat
 import tomllib
@@ -490,9 +491,7 @@ def load_config(path: Path | None = None) -> ConfigFile:
     try:
         # Read no more than a config file can be: a path to /dev/zero or a
         # huge file would otherwise fill memory before any check.
-        with where.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
-            mode = os.fstat(file.fileno()).st_mode
+        raw, mode = _read_limited(where)
         # utf-8-sig: an editor that starts the file with a byte-order mark
         # would otherwise make line 1 unreadable.
         text = raw.decode("utf-8-sig")
@@ -518,6 +517,30 @@ def load_config(path: Path | None = None) -> ConfigFile:
         )
         config = replace(config, shared_password=warning)
     return config
+
+
+PIPE_WAIT_SECONDS = 5.0
+
+
+def _read_limited(where: Path) -> tuple[bytes, int]:
+    """The first MAX_CONFIG_BYTES + 1 bytes of a file, and its mode.
+
+    A named pipe is opened without waiting for a writer, then given
+    PIPE_WAIT_SECONDS to send something, so that `--config <(...)` works and
+    a pipe nothing writes to is refused instead of hanging the command.
+    """
+    fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode):
+            ready, _, _ = select.select([fd], [], [], PIPE_WAIT_SECONDS)
+            if not ready:
+                raise ConfigError(
+                    f"config file {where} is a pipe that nothing wrote to in "
+                    f"{PIPE_WAIT_SECONDS:g} s; name the config file itself"
+                )
+        os.set_blocking(fd, True)
+        return file.read(MAX_CONFIG_BYTES + 1), mode
 
 
 def parse_config(text: str, path: Path) -> ConfigFile:

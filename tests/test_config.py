@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import textual_serve.server
 from factories import once
 from test_check import cli, isolated_env
 
+from carpool_tui import config as config_module
 from carpool_tui.cli import _target_settings, _wall_thresholds, build_parser, cmd_serve
 from carpool_tui.config import (
     CHECK_METRICS,
@@ -479,3 +481,27 @@ def test_the_tests_keep_off_the_operators_own_files() -> None:
     """A test run writes no entry into the action log an operator reads."""
     assert not default_action_log().is_relative_to(Path.home())
     assert not default_log_file().is_relative_to(Path.home())
+
+
+def test_a_pipe_is_read_when_written_and_refused_when_nothing_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--config <(...)` is a pipe with a writer; a pipe without one must not
+    hang the command."""
+    pipe = tmp_path / "config.pipe"
+    os.mkfifo(pipe)
+    monkeypatch.setattr(config_module, "PIPE_WAIT_SECONDS", 0.3)
+    with pytest.raises(ConfigError, match=r"config\.pipe is a pipe that nothing"):
+        load_config(pipe)
+
+    def write() -> None:
+        with pipe.open("w") as file:
+            file.write("[targets.piped]\ndsn = 'postgresql://a@h/db'\n")
+
+    monkeypatch.setattr(config_module, "PIPE_WAIT_SECONDS", 10.0)
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert list(load_config(pipe).targets) == ["piped"]
+    finally:
+        writer.join(timeout=5)
