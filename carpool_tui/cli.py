@@ -11,12 +11,14 @@ import json
 import logging
 import math
 import os
+import re
 import select
 import shlex
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -1142,14 +1144,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"({'read-only' if read_only else 'writes allowed'}) "
         f"on {server.public_url}"
     )
-    try:
-        server.serve()
-    except OSError as exc:
-        raise OpsError(
-            f"Cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
-            "Pick another --port, or a --host address of this machine.",
-        ) from exc
+    with tempfile.TemporaryDirectory(prefix="carpool-tui-serve-") as pages:
+        server.templates_path = _without_web_fonts(server.templates_path, Path(pages))
+        try:
+            server.serve()
+        except OSError as exc:
+            raise OpsError(
+                f"Cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
+                "Pick another --port, or a --host address of this machine.",
+            ) from exc
     return 0
+
+
+WEB_FONT_LINK = re.compile(r"<link\b[^>]*//fonts\.googleapis\.com[^>]*>\s*", re.I)
+
+
+def _without_web_fonts(templates: Path, folder: Path) -> Path:
+    """textual-serve's page templates, in ``folder``, with no link to a font host.
+
+    A war-room screen may have no way out of its network, where a font link in
+    the page's head holds up the first paint; and a viewer's browser should not
+    tell a third party that it is watching. The terminal falls back to the
+    browser's own monospace font.
+    """
+    shutil.copytree(templates, folder, dirs_exist_ok=True)
+    for page in folder.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        page.write_text(WEB_FONT_LINK.sub("", text), encoding="utf-8")
+    return folder
 
 
 def _refuse_taken_port(host: str, port: int) -> None:

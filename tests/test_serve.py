@@ -2,8 +2,8 @@
 
 The browser is Debian's chromium, driven over the DevTools protocol with
 aiohttp (which textual-serve already needs). It may only reach 127.0.0.1:
-every host name resolves to nothing, so the page's web-font link fails
-without leaving the machine.
+every host name resolves to nothing, so nothing the page asks for can leave
+the machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import textual_serve
 from test_check import cli, isolated_env, run_jobs, seed
+
+from carpool_tui.cli import _without_web_fonts
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRE_BROWSER = "CARPOOL_REQUIRE_BROWSER"
@@ -274,6 +277,10 @@ async def test_the_browser_shows_the_health_strip(
     try:
         wait_for_port(port, server, log)
         url = f"http://127.0.0.1:{port}/"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            html = await response.text()
+        assert "xterm.css" in html
+        assert "fonts.googleapis.com" not in html
         async with open_page(chromium) as page:
             text = await screen_text(page, url, "unresolved violations")
         (tmp_path / "screen.txt").write_text(text)
@@ -311,3 +318,16 @@ def test_a_public_address_warns_that_there_is_no_authentication(
     assert "Put it behind a proxy that authenticates." in lines[0]
     assert lines[-1].startswith("carpool-tui: Cannot listen on 192.0.2.1:")
     assert "Traceback" not in done.stderr
+
+
+def test_the_served_page_links_no_font_host(tmp_path: Path) -> None:
+    """The installed textual-serve page links Google's fonts; the copy served
+    keeps everything else."""
+    templates = Path(textual_serve.__file__).parent / "templates"
+    shipped = (templates / "app_index.html").read_text(encoding="utf-8")
+    assert "fonts.googleapis.com" in shipped
+    served = _without_web_fonts(templates, tmp_path)
+    page = (served / "app_index.html").read_text(encoding="utf-8")
+    assert "fonts.googleapis.com" not in page
+    assert page.count("\n") < shipped.count("\n")
+    assert "xterm.css" in page and "textual.js" in page
