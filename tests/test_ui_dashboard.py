@@ -30,6 +30,7 @@ from test_ui_support import (
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
@@ -411,6 +412,42 @@ async def test_selected_row_survives_refreshes_and_new_rows(
             await until(pilot, lambda: table.row_count == 4, "the new run")
             assert table.selected_key == chosen
             assert table.cursor_row == 2
+
+
+async def test_a_poll_that_brings_the_same_data_lays_nothing_out_again(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layout pass is the costliest part of an idle dashboard's poll: a panel
+    whose text did not change must not ask for one."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+        await failed_run(conn)
+        await job(conn, "check_system_invariants")
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        laid_out: list[str] = []
+        refresh = Widget.refresh
+
+        def counted(self: Widget, *regions: Any, **kwargs: Any) -> Widget:
+            if kwargs.get("layout"):
+                laid_out.append(f"{type(self).__name__}#{self.id}")
+            return refresh(self, *regions, **kwargs)
+
+        monkeypatch.setattr(Widget, "refresh", counted)
+        for _ in range(2):
+            rounds = app.dashboard.snapshot
+            await pilot.press("r")
+            await until(
+                pilot,
+                lambda before=rounds: app.dashboard.snapshot is not before,
+                "a refresh",
+            )
+            await pilot.pause()
+        assert laid_out == []
+        assert "1 unresolved" in static_text(
+            app.dashboard.query_one("#violations-info", Static)
+        )
 
 
 async def test_pause_resume_and_interval_keys(ops_dsn: str, tmp_path: Path) -> None:

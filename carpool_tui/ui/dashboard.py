@@ -60,6 +60,7 @@ from carpool_tui.ui.widgets import (
     KeysFooter,
     ViolationsTable,
     panel_error_text,
+    show_text,
 )
 
 if TYPE_CHECKING:
@@ -465,14 +466,16 @@ class DashboardScreen(Screen[None]):
             parts.append("f: all runs" if page.failed_only else "f: failed only")
             if page.failed_only:
                 parts.insert(0, "[b $error]FAILED ONLY[/]")
-            log_info.update(" · ".join(p.replace("[ ", "\\[ ") for p in parts))
+            if "job_log" not in snap.errors:
+                text = " · ".join(p.replace("[ ", "\\[ ") for p in parts)
+                show_text(log_info, text)
         if "job_log" in snap.errors:
-            log_info.update(panel_error_text(snap.errors["job_log"]))
+            show_text(log_info, panel_error_text(snap.errors["job_log"]))
         v_info = self.query_one("#violations-info", Static)
         self.query_one("#violations", ViolationsTable).show(snap.violations)
         critical = sum(1 for v in snap.violations if v.severity == "critical")
         if "violations" in snap.errors:
-            v_info.update(panel_error_text(snap.errors["violations"]))
+            show_text(v_info, panel_error_text(snap.errors["violations"]))
         elif snap.violations:
             # x is offered only where it can act (not read-only, not legacy).
             resolve = ACTIONS_BY_ID["resolve"]
@@ -482,16 +485,18 @@ class DashboardScreen(Screen[None]):
                 )
                 is None
             )
-            v_info.update(
+            show_text(
+                v_info,
                 f"{len(snap.violations)} unresolved ([b $error]{critical} critical[/])"
                 " · critical first, then newest · Enter: samples"
-                + (" · x: resolve" if can_resolve else "")
+                + (" · x: resolve" if can_resolve else ""),
             )
         else:
-            v_info.update("[$success]No unresolved violations.[/]")
-        self.query_one(
-            "#tab-violations", Tab
-        ).label = f"Violations ({fmt.at_least(len(snap.violations), VIOLATION_LIMIT)})"
+            show_text(v_info, "[$success]No unresolved violations.[/]")
+        tab = self.query_one("#tab-violations", Tab)
+        label = f"Violations ({fmt.at_least(len(snap.violations), VIOLATION_LIMIT)})"
+        if tab.label_text != label:
+            tab.label = label
 
     def _tick(self) -> None:
         """Every second: the status line, and during an outage the job ages.

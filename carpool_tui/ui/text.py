@@ -57,7 +57,11 @@ def as_string(value: Any) -> str:
 
 def printable(value: Any, limit: int | None = DEFAULT_LIMIT) -> str:
     """One visible line: control and format characters escaped, cut to `limit`."""
-    text = "".join(_escape_char(c) if _is_unsafe(c) else c for c in as_string(value))
+    text = as_string(value)
+    # isprintable() is false for every unsafe category (and for spaces other
+    # than ' '): a text it passes needs no escape, and most texts pass.
+    if not text.isprintable():
+        text = "".join(_escape_char(c) if _is_unsafe(c) else c for c in text)
     if limit is not None and len(text) > limit:
         text = text[: max(0, limit - 1)] + ELLIPSIS
     return text

@@ -191,6 +191,16 @@ class KeysFooter(Footer):
         self.compact = narrow
 
 
+def show_text(widget: Static, content: str) -> None:
+    """Put ``content`` in ``widget`` unless it is there already.
+
+    Every update lays the whole screen out again, and most polls bring the
+    text that is already shown.
+    """
+    if widget.content != content:
+        widget.update(content)
+
+
 class HealthStrip(Static):
     """The counts of get_system_health_summary(), coloured by threshold."""
 
@@ -199,13 +209,14 @@ class HealthStrip(Static):
     def show(self, snapshot: Snapshot) -> None:
         self._shown = snapshot
         critical = any(v.severity == "critical" for v in snapshot.violations)
-        self.update(
+        show_text(
+            self,
             health_markup(
                 snapshot.health,
                 snapshot.errors.get("health"),
                 critical=critical,
                 width=self.content_size.width or None,
-            )
+            ),
         )
 
     def on_resize(self) -> None:
