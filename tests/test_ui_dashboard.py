@@ -20,6 +20,7 @@ from test_ui_support import (
     FIXED_NOW,
     drawn_lines,
     frozen,
+    layout_requests,
     make_settings,
     screen_text,
     static_text,
@@ -30,7 +31,6 @@ from test_ui_support import (
 from textual.coordinate import Coordinate
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import ColumnKey
 
@@ -426,15 +426,7 @@ async def test_a_poll_that_brings_the_same_data_lays_nothing_out_again(
     app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen())
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        laid_out: list[str] = []
-        refresh = Widget.refresh
-
-        def counted(self: Widget, *regions: Any, **kwargs: Any) -> Widget:
-            if kwargs.get("layout"):
-                laid_out.append(f"{type(self).__name__}#{self.id}")
-            return refresh(self, *regions, **kwargs)
-
-        monkeypatch.setattr(Widget, "refresh", counted)
+        laid_out = layout_requests(monkeypatch)
         for _ in range(2):
             rounds = app.dashboard.snapshot
             await pilot.press("r")

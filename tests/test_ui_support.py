@@ -57,6 +57,20 @@ async def until(
     raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
 
 
+def layout_requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, every widget that asks for a layout pass, in order."""
+    asked: list[str] = []
+    refresh = Widget.refresh
+
+    def counted(self: Widget, *regions: Any, **kwargs: Any) -> Widget:
+        if kwargs.get("layout"):
+            asked.append(f"{type(self).__name__}#{self.id}")
+        return refresh(self, *regions, **kwargs)
+
+    monkeypatch.setattr(Widget, "refresh", counted)
+    return asked
+
+
 def static_text(widget: Static) -> str:
     """The plain text a Static shows."""
     content = widget.content

@@ -22,6 +22,7 @@ from test_ui_dashboard import (
 from test_ui_support import (
     drawn_lines,
     frozen,
+    layout_requests,
     make_settings,
     screen_text,
     static_text,
@@ -83,6 +84,36 @@ async def test_wallboard_shows_state_what_is_wrong_and_since_when(
         assert "· since " in failed
         assert board.has_class("-critical")
         assert text.splitlines()[-1].endswith(" · Ctrl+Q quits")  # the only key
+
+
+async def test_the_wall_redrawn_with_nothing_new_lays_nothing_out(
+    ops_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wall redraws every second for hours: text that did not change must
+    not cost a layout pass of the whole screen."""
+    await problems_db(ops_dsn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=frozen(), wallboard=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        board = app.screen
+        assert isinstance(board, WallboardScreen)
+        await until(pilot, lambda: "seat_mismatch" in screen_text(board), "the wall")
+        # The first polls may still bring something new (a panel read late).
+        for _ in range(2):
+            rounds = app.dashboard.snapshot
+            await until(
+                pilot,
+                lambda before=rounds: app.dashboard.snapshot is not before,
+                "a poll",
+            )
+        laid_out = layout_requests(monkeypatch)
+        rounds = app.dashboard.snapshot
+        await until(pilot, lambda: app.dashboard.snapshot is not rounds, "a poll")
+        for _ in range(3):
+            board.redraw()
+            await pilot.pause()
+        assert laid_out == []
+        assert "seat_mismatch" in screen_text(board)
 
 
 @pytest.mark.parametrize(("size", "listed"), [((120, 40), 15), ((80, 24), 12)])

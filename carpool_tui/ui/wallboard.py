@@ -28,6 +28,7 @@ from carpool_tui.models import JOBS_BY_NAME, HealthSummary, PanelError, Snapshot
 from carpool_tui.monitor import CheckResult, Level, evaluate
 from carpool_tui.ui import fmt
 from carpool_tui.ui.text import safe_markup
+from carpool_tui.ui.widgets import show_text
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -344,7 +345,8 @@ class WallboardScreen(Screen[None]):
         self.set_class(False, *STATE_CLASSES)
         self.add_class(f"-{state.level.name.lower()}")
         database = safe_markup(self.dash.label, 40)
-        self.query_one("#wb-state", Static).update(f"{state.headline}  ·  {database}")
+        headline = f"{state.headline}  ·  {database}"
+        show_text(self.query_one("#wb-state", Static), headline)
         for index in range(5):
             box = self.query_one(f"#wb-count-{index}")
             if index < len(state.counts):
@@ -352,7 +354,7 @@ class WallboardScreen(Screen[None]):
                 box.display = True
                 box.set_class(bool(value), "-bad")
                 box.query_one(Digits).update("-" if value is None else str(value))
-                box.query_one(".wb-label", Static).update(label)
+                show_text(box.query_one(".wb-label", Static), label)
             else:
                 box.display = False
         problems = self.query_one("#wb-problems", Static)
@@ -365,8 +367,9 @@ class WallboardScreen(Screen[None]):
             lines.append(f"… and {len(state.problems) - len(shown)} more")
         if not lines:
             lines = ["[b $success]Nothing is wrong.[/]"]
-        problems.update("\n".join(lines))
-        self.query_one("#wb-foot", Static).update(self._foot(now))
+        show_text(problems, "\n".join(lines))
+        # One line whose clock changes every second: no layout pass needed.
+        self.query_one("#wb-foot", Static).update(self._foot(now), layout=False)
 
     def _foot(self, now: datetime) -> str:
         source = self.source
