@@ -21,7 +21,7 @@ from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import HorizontalScroll, Vertical
+from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.content import Content
 from textual.css.scalar import Scalar
 from textual.geometry import Size
@@ -1682,18 +1682,20 @@ class HelpScreen(Dialog[None]):
             )
         if dash.settings.read_only:
             state += " Read-only session: writes are disabled."
-        lines = []
+        rows: list[Horizontal] = []
         for spec in ACTIONS:
             reason = blocked_reason(spec, caps, selected={"violation", "row"})
             extra = (
-                f"\n{'':9}[$warning]unavailable: {safe_markup(reason)}[/]"
-                if (reason)
-                else ""
+                f"\n[$warning]unavailable: {safe_markup(reason)}[/]" if reason else ""
             )
-            lines.append(
-                f"[b]{safe_markup(f'{spec.key_label:>7}')}[/]  [b]{spec.title}[/] — "
-                f"{safe_markup(spec.description, 300)}{extra}"
+            # Two columns, so that a description that wraps stays clear of the
+            # keys, which the eye runs down.
+            key = Static(f"[b]{safe_markup(f'{spec.key_label:>7}')}[/]", classes="key")
+            what = Static(
+                f"[b]{spec.title}[/] — {safe_markup(spec.description, 300)}{extra}",
+                classes="what",
             )
+            rows.append(Horizontal(key, what, classes="help-key"))
         # The whole DSN (no password), to reach the same database from another
         # terminal with --dsn: the status line only has room for its name.
         with DialogScroll(classes="dialog", id="help"):
@@ -1706,7 +1708,8 @@ class HelpScreen(Dialog[None]):
             )
             yield DsnLine(dash.target, id="dsn-line")
             yield Static(state, classes="muted", id="help-state")
-            yield Static("\n".join(lines))
+            with Vertical(id="help-keys"):
+                yield from rows
             yield Static(
                 "In a table, ↑ ↓ move, ← → scroll a row wider than the screen, "
                 "PgUp PgDn page, Home End go to the first and last row, and Tab "
