@@ -43,6 +43,7 @@ from carpool_tui.ui.actions import ACTIONS_BY_ID
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     BREAK_HINT,
+    CONFIRM_ARMS_AFTER_S,
     NOTE_IS_AN_ID,
     NOTE_REQUIRED,
     ConfirmJobDialog,
@@ -63,6 +64,15 @@ async def dialog_of(pilot: Pilot[Any], kind: type[Screen[Any]]) -> Screen[Any]:
     return await until(
         pilot, lambda: isinstance(app.screen, kind) and app.screen, kind.__name__
     )
+
+
+async def confirm_job(pilot: Pilot[Any], key: str) -> None:
+    """Open a job's confirmation with ``key`` and run it, after the pause that
+    tells a read dialog from typing meant for somewhere else."""
+    await pilot.press(key)
+    await dialog_of(pilot, ConfirmJobDialog)
+    await pilot.pause(CONFIRM_ARMS_AFTER_S)
+    await pilot.press("enter")
 
 
 async def shows(pilot: Pilot[Any], screen: Screen[Any], text: str) -> str:
@@ -168,6 +178,7 @@ async def test_run_a_job_shows_what_it_does_then_the_result(
             assert "departure_time or available_until has passed" in text
             assert "every 5 minutes" in text
             assert "Enter  run the job" in text and "Esc  cancel" in text
+            await pilot.pause(CONFIRM_ARMS_AFTER_S)
             await pilot.press("enter")
             running = await dialog_of(pilot, JobRunDialog)
             shown = await shows(pilot, running, "Done")
@@ -215,6 +226,29 @@ async def rides_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+async def test_an_id_typed_into_the_dashboard_runs_no_job(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Typing a ride id with the dashboard in focus: its 3 opens the job's
+    confirmation, and the Enter that ends the id must not run the job."""
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await pilot.press(*"93a1a098-2c51", "enter")
+        confirm = await dialog_of(pilot, ConfirmJobDialog)
+        await shows(pilot, confirm, "Not run: that key came too soon")
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.screen is confirm
+        await pilot.pause(CONFIRM_ARMS_AFTER_S)
+        await pilot.press("enter")
+        running = await dialog_of(pilot, JobRunDialog)
+        await shows(pilot, running, "Done")
+    async with connected(ops_dsn) as conn:
+        runs = await conn.fetchval("SELECT count(*) FROM system_job_log")
+    assert runs == 1
+
+
 async def test_a_job_whose_server_is_lost_says_its_outcome_is_unknown(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -222,7 +256,7 @@ async def test_a_job_whose_server_is_lost_says_its_outcome_is_unknown(
         app = DashboardApp(make_settings(through, tmp_path))
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
-            await pilot.press("1", "enter")
+            await confirm_job(pilot, "1")
             running = await dialog_of(pilot, JobRunDialog)
             await until(pilot, lambda: app.repo.job_running, "the job")
             await asyncio.sleep(0.5)
@@ -242,7 +276,7 @@ async def test_cancel_reaches_the_server_and_the_failure_is_shown(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await pilot.press("1", "enter")
+            await confirm_job(pilot, "1")
             running = await dialog_of(pilot, JobRunDialog)
             await shows(pilot, running, "Running")
             await shows(pilot, running, "c  cancel the job on the server")
@@ -288,7 +322,7 @@ async def test_a_lost_poll_connection_leaves_a_running_job_alone(
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await pilot.press("1", "enter")
+            await confirm_job(pilot, "1")
             running = await dialog_of(pilot, JobRunDialog)
             await until(pilot, lambda: app.repo.job_running, "the job connection")
             # A poll round times out, as over a link that stalls for a while.
@@ -379,6 +413,55 @@ async def test_seat_fix_from_a_violation_needs_a_note_then_applies(
         assert [(e["action"], e["target"], e["note"]) for e in logged] == [
             ("seat_fix", str(ride), "drift after double decrement")
         ]
+
+
+async def test_esc_keeps_what_was_typed_until_it_is_written(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Esc pressed to clear a notice closes the dialog: what was typed comes
+    back when the same dialog opens on the same thing, and only there."""
+    (ride,) = await checked_mismatches(ops_dsn, 1)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        # A ride id typed into the seat fix opened with nothing chosen.
+        await pilot.press("s")
+        typed = await dialog_of(pilot, SeatFixDialog)
+        await type_text(pilot, str(ride)[:20])
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        await pilot.press("s")
+        typed = await dialog_of(pilot, SeatFixDialog)
+        await shows(pilot, typed, "What you typed when this dialog was last closed")
+        assert typed.query_one("#ride", Input).value == str(ride)[:20]
+        await pilot.press("escape")
+
+        # A note typed into the resolve of a violation.
+        resolve, _ = await resolve_of_the_mismatch(pilot, app)
+        await type_text(pilot, "drift from the double decrement")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        await pilot.press("s")  # the mismatch is still the chosen row
+        seat_fix = await dialog_of(pilot, SeatFixDialog)
+        await shows(pilot, seat_fix, "Computed")
+        assert seat_fix.query_one("#note", Input).value == ""  # another dialog
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        await pilot.press("x")
+        resolve = await dialog_of(pilot, ResolveDialog)
+        await shows(pilot, resolve, "right now")
+        note = resolve.query_one("#note", Input)
+        assert note.value == "drift from the double decrement"
+        await pilot.press("enter")
+        await shows(pilot, resolve, "Resolved.")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        assert app.drafts == {("SeatFixDialog", ""): {"#ride": str(ride)[:20]}}
+    async with connected(ops_dsn) as conn:
+        notes = await conn.fetch(
+            "SELECT notes FROM invariant_violations WHERE resolved_at IS NOT NULL"
+        )
+    assert [r["notes"] for r in notes] == ["drift from the double decrement"]
 
 
 async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
@@ -1133,7 +1216,7 @@ async def test_an_action_log_that_cannot_be_written_is_said_once(
     app = DashboardApp(settings)
     async with app.run_test(size=(120, 40)) as pilot:
         await loaded(pilot)
-        await pilot.press("1", "enter")
+        await confirm_job(pilot, "1")
         running = await dialog_of(pilot, JobRunDialog)
         await shows(pilot, running, "Done")
         await pilot.press("escape")
@@ -1195,12 +1278,12 @@ async def test_the_footer_fits_its_write_keys_in_80_columns(
         assert max(k.region.right for k in keys.values()) <= 120
 
 
-async def checked_mismatches(dsn: str, rides: int) -> None:
+async def checked_mismatches(dsn: str, rides: int) -> list[uuid.UUID]:
     """``rides`` rides with drifted seats, found by one invariant check."""
     async with connected(dsn) as conn:
-        for _ in range(rides):
-            await seat_mismatch(conn)
+        made = [await seat_mismatch(conn) for _ in range(rides)]
         await job(conn, "check_system_invariants")
+    return made
 
 
 async def mismatch_detail(pilot: Pilot[Any], app: DashboardApp) -> ViolationDialog:

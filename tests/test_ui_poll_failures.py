@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from factories import connected
 from test_resilience import _ops_database, own_server  # noqa: F401
+from test_ui_actions import confirm_job
 from test_ui_dashboard import loaded, notices, status
 from test_ui_support import FIXED_NOW, make_settings, static_text, until
 from textual.pilot import Pilot
@@ -111,7 +112,7 @@ async def test_a_job_whose_server_stops_answering_can_be_left(
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
-            await pilot.press("1", "enter")
+            await confirm_job(pilot, "1")
             running = await until(
                 pilot,
                 lambda: isinstance(app.screen, JobRunDialog) and app.screen,

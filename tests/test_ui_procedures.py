@@ -12,6 +12,7 @@ import pytest
 from factories import connected, job, make_booking, make_ride
 from test_ui_actions import (
     action_log,
+    confirm_job,
     dialog_of,
     from_the_terminal,
     select_violation,
@@ -42,7 +43,6 @@ from carpool_tui.ui import fmt
 from carpool_tui.ui.app import DashboardApp
 from carpool_tui.ui.dialogs import (
     BREAK_HINT,
-    ConfirmJobDialog,
     ExpireRideDialog,
     JobRunDialog,
     SeatFixDialog,
@@ -68,9 +68,7 @@ async def run_job_action(
     pilot: Pilot[Any], screen: ProcedureScreen, read_for: float = 0.0
 ) -> None:
     """Run the step's job and close its result, after ``read_for`` seconds."""
-    await pilot.press("a")
-    await dialog_of(pilot, ConfirmJobDialog)
-    await pilot.press("enter")
+    await confirm_job(pilot, "a")
     running = await dialog_of(pilot, JobRunDialog)
     await until(pilot, lambda: running.result is not None, "the job's result")  # type: ignore[attr-defined]
     await pilot.pause(read_for)

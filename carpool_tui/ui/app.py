@@ -124,6 +124,9 @@ class DashboardApp(WarRoomActions, App[int]):
         """What was done this session, for the incident review."""
         self.handled: set[UUID] = set()
         """Rides fixed or expired in this session."""
+        self.drafts: dict[tuple[str, str], dict[str, str]] = {}
+        """What was typed into a write dialog closed without writing, by the
+        dialog and the ride or violation it was opened on."""
         self.repo.on_action = self._action_done
         self.stop_signal: str | None = None
         """The name of the signal that ended the session, if one did."""

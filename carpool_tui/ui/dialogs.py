@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -101,6 +102,11 @@ def clean_note(text: str) -> str:
             kept.append(char)
     return "".join(kept).strip()
 
+
+DRAFT_BACK = (
+    "What you typed when this dialog was last closed is back; it is kept until "
+    "it is written."
+)
 
 KEY_BURST_S = 0.005
 """Keys closer together than this came in one read from the terminal: pasted,
@@ -354,6 +360,22 @@ class Dialog(ModalScreen[R]):
         return f"[b $error]{safe_markup(err.message, 400)}[/]{hint}"
 
 
+CONFIRM_ARMS_AFTER_S = 0.5
+"""A job runs only on a confirm key this long after the dialog opened and after
+any other key: nobody reads the dialog that fast, so a quicker Enter belongs to
+typing meant for somewhere else (an id typed with the dashboard in focus)."""
+CONFIRM_KEYS = frozenset({"enter", "y", "escape", "n", "q"})
+CONFIRM_STRAY = (
+    "Typed keys do nothing here: this dialog asks whether to run the job. "
+    "Enter runs it, Esc cancels."
+)
+CONFIRM_TOO_SOON = (
+    "Not run: that key came too soon after other keys to be an answer to this "
+    "dialog (was the typing meant for somewhere else?). Read the above, then "
+    "press Enter to run the job, or Esc to cancel."
+)
+
+
 class ConfirmJobDialog(Dialog[bool]):
     """Names the job and what it does before it runs."""
 
@@ -366,6 +388,8 @@ class ConfirmJobDialog(Dialog[bool]):
         super().__init__()
         self.job = job
         self.operator = operator
+        self.quiet_since = time.monotonic()
+        """When the last key that is not this dialog's own came (or it opened)."""
 
     def compose(self) -> ComposeResult:
         job = self.job
@@ -380,9 +404,27 @@ class ConfirmJobDialog(Dialog[bool]):
                 "updating and you can cancel it.",
                 classes="muted",
             )
+            message = Static("", id="message")
+            message.display = False  # until a key needs an answer
+            yield message
             yield KeysLine(("Enter", "run the job"), ("Esc", "cancel"), classes="keys")
 
+    def on_key(self, event: events.Key) -> None:
+        if event.key not in CONFIRM_KEYS:
+            self.quiet_since = time.monotonic()
+            if event.is_printable:
+                self._say(CONFIRM_STRAY)
+
+    def _say(self, text: str) -> None:
+        message = self.query_one("#message", Static)
+        message.update(f"[b $warning]{text}[/]")
+        message.display = True
+
     def action_confirm(self) -> None:
+        if time.monotonic() - self.quiet_since < CONFIRM_ARMS_AFTER_S:
+            self.quiet_since = time.monotonic()
+            self._say(CONFIRM_TOO_SOON)
+            return
         self.dismiss(True)
 
     def action_close(self) -> None:
@@ -905,7 +947,44 @@ class WriteDialog(Dialog[bool]):
         """After a lost answer, a refusal's cause may be that very write."""
         return MAYBE_YOURS if self.lost_answer else ""
 
+    def draft_key(self) -> tuple[str, str]:
+        """Which draft this dialog keeps: its kind and what it was opened on."""
+        return (type(self).__name__, "")
+
+    def typed(self) -> dict[str, str]:
+        """The text fields the operator filled in, by selector."""
+        return {
+            f"#{field.id}": field.value
+            for field in self.query("#ride, #note").results(Input)
+            if field.value.strip()
+        }
+
+    def keep_draft(self) -> None:
+        """Keep what was typed for the next time this dialog opens on the same
+        thing: Esc closes, and a note typed at 3 AM must not be lost to it."""
+        fields = self.typed()
+        # A write whose answer was not waited for keeps its note too: if it
+        # was not made, the next attempt needs it.
+        if fields and not self.done:
+            self.dash.drafts[self.draft_key()] = fields
+        else:
+            self.dash.drafts.pop(self.draft_key(), None)
+
+    def restore_draft(self, *, ride: bool = True) -> None:
+        """Put back what was typed when this dialog last closed unwritten."""
+        draft = self.dash.drafts.pop(self.draft_key(), None)
+        if not draft:
+            return
+        for selector, value in draft.items():
+            if selector == "#ride" and not ride:
+                continue
+            for field in self.query(selector).results(Input):
+                field.value = value
+                field.cursor_position = len(value)
+        self.set_message(DRAFT_BACK)
+
     def action_close(self) -> None:
+        self.keep_draft()
         if self.applying:
             # Closing stops the wait, not the write: say so, as the log does.
             self.notify(
@@ -1017,9 +1096,19 @@ class RideDialog(WriteDialog):
             except ValueError:
                 self.rejected = ride_id
 
+    def draft_key(self) -> tuple[str, str]:
+        return (type(self).__name__, self.initial)
+
+    def typed(self) -> dict[str, str]:
+        fields = super().typed()
+        if self.initial and fields.get("#ride") == self.initial:
+            del fields["#ride"]  # given with the dialog, not typed
+        return fields
+
     def on_mount(self) -> None:
         page = self.query_one(".dialog", DialogScroll)
         self.watch(page, "scroll_y", self._fold_moved, init=False)
+        self.restore_draft(ride=not self.initial)
         if self.initial:
             self._start_preview(self.initial)
             return
@@ -1538,7 +1627,11 @@ class ResolveDialog(WriteDialog):
                     ("Enter", "on note: resolve"), ("Esc", "cancel"), classes="keys"
                 )
 
+    def draft_key(self) -> tuple[str, str]:
+        return (type(self).__name__, str(self.violation.id))
+
     def on_mount(self) -> None:
+        self.restore_draft()
         self.query_one("#note", Input).focus()
         self.call_db(
             "preview", partial(self.dash.repo.preview_resolve, str(self.violation.id))
