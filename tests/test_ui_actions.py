@@ -28,7 +28,6 @@ from test_ui_support import (
     until,
 )
 from textual import events
-from textual._xterm_parser import XTermParser
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.screen import Screen
@@ -56,6 +55,7 @@ from carpool_tui.ui.dialogs import (
     ViolationDialog,
     violation_keys,
 )
+from carpool_tui.ui.paste import CleanPasteParser
 from carpool_tui.ui.widgets import ViolationsTable
 
 
@@ -678,21 +678,31 @@ async def stored_note(dsn: str) -> str:
 
 
 def from_the_terminal(app: DashboardApp, data: str) -> None:
-    """`data` as the terminal sends it, read by Textual's own parser: the
-    events it makes reach the app in one burst, as from a real driver."""
-    for event in XTermParser().feed(data):
+    """`data` as the terminal sends it, read by the parser the app's drivers
+    use: the events it makes reach the app in one burst, as from a driver."""
+    for event in CleanPasteParser().feed(data):
         app.post_message(event)
 
 
 @pytest.mark.parametrize(
     ("data", "written"),
     [
-        # A bracketed paste that holds colour codes: the parser sends all from
-        # the first escape on as keys (line breaks included, each ESC as "^"),
-        # and the text before it as a paste event after them.
+        # A bracketed paste that holds colour codes: Textual's parser alone
+        # would send 32 characters from an escape on as keys, and the rest as
+        # a paste after them.
         (
             "\x1b[200~first line\rsecond \x1b[1mbold\x1b[0m line\rthird\x1b[201~",
             "first line / second bold line / third",
+        ),
+        (
+            "\x1b[200~deploy \x1b[1mfailed\x1b[0m on web-3 restarted pgbouncer"
+            " seats fixed by reconcile\x1b[201~",
+            "deploy failed on web-3 restarted pgbouncer seats fixed by reconcile",
+        ),
+        (
+            "\x1b[200~line one\tTAB\x1b[31mred\x1b[0m \u202eRLO end\nline two"
+            "\x07bell\nline three\x1b[201~",
+            "line one TABred RLO end / line twobell / line three",
         ),
         (
             "\x1b[200~a [bold]x[/] \x1b[31m red\rsecond\r\x1b[201~",
@@ -711,6 +721,8 @@ def from_the_terminal(app: DashboardApp, data: str) -> None:
     ],
     ids=[
         "escape-mid-line",
+        "escape-past-32-characters",
+        "escape-tab-bell-override",
         "escape-after-space",
         "escape-at-line-start",
         "escape-only-line",
@@ -740,17 +752,17 @@ async def test_a_coloured_paste_read_in_pieces_keeps_its_order(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     """A busy app reads a long paste in pieces, with gaps longer than keys
-    typed together: the rest is still found by its first escape."""
+    typed together, and a piece may end inside an escape code."""
     lines = [f"line{n} \x1b[1mbold{n}\x1b[0m" for n in range(12)]
     data = "\x1b[200~start \x1b[31mred\x1b[0m\r" + "\r".join(lines) + "\x1b[201~"
     written = " / ".join(["start red", *(f"line{n} bold{n}" for n in range(12))])
     async with resolving(ops_dsn, tmp_path, (120, 40)) as (app, pilot, dialog):
         note = dialog.query_one("#note", Input)
-        parser = XTermParser()
-        # Each line break starts a piece: it comes long after the key before.
-        pieces = data.split("\r")
+        parser = CleanPasteParser()
+        # Each piece ends inside an escape code, long before the next comes.
+        pieces = data.split("[1m")
         for n, piece in enumerate(pieces):
-            for event in parser.feed(piece if n == 0 else "\r" + piece):
+            for event in parser.feed(piece if n == 0 else "[1m" + piece):
                 app.post_message(event)
             await pilot.pause(0.03)
         await until(pilot, lambda: note.value == written, "the whole paste")
@@ -777,6 +789,22 @@ async def test_an_enter_taken_for_a_line_break_says_so_when_nothing_follows(
         shown = await shows(pilot, dialog, "Resolved.")
         assert BREAK_HINT not in shown
     assert await stored_note(ops_dsn) == "checked with the driver"
+
+
+async def test_an_enter_bounced_after_the_write_leaves_its_result(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Two Enters in one read (a key bounce, a laggy link): the first writes,
+    and the second must not say that nothing was written."""
+    async with resolving(ops_dsn, tmp_path, (80, 24)) as (app, pilot, dialog):
+        await type_text(pilot, "bounced enter")
+        await pilot.pause(0.1)
+        from_the_terminal(app, "\r\r")
+        await shows(pilot, dialog, "Resolved.")
+        await pilot.pause(0.6)  # past the line-break hint's delay
+        shown = screen_text(dialog)
+        assert "Resolved." in shown and BREAK_HINT not in shown
+    assert await stored_note(ops_dsn) == "bounced enter"
 
 
 async def test_a_pasted_note_keeps_every_line_and_a_blank_one_is_refused(

@@ -25,7 +25,7 @@ from carpool_tui.config import CheckThresholds, Settings
 from carpool_tui.db.repo import Repository, utc_now
 from carpool_tui.models import Capabilities
 from carpool_tui.runbooks.engine import Entry, Timeline
-from carpool_tui.ui import fmt
+from carpool_tui.ui import fmt, paste
 from carpool_tui.ui.actions import ACTIONS_BY_ID, blocked_reason
 from carpool_tui.ui.commands import ActionCommands
 from carpool_tui.ui.dashboard import DashboardScreen
@@ -258,6 +258,7 @@ def run_dashboard(
     thresholds: CheckThresholds | None = None,
 ) -> int:
     """Run the dashboard until the operator quits; the process exit code."""
+    paste.install()
     app = DashboardApp(
         settings, wallboard=wallboard, theme=theme, thresholds=thresholds
     )

@@ -126,29 +126,22 @@ class NoteInput(Input):
     an incident channel would lose the rest without a word. Here the lines are
     joined with " / ", as the field holds one line.
 
-    A paste can also arrive as keys: from a terminal that does not bracket
-    pastes, or as the part of a bracketed paste after an escape code (coloured
-    text copied from a terminal), which the terminal parser sends as keys. Its
-    line breaks are then Enter keys in the same burst as the text before them;
-    taken as Enter, the first would write the note half pasted. Such an Enter
-    is a line break instead, joined as a paste's are once more text follows.
+    A paste can also arrive as keys, from a terminal that does not bracket
+    pastes. Its line breaks are then Enter keys in the same burst as the text
+    before them; taken as Enter, the first would write the note half pasted.
+    Such an Enter is a line break instead, joined as a paste's are once more
+    text follows. (A bracketed paste holding escape codes arrives whole: see
+    carpool_tui.ui.paste.)
     """
 
     _last_key_at = float("-inf")
     _break_pending = False
     """A pasted line break, written as " / " before the text that follows it."""
     _hint: Timer | None = None
-    _run_from = 0
-    """Where the latest run of keys began to go in (keys under RUN_GAP_S apart)."""
-    _break_at: int | None = None
-    """Where the latest pending line break went in, as " / "."""
 
     async def _on_key(self, event: events.Key) -> None:
-        gap = event.time - self._last_key_at
-        burst = gap < KEY_BURST_S
+        burst = event.time - self._last_key_at < KEY_BURST_S
         self._last_key_at = event.time
-        if gap >= RUN_GAP_S:
-            self._run_from = min(self.selection.start, self.selection.end)
         if self._hint is not None:
             self._hint.stop()
             self._hint = None
@@ -161,7 +154,6 @@ class NoteInput(Input):
             self._hint = self.set_timer(BREAK_HINT_AFTER_S, self._explain_break)
             return
         if event.is_printable and self._break_pending:
-            self._break_at = self.cursor_position
             self.insert_text_at_cursor(" / ")
         self._break_pending = False
         await super()._on_key(event)
@@ -183,10 +175,6 @@ class NoteInput(Input):
         # joined into a visible " / ".
         lines = [clean_note(line) for line in event.text.splitlines()]
         text = " / ".join(line for line in lines if not shows_nothing(line))
-        rest_at = self._rest_sent_ahead(event)
-        if rest_at is not None:
-            self._put_before_the_rest(event.text, text, rest_at)
-            return
         if not text:
             return
         if self._break_pending:
@@ -196,60 +184,6 @@ class NoteInput(Input):
             self.insert_text_at_cursor(text)
         else:
             self.replace(text, *self.selection)
-
-    def _rest_sent_ahead(self, event: events.Paste) -> int | None:
-        """Where the rest of this paste begins, if its keys came first.
-
-        In a bracketed paste that holds an escape code (coloured text or a
-        link copied from a terminal), the terminal parser sends everything
-        from the first escape on as keys, each ESC as "^", and the text before
-        it as this paste event, after those keys. The rest is found by that
-        first escape among the keys of the latest run, not by how fast its
-        keys came: a busy app reads a long paste in pieces.
-        """
-        end = self.cursor_position
-        if event.time - self._last_key_at >= RUN_GAP_S:
-            return None
-        found = REST_START.search(self.value, min(self._run_from, end), end)
-        return None if found is None else found.start()
-
-    def _put_before_the_rest(self, raw: str, text: str, start: int) -> None:
-        """Put the paste's start back before its rest, and drop the escape
-        codes the rest holds as text ("^[1m" for bold, "^]8;;URL^\\" for a
-        link), and any line they leave blank."""
-        end = self.cursor_position
-        lead = ""
-        if self._break_at == start - 3 and self.value[self._break_at : start] == " / ":
-            # A line break pending before the paste went in ahead of its rest.
-            start, lead = start - 3, " / "
-        rest = ESCAPE_AS_KEYS.sub("", self.value[start + len(lead) : end])
-        if text and rest:
-            # The escape code split a line ("second ^[1mbold"), or came
-            # first on a line of its own.
-            if raw.endswith(("\r", "\n")):
-                text += " / "
-            elif raw[-1:].isspace():
-                text += " "
-        parts = (text + rest).split(" / ")
-        pasted = " / ".join(part for part in parts if not shows_nothing(part))
-        if pasted and lead and not shows_nothing(self.value[:start]):
-            pasted = lead + pasted
-        joined = self.value[:start] + pasted
-        self.value = joined + self.value[end:]
-        self.cursor_position = len(joined)
-
-
-RUN_GAP_S = 0.5
-"""Keys closer than this are one run: a paste read in pieces, typing without
-a pause. A split paste's rest is looked for in the latest run."""
-REST_START = re.compile(r"\^[\[\]()]")
-"""The first escape of a paste's rest as it arrives as keys: "^[", "^]"..."""
-ESCAPE_AS_KEYS = re.compile(
-    r"\^\[[0-?]*[ -/]*[@-~]"  # a control sequence: "^[1m" for bold
-    r"|\^\][^^]*(?:\^\\)?"  # an operating-system command: a link's "^]8;;URL^\\"
-    r"|\^[()][0-9A-Za-z]"  # a character set: "^(B"
-)
-"""The escape codes of a paste as they arrive as keys."""
 
 
 NOTE_IS_AN_ID = "The note is only an id; nothing was written. Say why instead."
@@ -893,6 +827,8 @@ class WriteDialog(Dialog[bool]):
 
     @on(NoteInput.BreakTaken)
     def _break_taken(self) -> None:
+        if self.done or self.applying:
+            return  # an Enter bounced after the one that wrote: the result stays
         self.set_message(f"[b $warning]{BREAK_HINT}[/]")
 
     def note_text(self) -> str | None:
