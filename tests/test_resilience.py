@@ -7,7 +7,8 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -280,35 +281,52 @@ async def test_a_hostile_note_is_stored_as_typed(ops_dsn: str, tmp_path: Path) -
         assert await conn.fetchval("SELECT count(*) FROM rides") == 1
 
 
+@asynccontextmanager
+async def drifted_fix_through_a_relay(
+    ops_dsn: str, tmp_path: Path, size: tuple[int, int]
+) -> AsyncIterator[tuple[Any, Any, uuid.UUID, asyncpg.Connection, Pilot[Any]]]:
+    """A seat fix of a checked mismatch, its note "drift" typed, on a dashboard
+    that reaches the server through a relay: (relay, dialog, ride, conn, pilot)."""
+    async with connected(ops_dsn) as conn, relayed(ops_dsn) as (relay, through):
+        ride = await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(through, tmp_path))
+        async with app.run_test(size=size) as pilot:
+            await loaded(pilot)
+            dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+            dialog.query_one("#note", Input).value = "drift"
+            yield relay, dialog, ride, conn, pilot
+
+
 @pytest.mark.parametrize("leave", [False, True])
 async def test_a_write_to_a_server_that_stops_answering_is_not_waited_on_for_ever(
     ops_dsn: str, tmp_path: Path, leave: bool
 ) -> None:
     """The server goes silent during the apply: the client's own deadline ends
     the wait, or the operator leaves; either way the attempt is on record."""
-    async with connected(ops_dsn) as conn, relayed(ops_dsn) as (relay, through):
-        ride = await seat_mismatch(conn)
-        await job(conn, "check_system_invariants")
-        app = DashboardApp(make_settings(through, tmp_path))
-        async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot)
-            dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
-            dialog.query_one("#note", Input).value = "drift"
-            relay.hold()
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Applying")
-            if leave:
-                await pilot.press("escape")
-                await until(pilot, lambda: app.screen is app.dashboard, "closed")
-                assert any("Stopped waiting for the write" in n for n in notices(app))
-            else:
-                shown = await shows(pilot, dialog, "may or may not have been made")
-                assert "did not answer within" in shown
-                assert "retrying" not in shown  # nothing retries a write by itself
-        unsure = [e for e in action_log(app) if e["outcome"] == "unknown"]
-        assert [(e["action"], e["target"], e["note"]) for e in unsure] == [
-            ("seat_fix", str(ride), "drift")
-        ]
+    async with drifted_fix_through_a_relay(ops_dsn, tmp_path, (80, 24)) as (
+        relay,
+        dialog,
+        ride,
+        _,
+        pilot,
+    ):
+        app = dialog.dash
+        relay.hold()
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Applying")
+        if leave:
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "closed")
+            assert any("Stopped waiting for the write" in n for n in notices(app))
+        else:
+            shown = await shows(pilot, dialog, "may or may not have been made")
+            assert "did not answer within" in shown
+            assert "retrying" not in shown  # nothing retries a write by itself
+    unsure = [e for e in action_log(app) if e["outcome"] == "unknown"]
+    assert [(e["action"], e["target"], e["note"]) for e in unsure] == [
+        ("seat_fix", str(ride), "drift")
+    ]
 
 
 async def apply_waiting_on_the_ride(
@@ -501,6 +519,34 @@ async def test_a_write_with_no_connection_to_send_it_on_is_not_unknown(
             "SELECT available_seats FROM rides WHERE id = $1", ride
         )
     assert seats == preview.current
+
+
+async def test_a_write_whose_connection_cannot_be_had_says_nothing_was_written(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The server went away after the preview: the pool cannot connect again,
+    so the write never left. The dialog says so, and the action log holds no
+    "unknown" attempt."""
+    async with drifted_fix_through_a_relay(ops_dsn, tmp_path, (120, 40)) as (
+        relay,
+        dialog,
+        ride,
+        conn,
+        pilot,
+    ):
+        app = dialog.dash
+        app.dashboard.action_toggle_pause()  # no poll sees the outage
+        await relay.stop()
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        shown = await shows(pilot, dialog, "Not sent, so nothing was written")
+        assert "may or may not" not in shown
+        assert dialog.query_one("#note", Input).value == "drift"
+        seats = await conn.fetchval(
+            "SELECT available_seats FROM rides WHERE id = $1", ride
+        )
+    assert seats == 1
+    assert action_log(app) == []
 
 
 async def test_a_preview_from_a_paused_dashboard_ends_when_the_server_is_silent(

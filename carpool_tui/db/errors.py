@@ -18,6 +18,9 @@ class OpsError(Exception):
     """
 
     retryable = True
+    sent = True
+    """Whether the request may have reached the server; False when it surely
+    did not (no connection could be had), so a write was surely not made."""
 
     def __init__(self, message: str, hint: str = "", sqlstate: str | None = None):
         super().__init__(message)
@@ -44,6 +47,8 @@ class ConnectionLost(OpsError):
 
 class NeverSent(ConnectionLost):
     """No connection to send the request on: it never reached the server."""
+
+    sent = False
 
 
 class LoginRefused(ConnectionLost):

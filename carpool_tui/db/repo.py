@@ -9,6 +9,7 @@ carpool_tui.db.errors, never rows or driver exceptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -479,18 +480,25 @@ class Repository:
     ) -> T:
         pool = self._require_pool()
         try:
-            async with pool.acquire() as conn:
-                try:
-                    return await work(conn)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    raise translate(exc, doing=doing) from exc
-        except (asyncio.CancelledError, OpsError):
+            conn = await pool.acquire()
+        except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Acquiring (or giving back) a pooled connection failed.
-            raise _as_lost(translate(exc, doing=doing)) from exc
+            # No connection: the request never left, whatever the cause.
+            err = _as_lost(translate(exc, doing=doing))
+            err.sent = False
+            raise err from exc
+        try:
+            return await work(conn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate(exc, doing=doing) from exc
+        finally:
+            # A connection that cannot be given back is closed by the pool;
+            # the answer already read stands.
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
 
     async def _detect(self) -> Capabilities:
         async def work(conn: asyncpg.Connection) -> Capabilities:
@@ -1055,10 +1063,10 @@ class Repository:
         name, target, note = action
         try:
             return await self._call(doing, sql, *args)
-        except NeverSent:
-            raise  # nothing left the client: nothing happened, nothing to log
         except ConnectionLost as err:
-            self._log_unknown(name, target, err.message, note=note)
+            if err.sent:
+                self._log_unknown(name, target, err.message, note=note)
+            # else nothing left the client: nothing happened, nothing to log
             raise
         except asyncio.CancelledError:
             # The operator closed the dialog before the answer came.

@@ -33,7 +33,7 @@ from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from carpool_tui.checks import CHECKS_BY_NAME, EXPIRE_CHECKS, SEAT_CHECKS
-from carpool_tui.db.errors import ConnectionLost, NeverSent, OpsError
+from carpool_tui.db.errors import ConnectionLost, OpsError
 from carpool_tui.models import (
     Booking,
     ExpireApplied,
@@ -107,6 +107,8 @@ DRAFT_BACK = (
     "What you typed when this dialog was last closed is back; it is kept until "
     "it is written."
 )
+
+NOT_SENT = "Not sent, so nothing was written: press Enter again once connected."
 
 KEY_BURST_S = 0.005
 """Keys closer together than this came in one read from the terminal: pasted,
@@ -979,7 +981,7 @@ class WriteDialog(Dialog[bool]):
             isinstance(value, OpsError)
             and message.tag == "apply"
             and isinstance(value, ConnectionLost)
-            and not isinstance(value, NeverSent)
+            and value.sent
         ):
             # What it means for the write comes first, where 80x24 shows it; the
             # DSN advice is left out: the connection worked until it dropped.
@@ -987,6 +989,8 @@ class WriteDialog(Dialog[bool]):
                 f"{WRITE_UNSURE}\n[$error]{safe_markup(value.message, 200)}[/]"
             )
             self.lost_answer = True
+        elif isinstance(value, OpsError) and message.tag == "apply" and not value.sent:
+            self.set_message(f"[b]{NOT_SENT}[/]\n{self.error_markup(value)}")
         elif isinstance(value, OpsError):
             self.set_message(self.error_markup(value))
         elif isinstance(value, Refusal) and not self.refused(value):
