@@ -33,6 +33,7 @@ from carpool_tui.ui.procedures import ProcedureScreen
 from carpool_tui.ui.text import parse_uuid
 from carpool_tui.ui.tools import WarRoomActions, theme_name
 from carpool_tui.ui.wallboard import WallboardScreen
+from carpool_tui.ui.widgets import show_text
 
 MIN_COLUMNS, MIN_LINES = 60, 18
 """The smallest terminal whose dialogs show their fields, note and keys."""
@@ -44,8 +45,12 @@ class TooSmallScreen(ModalScreen[None]):
     It takes no key of its own: a q meant for a note beneath must not quit.
     """
 
+    # Never a scrollbar: on a tiny terminal the text's wrapping would turn one
+    # on, which narrows the text, which may turn it off again, and so on.
     DEFAULT_CSS = """
-    TooSmallScreen { align: center middle; background: $background; }
+    TooSmallScreen {
+        align: center middle; background: $background; overflow: hidden hidden;
+    }
     TooSmallScreen Static { width: auto; max-width: 100%; padding: 0 1; }
     """
 
@@ -53,7 +58,7 @@ class TooSmallScreen(ModalScreen[None]):
         yield Static(self._text(self.app.size))
 
     def on_resize(self, event: events.Resize) -> None:
-        self.query_one(Static).update(self._text(event.size))
+        show_text(self.query_one(Static), self._text(event.size))
 
     @staticmethod
     def _text(size: Size) -> str:
