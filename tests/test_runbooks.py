@@ -74,7 +74,7 @@ def test_step_n_of_m_and_free_steps_advance() -> None:
 def test_a_check_must_pass_before_moving_on() -> None:
     r = run()
     r.advance()
-    assert r.advance() == "Check the outcome first."
+    assert r.advance() == "Check the outcome first: press c."
     verdict = r.verify([{"ride_id": "a"}])
     assert verdict is not None and not verdict.ok
     refused = r.advance()
@@ -175,14 +175,14 @@ def test_a_step_returned_to_is_checked_afresh() -> None:
     r.advance()
     assert r.back() is None and r.position == "Step 2 of 3"
     assert r.verdict is None
-    assert r.advance() == "Check the outcome first."
+    assert r.advance() == "Check the outcome first: press c."
     assert r.verify([]) is not None and r.verdict is not None
     assert r.advance() is None
     r.acted("Run it", {"success": True}, "ok")
     r.verify([])
     assert r.advance() is None and r.finished
     assert r.back() is None and r.verdict is None and not r.finished
-    assert r.advance() == "Check the outcome first."
+    assert r.advance() == "Check the outcome first: press c."
 
 
 def test_back_and_stop() -> None:

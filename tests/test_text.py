@@ -126,6 +126,9 @@ def test_ages_and_durations() -> None:
     assert fmt.age(3 * 3600) == "3 h"
     assert fmt.age(3 * 86400) == "3 d"
     assert fmt.age(-5) == "0 s"
+    # Ordered as the ages are, across each change of unit.
+    shown = [fmt.age(s) for s in (85, 95, 119, 120, 7100, 7200, 47 * 3600, 48 * 3600)]
+    assert shown == ["85 s", "95 s", "119 s", "2 min", "118 min", "2 h", "47 h", "2 d"]
     assert fmt.duration(timedelta(milliseconds=120)) == "120 ms"
     assert fmt.duration(4.25) == "4.2 s"
     assert fmt.duration(185) == "3 min 5 s"

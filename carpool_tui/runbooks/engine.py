@@ -427,9 +427,9 @@ class Run:
             return None
         verdict = self.verdict
         if verdict is None:
-            return "Check the outcome first."
+            return "Check the outcome first: press c."
         if not verdict.ok:
-            return f"The check failed: {verdict.text} Fix it, or skip with a reason."
+            return f"The check failed: {verdict.text} Fix it, or skip it with k."
         return None
 
     def advance(self) -> str | None:

@@ -12,15 +12,19 @@ from carpool_tui.models import infinity_text
 
 
 def age(seconds: float) -> str:
-    """Elapsed time in the largest sensible unit: 42 s, 5 min, 3 h, 2 d."""
+    """Elapsed time in the largest sensible unit: 42 s, 5 min, 3 h, 2 d.
+
+    A unit starts at 2 (119 s, then 2 min): an age shown as "1 min" would
+    read younger than one of 85 s beside it.
+    """
     seconds = max(0.0, seconds)
-    if seconds < 90:
+    if seconds < 120:
         return f"{int(seconds)} s"
     minutes = seconds / 60
-    if minutes < 90:
+    if minutes < 120:
         return f"{int(minutes)} min"
     hours = minutes / 60
-    if hours < 36:
+    if hours < 48:
         return f"{int(hours)} h"
     return f"{int(hours / 24)} d"
 
