@@ -246,7 +246,7 @@ async def test_invalid_status_shows_rows_and_query_and_offers_no_fix(
             assert not await check(pilot, screen)
             await pilot.press("n")
             await until(
-                pilot, lambda: "skip with a reason" in screen_text(screen), "refusal"
+                pilot, lambda: "skip it with k" in screen_text(screen), "refusal"
             )
             assert screen.run.index == 1
         assert (

@@ -319,8 +319,10 @@ class ProcedureScreen(Screen[None]):
             # the rows are what the step is about, the query is for checking.
             rows: DataTable[Text] = RowTable(cursor_type="row", id="proc-rows")
             yield rows
-            yield Static("", id="proc-query", classes="code")
+            # A chosen run's cause, or the final check's counts, before the
+            # query: it is what the step's result is about.
             yield Static("", id="proc-detail")
+            yield Static("", id="proc-query", classes="code")
         # What to do, what is expected and the keys stay in view below it: a
         # long query or many rows would push them out of a short terminal.
         with Vertical(id="proc-foot"):
@@ -350,13 +352,15 @@ class ProcedureScreen(Screen[None]):
             self.query_one("#proc-keys", KeysLine).show(*self._keys())
 
     def reveal(self) -> None:
-        """Scroll to the end of the step, where its result and messages appear.
+        """Bring a chosen run's cause or the final counts into view.
 
-        The rows table keeps the focus (and with it the scrolling keys), so on a
-        short terminal a verdict or a cause would otherwise land out of sight.
+        The result, the messages and the keys stay in view below the step on
+        their own; the page moves only for the detail, never to the end of a
+        long query, which would push the step's purpose and rows out of sight.
         """
-        page = self.query_one("#procedure", VerticalScroll)
-        self.call_after_refresh(page.scroll_end, animate=False)
+        detail = self.query_one("#proc-detail", Static)
+        if str(detail.content):
+            self.call_after_refresh(detail.scroll_visible, animate=False)
 
     def on_mount(self) -> None:
         target, row = self.initial
