@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -202,6 +203,12 @@ async def test_each_violation_kind_from_the_dashboard(
             assert f"4.2 Violation: {kind} · Step 1 of" in screen_text(screen)
             table = screen.query_one("#proc-rows", DataTable)
             assert table.row_count > 0
+            if kind == "duplicate_active_bookings":
+                # The step asks which booking stays: every id must be readable.
+                labels = [column.label.plain for column in table.columns.values()]
+                cell = table.get_row_at(0)[labels.index("booking_ids")]
+                ids = str(cell).split(", ")
+                assert len(ids) >= 2 and all(uuid.UUID(i) for i in ids), ids
             await follow(pilot, screen, "needs a manual fix")
             final = screen_text(screen)
             assert f"{kind:<34}" in final  # the open/now table

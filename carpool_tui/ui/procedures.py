@@ -255,11 +255,16 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
 SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
 
 
+ROW_CELL_LIMIT = 160
+"""Room for four ids in one cell: a step may ask which of the listed bookings
+stays, and a cut list hides the ones to act on."""
+
+
 def row_cell(value: Any) -> Text:
     """A step's value as its table shows it: a time to the second, in UTC."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         return Text(fmt.full_stamp(value))
-    return safe_text(value, 60)
+    return safe_text(value, ROW_CELL_LIMIT)
 
 
 class ProcedureScreen(Screen[None]):
