@@ -296,6 +296,8 @@ async def test_cancel_reaches_the_server_and_the_failure_is_shown(
             await pilot.press("c")
             shown = await shows(pilot, running, "Failed")
             assert "57014" in shown
+            # What to do next, as procedure 4.1 says it.
+            assert "Cancelled: Someone cancelled the run" in shown
             await pilot.press("q")  # closes the finished run, not the app
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
             assert app.is_running

@@ -49,6 +49,7 @@ from carpool_tui.models import (
     Violation,
     counted,
 )
+from carpool_tui.runbooks.procedures import UNKNOWN, diagnose
 from carpool_tui.ui import fmt
 from carpool_tui.ui.actions import ACTIONS, blocked_reason, incomplete_why
 from carpool_tui.ui.text import (
@@ -476,6 +477,10 @@ class JobRunDialog(Dialog[JobResult | None]):
             text = f"[b $error]{safe_markup(result.describe(self.job.name), 600)}[/]"
             if result.hint:
                 text += f"\n{safe_markup(result.hint, 300)}"
+            # What to do next, as procedure 4.1 (g on the run) would say it.
+            cause = diagnose(result.sqlstate, result.error)
+            if cause is not UNKNOWN:
+                text += f"\n[b]{cause.name}:[/] {safe_markup(cause.advice, 400)}"
         self.query_one("#outcome", Static).update(text)
         self.query_one("#job-keys", KeysLine).show(("Enter/Esc", "close"))
 
