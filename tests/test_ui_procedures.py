@@ -860,7 +860,7 @@ async def test_read_only_reads_and_runs_queries_but_writes_say_why(
     async with connected(ops_dsn) as conn:
         await failed_run(conn)
     app = DashboardApp(make_settings(ops_dsn, tmp_path, read_only=True))
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
         await loaded(pilot)
         log = app.dashboard.query_one("#log", JobLogTable)
         log.focus()
@@ -875,6 +875,8 @@ async def test_read_only_reads_and_runs_queries_but_writes_say_why(
         await pilot.pause()
         assert app.screen is screen
         assert "Writes are off" in screen_text(screen)
+        # Said once, on the step's message line, not again in a notice on it.
+        assert not app._notifications
     assert action_log(app) == []
 
 

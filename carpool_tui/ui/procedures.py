@@ -655,7 +655,6 @@ class ProcedureScreen(Screen[None]):
         blocked = self._write_block()
         if blocked:
             self.set_message(f"[b $warning]{safe_markup(blocked, 300)}[/]")
-            self.notify(blocked, title="Writes disabled", severity="warning")
             return
         if action.kind == "job":
             job = JOBS_BY_NAME[self._job() or ""]
