@@ -1126,6 +1126,8 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
             await pilot.press("shift+tab", "space")
             assert allow.value
             assert "(TICKED)" in str(allow.label)  # not by colour alone
+            shown = await shows(pilot, dialog, "Ticked: Enter on the note")
+            assert "not due yet" not in shown  # the ask is answered
             await pilot.press("tab", "enter")
             await shows(pilot, dialog, "Expired.")
         assert await conn.fetchval("SELECT status FROM rides WHERE id = $1", ride) == (

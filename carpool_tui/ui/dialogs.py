@@ -1356,6 +1356,9 @@ def _seats(value: Any) -> str:
     return printable(value, 20)
 
 
+NOT_DUE = "This ride is not due yet."
+
+
 class TickBox(Checkbox):
     """A checkbox that draws its X only when ticked: unticked, the box is empty.
 
@@ -1411,6 +1414,9 @@ class ExpireRideDialog(RideDialog):
     def _allow_changed(self, event: Checkbox.Changed) -> None:
         # The words say it too, beside the box's mark.
         event.checkbox.label = _allow_label(event.value)
+        if event.value and NOT_DUE in self.message_markup:
+            # The message asked for this tick: what is left is the Enter.
+            self.set_message("Ticked: Enter on the note expires the ride now.")
 
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
@@ -1429,7 +1435,7 @@ class ExpireRideDialog(RideDialog):
         allow = self.query_one("#allow", Checkbox).value
         if not preview.due and not allow:
             self.set_message(
-                "[b $warning]This ride is not due yet.[/] To expire it anyway, "
+                f"[b $warning]{NOT_DUE}[/] To expire it anyway, "
                 "tick the box above the note (Shift+Tab, Space), then Enter on "
                 "the note."
             )
