@@ -1326,6 +1326,23 @@ async def mismatch_detail(pilot: Pilot[Any], app: DashboardApp) -> ViolationDial
     return await dialog_of(pilot, ViolationDialog)  # type: ignore[return-value]
 
 
+async def test_resolving_from_a_violations_detail_closes_it(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The detail showed a violation just resolved, as if still open."""
+    await checked_mismatches(ops_dsn, 1)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await mismatch_detail(pilot, app)
+        await pilot.press("x")
+        resolve = await dialog_of(pilot, ResolveDialog)
+        await shows(pilot, resolve, "right now")
+        await fix_with_note(pilot, resolve, "fixed by reconcile", "Resolved.")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        table = app.dashboard.query_one("#violations", ViolationsTable)
+        await until(pilot, lambda: not table.violations, "the list read again")
+
+
 async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
     """The samples table fits the dialog and scrolls; s acts on the row shown."""
     await checked_mismatches(ops_dsn, 8)
@@ -1351,12 +1368,14 @@ async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) ->
         assert samples[-1].ride_id in screen_text(fix)
 
 
-async def fix_with_note(pilot: Pilot[Any], dialog: Screen[Any], note: str) -> None:
-    """Type the note on a previewed seat fix, apply it and close the dialog."""
+async def fix_with_note(
+    pilot: Pilot[Any], dialog: Screen[Any], note: str, done: str = "Fixed."
+) -> None:
+    """Type the note on a previewed write, apply it, see ``done`` and close."""
     await until(pilot, lambda: not dialog.query_one("#note", Input).disabled, "note")
     await type_text(pilot, note)
     await pilot.press("enter")
-    await shows(pilot, dialog, "Fixed.")
+    await shows(pilot, dialog, done)
     await pilot.press("escape")
 
 

@@ -767,7 +767,14 @@ class ViolationDialog(Dialog[None]):
 
     def action_resolve(self) -> None:
         if self._allowed("resolve"):
-            self.app.push_screen(ResolveDialog(self.violation))
+            self.app.push_screen(ResolveDialog(self.violation), self._resolved)
+
+    def _resolved(self, done: bool | None) -> None:
+        """Resolved: this violation is closed, so its detail closes too, and
+        the dashboard beneath reads the violations again."""
+        if done:
+            self.dismiss(None)
+            self.dash.dashboard.start_round()
 
 
 class BookingsTable(DataTable[Text]):
