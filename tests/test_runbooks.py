@@ -488,3 +488,23 @@ async def test_a_rerun_whose_answer_was_lost_is_judged_by_the_job_log(
         await repo.close()
     verdict = evaluate(check, Evidence(after.rows, lost))
     assert verdict.ok and "completed (its row in the job log)" in verdict.text
+
+
+def test_the_final_check_counts_failing_checks_as_the_dashboard_does() -> None:
+    """The dashboard shows one violation per failing check; the check's total
+    counts rows. Saying "4 violations" beside "2 unresolved" read as a clash."""
+    everything = PROCEDURES_BY_ID["start-of-shift"].steps[-1].check
+    assert everything is not None
+    result = {
+        "success": True,
+        "healthy": False,
+        "total_violations": 4,
+        "checks": [
+            {"name": "seat_mismatch", "count": 3},
+            {"name": "negative_seats", "count": 1},
+            {"name": "seat_overflow", "count": 0},
+        ],
+    }
+    verdict = evaluate(everything, Evidence([], result))
+    assert not verdict.ok
+    assert verdict.text.startswith("Not healthy: 2 check(s) fail, on 4 row(s).")

@@ -165,7 +165,14 @@ def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
         if ev.result.get("healthy"):
             return _held(True, "Every invariant check passes: healthy.")
         total = ev.result.get("total_violations")
-        return _held(False, f"Not healthy: {total} violation(s) remain.{_RUN_AGAIN}")
+        failing = sum(1 for count in counts.values() if count)
+        # Said as the dashboard counts: one violation per failing check.
+        found = (
+            f"{failing} check(s) fail, on {total} row(s)"
+            if failing
+            else f"{total} violation(s) remain"
+        )
+        return _held(False, f"Not healthy: {found}.{_RUN_AGAIN}")
     count = counts.get(arg)
     if count == 0:
         return _held(True, f"{arg} passes now.")
