@@ -180,8 +180,26 @@ async def test_an_option_the_server_does_not_know_is_named_not_an_outage(
         assert "unrecognized configuration parameter" in said
         assert "Check the options in the DSN's query" in said
         assert "server is up" not in said
+    # A setting the server knows, with a value it does not take.
+    dsn = (
+        f"{ops_dsn}{'&' if '?' in ops_dsn else '?'}options=-c%20statement_timeout%3Dabc"
+    )
+    with pytest.raises(SettingsInvalid) as refused:
+        await connect(dsn, purpose="test")
+    said = str(refused.value)
+    assert 'invalid value for parameter "statement_timeout"' in said
+    assert "has a value the setting does not take" in said
+    assert "server is running" not in said
     with pytest.raises(SettingsInvalid, match="sets sslnegotiation=direct"):
         normalize_dsn("host=h dbname=db sslnegotiation=direct")
+
+
+def test_a_server_starting_or_stopping_is_named_so() -> None:
+    """57P03 comes from a server that answered: not a wrong host or port."""
+    refused = asyncpg.CannotConnectNowError("the database system is shutting down")
+    said = str(translate(refused, doing="Connecting"))
+    assert "not taking connections now (the database system is shutting down)" in said
+    assert "wait for it" in said and "host, port" not in said
 
 
 async def test_a_server_of_the_wrong_kind_for_target_session_attrs_is_named(

@@ -141,15 +141,28 @@ def translate(exc: BaseException, *, doing: str) -> OpsError:
             " role's CONNECTION LIMIT, or the server's max_connections).",
             state,
         )
-    if isinstance(exc, asyncpg.UndefinedObjectError) and (
-        "unrecognized configuration parameter" in text
+    if state == "57P03":
+        # The server answered: it is starting up, shutting down or recovering.
+        return ConnectionLost(
+            f"{doing}: the server is not taking connections now ({text})",
+            "It is starting up, shutting down or recovering: wait for it, then"
+            " try again.",
+            state,
+        )
+    if (
+        isinstance(exc, asyncpg.UndefinedObjectError)
+        and "unrecognized configuration parameter" in text
+    ) or (
+        isinstance(exc, asyncpg.InvalidParameterValueError)
+        and "invalid value for parameter" in text
     ):
         # An option of the DSN's URL query or of PGOPTIONS that the driver
         # passed on as a server setting: the server is up, the name is wrong.
         return SettingsInvalid(
             f"{doing}: the server refused a setting the connection asked for ({text})",
             "Check the options in the DSN's query (after ?) and in PGOPTIONS:"
-            " one is neither a libpq connection option nor a server setting.",
+            " one is not a libpq connection option nor a server setting, or has"
+            " a value the setting does not take.",
             state,
         )
     if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
