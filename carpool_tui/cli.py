@@ -361,8 +361,8 @@ def _add_dashboard_options(
         action="store_true",
         default=False if top else argparse.SUPPRESS,
         help="open a read-only session: the database refuses every write, and "
-        "migrate (but not --dry-run) and seed refuse to run (also on when the "
-        "target says read_only = true)",
+        "migrate (but not --dry-run), seed and run-job refuse to run (also on "
+        "when the target says read_only = true)",
     )
 
 
@@ -1046,7 +1046,20 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
     name: str = args.job
     try:
-        settings, _, _ = _target_settings(args)
+        settings, _, target = _target_settings(args)
+        if settings.read_only:
+            # Refused here, naming why, rather than by the server in words
+            # that have to list every way a session becomes read-only.
+            why = (
+                f"target {target.name!r} is read_only = true"
+                if target is not None and target.read_only
+                else "--read-only is given"
+            )
+            raise OpsError(
+                f"{why}, and run-job writes to the database (the job's run and"
+                " its log row); nothing was run",
+                "Use a target without read_only = true, or --dsn without --target.",
+            )
         result = _run(run_one_job(settings, name))
     except OpsError as exc:
         if not args.json:

@@ -163,7 +163,8 @@ async def test_read_only_target_refuses(
         cli_env, "run-job", "expire_rides", "--config", str(config), "--target", "wall"
     )
     assert done.returncode == 1
-    assert "read-only" in done.stderr
+    assert "target 'wall' is read_only = true, and run-job writes" in done.stderr
+    assert "nothing was run" in done.stderr
     as_json = cli(
         cli_env,
         "run-job",
