@@ -444,6 +444,7 @@ def test_served_walls_judge_with_the_targets_thresholds(
         def __init__(self, command: str, **options: Any) -> None:
             served.append(command)
             self.public_url = "http://127.0.0.1:1"
+            self.templates_path = Path(textual_serve.__file__).parent / "templates"
 
         def serve(self) -> None:
             pass
