@@ -37,6 +37,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
+from carpool_tui.db.errors import NeverSent
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.runbooks.procedures import CHECK_KINDS, PROCEDURES
@@ -48,7 +49,7 @@ from carpool_tui.ui.dialogs import (
     JobRunDialog,
     SeatFixDialog,
 )
-from carpool_tui.ui.procedures import ProcedureScreen, ProceduresScreen
+from carpool_tui.ui.procedures import ProcedureScreen, ProceduresScreen, RowsLoaded
 from carpool_tui.ui.widgets import JobLogTable
 
 
@@ -366,6 +367,37 @@ async def test_the_list_ends_a_cut_description_with_an_ellipsis(
         await until(pilot, lambda: table.size.width == 58, "the narrower list")
         await pilot.pause()
         assert cut_descriptions(listing) == len(PROCEDURES)
+
+
+async def test_a_step_sees_the_connection_come_back_without_a_key(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The dashboard beneath loses its connection and finds it again: the
+    step's action follows, as the dashboard's keys do, with no key pressed."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with procedure_open(app, "Manual ride expiry") as (pilot, screen):
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.run.target == str(ride), "the choice")
+        await next_step(pilot, screen)
+        action = screen.query_one("#proc-action", Static)
+        assert static_text(action).startswith("Action (a):")
+        caps, app.dashboard.caps = app.dashboard.caps, None  # as in an outage
+        await until(
+            pilot, lambda: "writes disabled" in static_text(action), "the outage"
+        )
+        app.dashboard.caps = caps  # as the next good poll sets them
+        await until(
+            pilot, lambda: static_text(action).startswith("Action (a):"), "the return"
+        )
+        # A read that failed meanwhile says so; the next one that works clears it.
+        lost = NeverSent("Not connected to the database", "Waiting to reconnect.")
+        screen.post_message(RowsLoaded(screen.run.index, lost, False))
+        message = screen.query_one("#proc-message", Static)
+        await until(pilot, lambda: "Not connected" in static_text(message), "error")
+        await pilot.press("r")
+        await until(pilot, lambda: not message.display, "the message cleared")
 
 
 async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:

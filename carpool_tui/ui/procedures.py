@@ -48,7 +48,7 @@ from carpool_tui.ui.dialogs import (
     shows_nothing,
 )
 from carpool_tui.ui.text import ELLIPSIS, safe_markup, safe_text
-from carpool_tui.ui.widgets import RowTable
+from carpool_tui.ui.widgets import RowTable, show_text
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -255,6 +255,8 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
 SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
 
 
+ACTION_RECHECK_S = 1.0
+"""How often a step looks again at whether its write is allowed now."""
 ROW_CELL_LIMIT = 160
 """Room for four ids in one cell: a step may ask which of the listed bookings
 stays, and a cut list hides the ones to act on."""
@@ -378,6 +380,13 @@ class ProcedureScreen(Screen[None]):
         )
         self.run.chosen = dict(row)
         self.show_step()
+        # The dashboard beneath keeps polling: a connection lost or found
+        # again, or a grant, changes whether this step's write is allowed.
+        self.set_interval(ACTION_RECHECK_S, self._recheck_action)
+
+    def _recheck_action(self) -> None:
+        show_text(self.query_one("#proc-action", Static), self._action_text())
+        self.query_one("#proc-keys", KeysLine).show(*self._keys())
 
     # -- rendering -------------------------------------------------------
 
@@ -603,6 +612,8 @@ class ProcedureScreen(Screen[None]):
                 )
                 self._rows_of = None
             return
+        if self.error is not None:
+            self.set_message("")  # the failed read's words: this one worked
         self.error = None
         self.rowset = value
         self._rows_of = message.index
