@@ -263,6 +263,7 @@ async def test_a_job_whose_server_is_lost_says_its_outcome_is_unknown(
             await relay.stop()  # the network is gone, for every connection
             shown = await shows(pilot, running, "Outcome unknown")
             assert "The job may have completed or failed on the server" in shown
+            assert shown.count("Outcome unknown") == 1  # said once, not twice
             assert "Running the job again is safe" in shown
     assert [(e["action"], e["outcome"]) for e in action_log(app)] == [
         ("run_job", "unknown")

@@ -459,7 +459,7 @@ class JobRunDialog(Dialog[JobResult | None]):
         took = _took(elapsed, result.server_seconds)
         if result.outcome_unknown:
             self.query_one("#progress", Static).update(
-                f"[b $warning]Outcome unknown[/] after {took}."
+                f"[b $warning]No answer[/] after {took}."
             )
             text = (
                 f"[b $warning]{safe_markup(result.describe(self.job.name), 600)}[/]"
