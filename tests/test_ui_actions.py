@@ -467,6 +467,47 @@ async def test_esc_keeps_what_was_typed_until_it_is_written(
     assert [r["notes"] for r in notes] == ["drift from the double decrement"]
 
 
+async def test_a_note_typed_for_another_ride_is_not_put_back_on_the_first(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """A seat fix opened on one ride, turned to another, and closed: its note
+    was for the other ride, so it comes back with that ride's id, never under
+    the ride the dialog opens on, where one Enter would write it."""
+    rides = [str(r) for r in await checked_mismatches(ops_dsn, 2)]
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        dialog, _ = await seat_fix_of_the_mismatch(pilot, app)
+        first = dialog.initial
+        other = next(r for r in rides if r != first)
+        ride = dialog.query_one("#ride", Input)
+        ride.value = other
+        ride.focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: dialog.previewed() == uuid.UUID(other), "other")
+        dialog.query_one("#note", Input).value = "meant for the other ride"
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+        assert app.drafts == {
+            ("SeatFixDialog", ""): {
+                "#ride": other,
+                "#note": "meant for the other ride",
+            }
+        }
+        # On its own ride, a note kept is put back and said, after the preview.
+        for note in ("", "meant for this one"):
+            await pilot.press("s")  # the mismatch is still the chosen row
+            dialog = await dialog_of(pilot, SeatFixDialog)
+            await shows(pilot, dialog, "Computed")
+            assert dialog.initial == first
+            assert dialog.query_one("#note", Input).value == note
+            if note:
+                await shows(pilot, dialog, "What you typed when this dialog was")
+            dialog.query_one("#note", Input).value = "meant for this one"
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
+
+
 async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -721,6 +762,10 @@ def from_the_terminal(app: DashboardApp, data: str) -> None:
         ),
         # A paste where the terminal does not bracket it: keys, one per line.
         ("first line\rsecond line\r", "first line / second line"),
+        # An Enter read with a paste is its last line break, not a write.
+        ("\x1b[200~exp \x1b[1mnote\x1b[0m tail\x1b[201~\r", "exp note tail"),
+        # Only CR and LF break lines; other spacing controls become spaces.
+        ("\x1b[200~ff\x0cvt\x0bfs\x1cgs\x1drs\x1eend\x1b[201~", "ff vt fs gs rs end"),
     ],
     ids=[
         "escape-mid-line",
@@ -731,6 +776,8 @@ def from_the_terminal(app: DashboardApp, data: str) -> None:
         "escape-only-line",
         "link",
         "keys",
+        "enter-read-with-the-paste",
+        "controls-that-are-no-line-breaks",
     ],
 )
 async def test_a_paste_whose_line_breaks_arrive_as_keys_writes_nothing_until_enter(

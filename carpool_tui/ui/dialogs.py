@@ -111,6 +111,8 @@ DRAFT_BACK = (
 
 NOT_SENT = "Not sent, so nothing was written: press Enter again once connected."
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
 KEY_BURST_S = 0.005
 """Keys closer together than this came in one read from the terminal: pasted,
 not typed (nobody presses two keys 5 ms apart)."""
@@ -176,7 +178,12 @@ class NoteInput(Input):
         # Control characters go as in the note written (a tab becomes a space,
         # a bell goes); lines that would show nothing are dropped rather than
         # joined into a visible " / ".
-        lines = [clean_note(line) for line in event.text.splitlines()]
+        # An Enter read with the paste is one of its line breaks, as it is
+        # after typed text that came in one read.
+        self._last_key_at = event.time
+        # Only CR and LF break lines: splitlines() would also break at a form
+        # feed or a separator control, which a note drops instead.
+        lines = [clean_note(line) for line in LINE_BREAK.split(event.text)]
         text = " / ".join(line for line in lines if not shows_nothing(line))
         if not text:
             return
@@ -897,9 +904,17 @@ class WriteDialog(Dialog[bool]):
         """After a lost answer, a refusal's cause may be that very write."""
         return MAYBE_YOURS if self.lost_answer else ""
 
+    draft_back = False
+    """A draft was put back: said until the write is made."""
+
     def draft_key(self) -> tuple[str, str]:
-        """Which draft this dialog keeps: its kind and what it was opened on."""
+        """Which draft this dialog opens with: its kind and what it was opened
+        on."""
         return (type(self).__name__, "")
+
+    def kept_key(self) -> tuple[str, str]:
+        """Which draft this dialog's text is kept as: what it names now."""
+        return self.draft_key()
 
     def typed(self) -> dict[str, str]:
         """The text fields the operator filled in, by selector."""
@@ -916,9 +931,9 @@ class WriteDialog(Dialog[bool]):
         # A write whose answer was not waited for keeps its note too: if it
         # was not made, the next attempt needs it.
         if fields and not self.done:
-            self.dash.drafts[self.draft_key()] = fields
+            self.dash.drafts[self.kept_key()] = fields
         else:
-            self.dash.drafts.pop(self.draft_key(), None)
+            self.dash.drafts.pop(self.kept_key(), None)
 
     def restore_draft(self, *, ride: bool = True) -> None:
         """Put back what was typed when this dialog last closed unwritten."""
@@ -931,6 +946,7 @@ class WriteDialog(Dialog[bool]):
             for field in self.query(selector).results(Input):
                 field.value = value
                 field.cursor_position = len(value)
+        self.draft_back = True
         self.set_message(DRAFT_BACK)
 
     def action_close(self) -> None:
@@ -1051,10 +1067,24 @@ class RideDialog(WriteDialog):
     def draft_key(self) -> tuple[str, str]:
         return (type(self).__name__, self.initial)
 
+    def kept_key(self) -> tuple[str, str]:
+        # A note typed for another ride than the one the dialog opened on is
+        # kept as a typed ride's draft, with that ride: put back on the ride
+        # it opened on, one Enter would write it to the wrong ride.
+        if self.initial and self._names_initial():
+            return self.draft_key()
+        return (type(self).__name__, "")
+
+    def _names_initial(self) -> bool:
+        try:
+            return str(parse_uuid(self.query_one("#ride", Input).value)) == self.initial
+        except ValueError:
+            return False
+
     def typed(self) -> dict[str, str]:
         fields = super().typed()
-        if self.initial and fields.get("#ride") == self.initial:
-            del fields["#ride"]  # given with the dialog, not typed
+        if self.initial and self._names_initial():
+            fields.pop("#ride", None)  # given with the dialog, not typed
         return fields
 
     def on_mount(self) -> None:
@@ -1202,6 +1232,9 @@ class RideDialog(WriteDialog):
             gist += " PgDn shows the rest of the preview."
         elif gist and above:
             gist += " PgUp shows the top of the preview."
+        if self.draft_back:
+            # The preview's words would replace the notice: it goes first.
+            gist = f"{DRAFT_BACK} {gist}".strip()
         if again and gist == self.message_markup:
             return  # unchanged: the message line is not redrawn
         self.set_message(gist)
