@@ -525,22 +525,35 @@ PIPE_WAIT_SECONDS = 5.0
 def _read_limited(where: Path) -> tuple[bytes, int]:
     """The first MAX_CONFIG_BYTES + 1 bytes of a file, and its mode.
 
-    A named pipe is opened without waiting for a writer, then given
-    PIPE_WAIT_SECONDS to send something, so that `--config <(...)` works and
-    a pipe nothing writes to is refused instead of hanging the command.
+    A named pipe is opened without waiting for a writer and read as it sends:
+    `--config <(...)` works, and a pipe that sends nothing for
+    PIPE_WAIT_SECONDS without ending is refused instead of hanging the command.
     """
     fd = os.open(where, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as file:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISFIFO(mode):
+        if not stat.S_ISFIFO(mode):
+            os.set_blocking(fd, True)
+            return file.read(MAX_CONFIG_BYTES + 1), mode
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
             ready, _, _ = select.select([fd], [], [], PIPE_WAIT_SECONDS)
             if not ready:
                 raise ConfigError(
-                    f"config file {where} is a pipe that nothing wrote to in "
-                    f"{PIPE_WAIT_SECONDS:g} s; name the config file itself"
+                    f"config file {where} is a pipe that sent nothing for "
+                    f"{PIPE_WAIT_SECONDS:g} s without ending; name the config "
+                    "file itself"
                 )
-        os.set_blocking(fd, True)
-        return file.read(MAX_CONFIG_BYTES + 1), mode
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break  # the writer closed it: the whole file is in
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)[: MAX_CONFIG_BYTES + 1], mode
 
 
 def parse_config(text: str, path: Path) -> ConfigFile:

@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -492,8 +493,22 @@ def test_a_pipe_is_read_when_written_and_refused_when_nothing_writes(
     pipe = tmp_path / "config.pipe"
     os.mkfifo(pipe)
     monkeypatch.setattr(config_module, "PIPE_WAIT_SECONDS", 0.3)
-    with pytest.raises(ConfigError, match=r"config\.pipe is a pipe that nothing"):
+    with pytest.raises(ConfigError, match=r"config\.pipe is a pipe that sent nothing"):
         load_config(pipe)
+
+    def stall() -> None:
+        with pipe.open("w") as file:
+            file.write("[targets.piped]\n")
+            file.flush()
+            time.sleep(1.5)  # past the wait, without ending
+
+    writer = threading.Thread(target=stall)
+    writer.start()
+    try:
+        with pytest.raises(ConfigError, match=r"sent nothing for 0\.3 s without"):
+            load_config(pipe)
+    finally:
+        writer.join(timeout=5)
 
     def write() -> None:
         with pipe.open("w") as file:
