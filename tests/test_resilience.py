@@ -19,6 +19,7 @@ from relay import relayed
 from test_ui_actions import (
     action_log,
     dialog_of,
+    on_the_mismatch,
     resolve_of_the_mismatch,
     seat_fix_of_the_mismatch,
     shows,
@@ -44,7 +45,7 @@ from carpool_tui.db.migrate import migrate
 from carpool_tui.db.repo import Repository
 from carpool_tui.models import SeatFixPreview
 from carpool_tui.ui.app import DashboardApp
-from carpool_tui.ui.dialogs import HelpScreen, SeatFixDialog
+from carpool_tui.ui.dialogs import HelpScreen, ResolveDialog, SeatFixDialog
 from carpool_tui.ui.widgets import JobLogTable
 
 # Quotes, SQL, markup, an escape sequence, a tab, emoji and 10,000 characters.
@@ -547,6 +548,25 @@ async def test_a_write_whose_connection_cannot_be_had_says_nothing_was_written(
         )
     assert seats == 1
     assert action_log(app) == []
+
+
+async def test_a_resolve_whose_check_cannot_be_asked_says_so(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """The server is gone when x is pressed: the dialog does not say it is
+    checking for ever."""
+    async with connected(ops_dsn) as conn, relayed(ops_dsn) as (relay, through):
+        await seat_mismatch(conn)
+        await job(conn, "check_system_invariants")
+        app = DashboardApp(make_settings(through, tmp_path, refresh=60))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            await relay.stop()
+            await pilot.pause(0.3)
+            _, shown = await on_the_mismatch(
+                pilot, app, "x", ResolveDialog, "Could not check whether it still"
+            )
+            assert "Checking whether it still fails" not in shown
 
 
 async def test_a_preview_from_a_paused_dashboard_ends_when_the_server_is_silent(

@@ -1662,6 +1662,19 @@ class ResolveDialog(WriteDialog):
             f" by {safe_markup(by, 60)}{note}"
         )
 
+    def on_outcome(self, message: Outcome) -> None:
+        if (
+            message.tag == "preview"
+            and isinstance(message.value, OpsError)
+            and self.preview is None
+        ):
+            # Not "Checking…" for ever: the check could not be asked.
+            self.query_one("#preview", Static).update(
+                "[b $warning]Could not check whether it still fails[/] (see"
+                " below); resolving does not need it."
+            )
+        super().on_outcome(message)
+
     def arrived(self, value: Any) -> None:
         if isinstance(value, ResolvePreview):
             self.preview = value
