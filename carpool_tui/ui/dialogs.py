@@ -935,14 +935,15 @@ class WriteDialog(Dialog[bool]):
         else:
             self.dash.drafts.pop(self.kept_key(), None)
 
-    def restore_draft(self, *, ride: bool = True) -> None:
-        """Put back what was typed when this dialog last closed unwritten."""
+    def restore_draft(self) -> None:
+        """Put back what was typed when this dialog last closed unwritten.
+
+        A draft kept under the ride a dialog opened on holds only its note
+        (kept_key, typed): the ride comes with the dialog."""
         draft = self.dash.drafts.pop(self.draft_key(), None)
         if not draft:
             return
         for selector, value in draft.items():
-            if selector == "#ride" and not ride:
-                continue
             for field in self.query(selector).results(Input):
                 field.value = value
                 field.cursor_position = len(value)
@@ -1090,7 +1091,7 @@ class RideDialog(WriteDialog):
     def on_mount(self) -> None:
         page = self.query_one(".dialog", DialogScroll)
         self.watch(page, "scroll_y", self._fold_moved, init=False)
-        self.restore_draft(ride=not self.initial)
+        self.restore_draft()
         if self.initial:
             self._start_preview(self.initial)
             return
