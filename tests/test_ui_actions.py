@@ -1374,14 +1374,23 @@ async def mismatch_detail(pilot: Pilot[Any], app: DashboardApp) -> ViolationDial
     return await dialog_of(pilot, ViolationDialog)  # type: ignore[return-value]
 
 
+@asynccontextmanager
+async def mismatch_detail_open(
+    dsn: str, tmp_path: Path, rides: int, size: tuple[int, int]
+) -> AsyncIterator[tuple[DashboardApp, Pilot[Any], ViolationDialog]]:
+    """``rides`` checked seat mismatches, the app at ``size`` without polls of
+    its own, and the violation's detail open: (app, pilot, detail)."""
+    await checked_mismatches(dsn, rides)
+    app = DashboardApp(make_settings(dsn, tmp_path, refresh=60))
+    async with app.run_test(size=size) as pilot:
+        yield app, pilot, await mismatch_detail(pilot, app)
+
+
 async def test_resolving_from_a_violations_detail_closes_it(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     """The detail showed a violation just resolved, as if still open."""
-    await checked_mismatches(ops_dsn, 1)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await mismatch_detail(pilot, app)
+    async with mismatch_detail_open(ops_dsn, tmp_path, 1, (80, 24)) as (app, pilot, _):
         await pilot.press("x")
         resolve = await dialog_of(pilot, ResolveDialog)
         await shows(pilot, resolve, "right now")
@@ -1393,10 +1402,11 @@ async def test_resolving_from_a_violations_detail_closes_it(
 
 async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
     """The samples table fits the dialog and scrolls; s acts on the row shown."""
-    await checked_mismatches(ops_dsn, 8)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-    async with app.run_test(size=(80, 24)) as pilot:
-        dialog = await mismatch_detail(pilot, app)
+    async with mismatch_detail_open(ops_dsn, tmp_path, 8, (80, 24)) as (
+        _,
+        pilot,
+        dialog,
+    ):
         await pilot.pause()
         samples = dialog.violation.sample_data
         box = dialog.query_one("#violation")
@@ -1433,10 +1443,11 @@ async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
     """The samples are the check's findings: a ride fixed since still shows
     there. It is marked ✓, the cursor moves on to the next sample, and s on
     the dashboard previews the first ride not fixed yet."""
-    await checked_mismatches(ops_dsn, 3)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-    async with app.run_test(size=(120, 40)) as pilot:
-        detail = await mismatch_detail(pilot, app)
+    async with mismatch_detail_open(ops_dsn, tmp_path, 3, (120, 40)) as (
+        app,
+        pilot,
+        detail,
+    ):
         rides = [s.ride_id for s in detail.violation.sample_data]
         table = detail.query_one("#samples", DataTable)
         handled = detail.query_one("#handled", Static)
@@ -1468,10 +1479,11 @@ async def test_samples_fixed_in_this_session_are_marked_and_passed_over(
 async def test_after_the_last_sample_the_cursor_goes_back_to_one_not_done(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    await checked_mismatches(ops_dsn, 3)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-    async with app.run_test(size=(120, 40)) as pilot:
-        detail = await mismatch_detail(pilot, app)
+    async with mismatch_detail_open(ops_dsn, tmp_path, 3, (120, 40)) as (
+        app,
+        pilot,
+        detail,
+    ):
         table = detail.query_one("#samples", DataTable)
         await pilot.press("down", "down")
         await pilot.press("s")
@@ -1485,10 +1497,11 @@ async def test_the_next_sample_stays_in_view_at_80x24_after_a_fix(
 ) -> None:
     """The line explaining the mark takes room from the samples: the table is
     fitted again, and the row the cursor moved on to is scrolled into view."""
-    await checked_mismatches(ops_dsn, 8)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
-    async with app.run_test(size=(80, 24)) as pilot:
-        detail = await mismatch_detail(pilot, app)
+    async with mismatch_detail_open(ops_dsn, tmp_path, 8, (80, 24)) as (
+        app,
+        pilot,
+        detail,
+    ):
         table = detail.query_one("#samples", DataTable)
         await pilot.press("down", "down", "down", "down")
         await pilot.press("s")
