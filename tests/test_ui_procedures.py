@@ -20,7 +20,7 @@ from test_ui_actions import (
     shows,
     type_text,
 )
-from test_ui_dashboard import failed_run, loaded, seat_mismatch
+from test_ui_dashboard import failed_run, loaded, notices, seat_mismatch
 from test_ui_snapshots import app_for, seeded_dsn  # noqa: F401
 from test_ui_support import (
     drawn_lines,
@@ -49,7 +49,12 @@ from carpool_tui.ui.dialogs import (
     JobRunDialog,
     SeatFixDialog,
 )
-from carpool_tui.ui.procedures import ProcedureScreen, ProceduresScreen, RowsLoaded
+from carpool_tui.ui.procedures import (
+    ProcedureScreen,
+    ProceduresScreen,
+    RowsLoaded,
+    row_id,
+)
 from carpool_tui.ui.widgets import JobLogTable
 
 
@@ -432,6 +437,26 @@ async def test_manual_ride_expiry(ops_dsn: str, tmp_path: Path) -> None:
             == 1
         )
         assert [e["action"] for e in action_log(app)] == ["expire_ride"]
+
+
+async def test_y_copies_the_selected_rows_id(ops_dsn: str, tmp_path: Path) -> None:
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+        app = DashboardApp(make_settings(ops_dsn, tmp_path))
+        async with procedure_open(app, "Manual ride expiry") as (pilot, screen):
+            await pilot.press("y")
+            await until(pilot, lambda: notices(app), "a notification")
+            assert app.clipboard == str(ride)
+            assert f"Copied ride_id {ride}" in notices(app)[-1]
+            assert screen.run.target is None  # copying chose nothing
+
+
+def test_the_copied_id_is_the_rows_own_before_its_rides() -> None:
+    booking, ride = str(uuid.uuid4()), str(uuid.uuid4())
+    row = {"status": "confirmed", "booking_id": booking, "ride_id": ride}
+    assert row_id(row) == ("booking_id", booking)
+    assert row_id({"booking_id": None, "ride_id": ride}) == ("ride_id", ride)
+    assert row_id({"check": "seat_mismatch", "open_count": 2}) is None
 
 
 async def test_a_ride_typed_in_the_dialog_is_the_one_the_step_checks(

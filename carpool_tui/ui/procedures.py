@@ -262,6 +262,15 @@ ROW_CELL_LIMIT = 160
 stays, and a cut list hides the ones to act on."""
 
 
+def row_id(row: dict[str, Any]) -> tuple[str, str] | None:
+    """The row's first id column and its value, for y to copy: the row's own
+    id leads (a booking's before its ride's), as the step's query orders them."""
+    for column, value in row.items():
+        if value is not None and (column == "id" or column.endswith(("_id", "_ids"))):
+            return column, str(value)
+    return None
+
+
 def row_cell(value: Any) -> Text:
     """A step's value as its table shows it: a time to the second, in UTC."""
     if isinstance(value, datetime) and value.tzinfo is not None:
@@ -280,6 +289,7 @@ class ProcedureScreen(Screen[None]):
         Binding("k", "skip", "Skip", show=False),
         Binding("r", "reload", "Reload", show=False),
         Binding("f", "follow", "Follow", show=False),
+        Binding("y", "copy_id", "Copy ID", show=False),
         Binding("m", "export", "Export timeline", show=False),
         Binding("escape", "stop", "Stop", show=False),
         # The rows table keeps the focus for choosing a row; paging moves the
@@ -761,6 +771,18 @@ class ProcedureScreen(Screen[None]):
             ProcedureScreen(proc, opening.target, opening.row),
             lambda _: self.show_step(),
         )
+
+    def action_copy_id(self) -> None:
+        """Copy the id of the row under the cursor with OSC 52, as y does on
+        the dashboard, for a ticket or another terminal."""
+        row = self._cursor_row()
+        found = None if row is None else row_id(row)
+        if found is None:
+            self.notify("Put the cursor on a row with an id first.", severity="warning")
+            return
+        column, text = found
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {column} {text} (OSC 52: the terminal must allow it).")
 
     def action_page(self, direction: int) -> None:
         page = self.query_one("#procedure", VerticalScroll)
