@@ -64,6 +64,11 @@ def run(procedure: Procedure = THREE) -> Run:
     return Run(procedure, operator="alice", clock=lambda: AT)
 
 
+def logged(r: Run) -> list[tuple[str, str]]:
+    """The run's timeline as (action, result) pairs."""
+    return [(e.action, e.result) for e in r.timeline.entries]
+
+
 def test_step_n_of_m_and_free_steps_advance() -> None:
     r = run()
     assert r.position == "Step 1 of 3"
@@ -142,6 +147,39 @@ def test_an_empty_table_says_there_is_nothing_to_choose() -> None:
     unchosen = evaluate(choose, Evidence(rows=[{"ride_id": "r1"}]))
     assert unchosen.text == "Choose a row first (Enter on it)."
     assert evaluate(choose, Evidence(rows=[{}], target="r1")).ok
+    typed = evaluate(Check("chosen", "a ride is chosen", "typed"), Evidence(rows=[]))
+    assert typed.text == (
+        "The table is empty: nothing to choose. k skips the step; the next "
+        "step's dialog (a) takes an id typed in."
+    )
+
+
+@pytest.mark.parametrize("procedure", ["expire-ride", "seat-fix"])
+def test_a_ride_typed_later_is_the_choice_a_skipped_step_asked_for(
+    procedure: str,
+) -> None:
+    """Nothing listed to choose: the ride typed in the next step's dialog is
+    the choice, and the procedure can end with every check passed."""
+    r = run(PROCEDURES_BY_ID[procedure])
+    assert r.skip("the ride is not listed") is None
+    r.typed("r1")
+    assert r.states == ["done", "pending"]
+    assert r.verdicts[0] == Verdict(True, "Chosen: r1, typed in step 2.")
+    r.acted("write", {"success": True}, "applied")
+    finished = {"status": "completed", "open_bookings": 0, "current": 1}
+    assert r.verify([{**finished, "should_be": 1}]).ok  # type: ignore[union-attr]
+    assert r.advance() is None
+    assert r.checks_passed
+    assert r.ending() == "Finished: every check of this procedure passed."
+    assert ("skip", "the ride is not listed") in logged(r)
+
+
+def test_a_typed_ride_leaves_a_step_skipped_for_another_reason_skipped() -> None:
+    r = run()
+    r.advance()
+    r.skip("rows are locked by a migration")
+    r.typed("r1")
+    assert r.states[1] == "skipped"
 
 
 def test_a_path_without_a_fix_does_not_promise_a_remedy() -> None:
@@ -161,9 +199,7 @@ def test_skip_needs_a_reason_and_blocks_a_health_claim() -> None:
     r.advance()
     assert r.finished and not r.healthy
     assert r.ending() == "Finished, NOT verified healthy: step(s) 2 skipped."
-    assert ("skip", "rows are locked by a migration") in [
-        (e.action, e.result) for e in r.timeline.entries
-    ]
+    assert ("skip", "rows are locked by a migration") in logged(r)
 
 
 def test_a_step_returned_to_is_checked_afresh() -> None:

@@ -478,6 +478,10 @@ async def test_a_ride_typed_in_the_dialog_is_the_one_the_step_checks(
                 f"applied to ride {ride} with the note 'expiry job down' "
                 "(see admin_audit_log)"
             ]
+            await next_step(pilot, screen)
+            assert screen.run.ending() == (
+                "Finished: every check of this procedure passed."
+            )
 
 
 async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:

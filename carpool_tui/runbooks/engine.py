@@ -233,9 +233,10 @@ def _chosen(ev: Evidence, arg: str | None) -> Verdict:
     if ev.target:
         return _held(True, f"Chosen: {ev.target}.")
     if not ev.rows:
-        return Verdict(
-            False, "The table is empty: nothing to choose. k skips the step."
-        )
+        text = "The table is empty: nothing to choose. k skips the step"
+        if arg == "typed":
+            text += "; the next step's dialog (a) takes an id typed in"
+        return Verdict(False, text + ".")
     return Verdict(False, "Choose a row first (Enter on it).")
 
 
@@ -387,6 +388,22 @@ class Run:
         self.chosen = dict(row or {})
         self.verdicts[self.index] = None
         self.log("choose", target)
+
+    def typed(self, target: str) -> None:
+        """The operator typed the target into this step's dialog.
+
+        It is the choice a choosing step skipped before it asked for (its table
+        empty, or the ride not in it): that step is done by it, and the
+        procedure can end with every check passed.
+        """
+        self.choose(target)
+        for i in range(self.index):
+            check = self.procedure.steps[i].check
+            if self.states[i] == "skipped" and check and check.rule == "chosen":
+                self.states[i] = "done"
+                self.verdicts[i] = _held(
+                    True, f"Chosen: {target}, typed in step {self.index + 1}."
+                )
 
     def acted(
         self,

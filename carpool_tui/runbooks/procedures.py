@@ -290,9 +290,10 @@ EXPIRE_RIDE = Procedure(
         Step(
             title="Choose the ride",
             purpose="Rides still active after they expired. Press Enter on the ride "
-            "to expire.",
+            "to expire. A ride not listed: skip this step (k), then type its id in "
+            "the next step's dialog (a).",
             view="findings:expired_active_ride",
-            check=Check("chosen", "a ride is chosen"),
+            check=Check("chosen", "a ride is chosen", "typed"),
         ),
         Step(
             title="Expire it",
@@ -316,9 +317,10 @@ SEAT_FIX = Procedure(
         Step(
             title="Choose the ride",
             purpose="Open rides whose stored seats differ from the computed value. "
-            "Press Enter on the ride to fix.",
+            "Press Enter on the ride to fix. A ride not listed: skip this step (k), "
+            "then type its id in the next step's dialog (a).",
             view="findings:seat_mismatch",
-            check=Check("chosen", "a ride is chosen"),
+            check=Check("chosen", "a ride is chosen", "typed"),
         ),
         Step(
             title="Fix it",

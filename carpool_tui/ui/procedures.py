@@ -728,7 +728,7 @@ class ProcedureScreen(Screen[None]):
         if done and ride is not None and ride != self.run.target:
             # Typed in the dialog (the choice was skipped, or another ride was
             # typed): the step's check follows the ride the write went to.
-            self.run.choose(ride)
+            self.run.typed(ride)
         if done:
             note = dialog.query_one("#note", Input).value.strip()
             summary = (
