@@ -154,11 +154,11 @@ class Row:
         if self.op.target is not None:
             checked = True
             if self.ops > self.op.target:
-                misses.append(f"{self.ops / self.op.target:.1f}x the target")
+                misses.append(f"{self.ops / self.op.target:.2f}x the target")
         if self.op.growth is not None and self.ratio is not None:
             checked = True
             if self.ratio > self.op.growth:
-                misses.append(f"growth {self.ratio:.1f}x")
+                misses.append(f"growth {self.ratio:.2f}x")
         if not checked:
             return ""
         return "NO: " + ", ".join(misses) if misses else "yes"
