@@ -147,6 +147,9 @@ def test_an_empty_table_says_there_is_nothing_to_choose() -> None:
     unchosen = evaluate(choose, Evidence(rows=[{"ride_id": "r1"}]))
     assert unchosen.text == "Choose a row first (Enter on it)."
     assert evaluate(choose, Evidence(rows=[{}], target="r1")).ok
+    for rule in ("ride_finished", "seats_right"):
+        unchosen = evaluate(Check(rule, "a ride"), Evidence(rows=[]))
+        assert unchosen.text == "No ride chosen yet: press a and type its id."
     typed = evaluate(Check("chosen", "a ride is chosen", "typed"), Evidence(rows=[]))
     assert typed.text == (
         "The table is empty: nothing to choose. k skips the step; the next "
@@ -165,6 +168,10 @@ def test_a_ride_typed_later_is_the_choice_a_skipped_step_asked_for(
     r.typed("r1")
     assert r.states == ["done", "pending"]
     assert r.verdicts[0] == Verdict(True, "Chosen: r1, typed in step 2.")
+    assert logged(r)[-2:] == [
+        ("choose", "r1"),
+        ("choose", "typed here; it answers step 1"),
+    ]
     r.acted("write", {"success": True}, "applied")
     finished = {"status": "completed", "open_bookings": 0, "current": 1}
     assert r.verify([{**finished, "should_be": 1}]).ok  # type: ignore[union-attr]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from carpool_tui.db.errors import NeverSent
+from carpool_tui.db.repo import utc_now
 from carpool_tui.db.seed import FAULT_KINDS, seed_platform
 from carpool_tui.models import JOBS_BY_NAME
 from carpool_tui.runbooks.procedures import CHECK_KINDS, PROCEDURES
@@ -47,6 +48,7 @@ from carpool_tui.ui.dialogs import (
     BREAK_HINT,
     ExpireRideDialog,
     JobRunDialog,
+    RideDialog,
     SeatFixDialog,
 )
 from carpool_tui.ui.procedures import (
@@ -456,32 +458,123 @@ def test_the_copied_id_is_the_rows_own_before_its_rides() -> None:
     row = {"status": "confirmed", "booking_id": booking, "ride_id": ride}
     assert row_id(row) == ("booking_id", booking)
     assert row_id({"booking_id": None, "ride_id": ride}) == ("ride_id", ride)
+    pair = {"ride_id": ride, "passenger_id": "p", "booking_ids": f"{booking}, b2"}
+    assert row_id(pair) == ("booking_ids", f"{booking}, b2")
+    assert row_id({"id": 7, "job_name": "expire_rides"}) == ("id", "7")
     assert row_id({"check": "seat_mismatch", "open_count": 2}) is None
+
+
+@asynccontextmanager
+async def procedure_on_a_ride(
+    ops_dsn: str,
+    tmp_path: Path,
+    title: str,
+    departs_in: timedelta,
+    clock: Callable[[], datetime] = utc_now,
+) -> AsyncIterator[tuple[Pilot[Any], ProcedureScreen, uuid.UUID, DashboardApp]]:
+    """A ride departing ``departs_in`` from now, and the procedure ``title``
+    opened on a dashboard: the pilot, the procedure, the ride and the app."""
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=departs_in)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path), clock=clock)
+    async with procedure_open(app, title) as (pilot, screen):
+        yield pilot, screen, ride, app
+
+
+async def preview_typed(
+    pilot: Pilot[Any], kind: type[RideDialog], ride: uuid.UUID, shown: str
+) -> RideDialog:
+    """Open the step's dialog (a), type ``ride`` and preview it until ``shown``."""
+    await pilot.press("a")
+    dialog: RideDialog = await dialog_of(pilot, kind)  # type: ignore[assignment]
+    await type_text(pilot, str(ride))
+    await pilot.press("enter")
+    await shows(pilot, dialog, shown)
+    return dialog
 
 
 async def test_a_ride_typed_in_the_dialog_is_the_one_the_step_checks(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    """The choice step skipped, the ride typed in the expire dialog instead."""
-    async with connected(ops_dsn) as conn:
-        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
-        app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with procedure_open(app, "Manual ride expiry") as (pilot, screen):
-            await skip_step(pilot, screen, "I know the ride")
-            await pilot.press("a")
-            dialog = await dialog_of(pilot, ExpireRideDialog)
-            await type_text(pilot, str(ride))
-            await pilot.press("enter")
-            await expired_and_checked(pilot, screen, dialog)
-            applied = [e.result for e in app.timeline.entries if "applied" in e.result]
-            assert applied == [
-                f"applied to ride {ride} with the note 'expiry job down' "
-                "(see admin_audit_log)"
-            ]
-            await next_step(pilot, screen)
-            assert screen.run.ending() == (
-                "Finished: every check of this procedure passed."
-            )
+    """The choice step skipped, the ride typed in the expire dialog instead.
+
+    The timeline dates the write when it was sent, not when its result was
+    closed, and says which skipped step the typed ride answers.
+    """
+    later = [timedelta(0)]
+    async with procedure_on_a_ride(
+        ops_dsn,
+        tmp_path,
+        "Manual ride expiry",
+        timedelta(hours=-2),
+        clock=lambda: utc_now() + later[0],
+    ) as (pilot, screen, ride, app):
+        await skip_step(pilot, screen, "I know the ride")
+        await pilot.press("c")
+        await until(pilot, lambda: screen.run.verdict, "the check")
+        assert "No ride chosen yet: press a and type its id." in screen_text(screen)
+        dialog = await preview_typed(pilot, ExpireRideDialog, ride, "Expires at")
+        await type_text(pilot, "expiry job down")
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Expired.")
+        later[0] = timedelta(minutes=10)  # the result read for a while
+        await pilot.press("escape")
+        await settled(pilot, screen)
+        await until(pilot, lambda: screen.run.verdict is not None, "the check")
+        assert screen.run.verdict and screen.run.verdict.ok
+        entries = app.timeline.entries
+        applied = [e for e in entries if "applied" in e.result]
+        assert [e.result for e in applied] == [
+            f"applied to ride {ride} with the note 'expiry job down' "
+            "(see admin_audit_log)"
+        ]
+        closed = app.clock()
+        assert applied[0].at < closed - timedelta(minutes=5)
+        answered = [e for e in entries if e.result.endswith("answers step 1")]
+        assert [e.at for e in answered] == [applied[0].at]
+        await next_step(pilot, screen)
+        assert screen.run.ending() == (
+            "Finished: every check of this procedure passed."
+        )
+
+
+async def test_an_expiry_before_the_ride_was_due_says_so_in_the_timeline(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with procedure_on_a_ride(
+        ops_dsn, tmp_path, "Manual ride expiry", timedelta(hours=3)
+    ) as (pilot, screen, ride, app):
+        await skip_step(pilot, screen, "the driver cancelled by phone")
+        dialog = await preview_typed(pilot, ExpireRideDialog, ride, "Expires at")
+        await type_text(pilot, "driver cancelled")
+        await pilot.press("enter")
+        await shows(pilot, dialog, "This ride is not due yet.")
+        await pilot.press("shift+tab", "space", "tab", "enter")
+        await shows(pilot, dialog, "Expired.")
+        await pilot.press("escape")
+        await settled(pilot, screen)
+        applied = [e.result for e in app.timeline.entries if "applied" in e.result]
+        assert applied == [
+            f"applied to ride {ride} before it was due with the note "
+            "'driver cancelled' (see admin_audit_log)"
+        ]
+
+
+async def test_a_typed_ride_already_right_passes_without_a_write(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with procedure_on_a_ride(
+        ops_dsn, tmp_path, "Manual seat fix", timedelta(hours=5)
+    ) as (pilot, screen, ride, _):
+        await skip_step(pilot, screen, "the ride is not listed")
+        await preview_typed(pilot, SeatFixDialog, ride, "Nothing to fix")
+        await pilot.press("escape")
+        await settled(pilot, screen)
+        await until(pilot, lambda: screen.run.verdict is not None, "the check")
+        assert screen.run.target == str(ride)
+        assert "PASSED available_seats is" in screen_text(screen)
+        await next_step(pilot, screen)
+        assert screen.run.checks_passed
 
 
 async def test_manual_seat_fix(ops_dsn: str, tmp_path: Path) -> None:

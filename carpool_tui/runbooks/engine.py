@@ -179,7 +179,12 @@ def _check_passes(ev: Evidence, arg: str | None) -> Verdict:
     return _held(False, f"{arg} still fails: {count} finding(s).{_RUN_AGAIN}")
 
 
+NO_RIDE_YET = "No ride chosen yet: press a and type its id."
+
+
 def _ride_finished(ev: Evidence, arg: str | None) -> Verdict:
+    if not ev.target:
+        return Verdict(False, NO_RIDE_YET)
     if not ev.rows:
         return Verdict(False, "The ride was not found.")
     row = ev.rows[0]
@@ -193,6 +198,8 @@ def _ride_finished(ev: Evidence, arg: str | None) -> Verdict:
 
 
 def _seats_right(ev: Evidence, arg: str | None) -> Verdict:
+    if not ev.target:
+        return Verdict(False, NO_RIDE_YET)
     if not ev.rows:
         return Verdict(False, "The ride was not found.")
     row = ev.rows[0]
@@ -376,7 +383,9 @@ class Run:
             )
         )
 
-    def choose(self, target: str, row: dict[str, Any] | None = None) -> None:
+    def choose(
+        self, target: str, row: dict[str, Any] | None = None, at: datetime | None = None
+    ) -> None:
         """The operator picked the row the rest of the procedure acts on.
 
         A different row makes this step's earlier action result someone else's,
@@ -387,16 +396,17 @@ class Run:
         self.target = target
         self.chosen = dict(row or {})
         self.verdicts[self.index] = None
-        self.log("choose", target)
+        self.log("choose", target, at)
 
-    def typed(self, target: str) -> None:
-        """The operator typed the target into this step's dialog.
+    def typed(self, target: str, at: datetime | None = None) -> None:
+        """The operator typed the target into this step's dialog (``at``: when
+        it was written to, if it was).
 
         It is the choice a choosing step skipped before it asked for (its table
-        empty, or the ride not in it): that step is done by it, and the
-        procedure can end with every check passed.
+        empty, or the ride not in it): that step is done by it, the timeline
+        says so, and the procedure can end with every check passed.
         """
-        self.choose(target)
+        self.choose(target, at=at)
         for i in range(self.index):
             check = self.procedure.steps[i].check
             if self.states[i] == "skipped" and check and check.rule == "chosen":
@@ -404,6 +414,7 @@ class Run:
                 self.verdicts[i] = _held(
                     True, f"Chosen: {target}, typed in step {self.index + 1}."
                 )
+                self.log("choose", f"typed here; it answers step {i + 1}", at)
 
     def acted(
         self,

@@ -895,6 +895,8 @@ class WriteDialog(Dialog[bool]):
 
     applying = False
     """A write was sent and its answer has not come back."""
+    sent_at: datetime | None = None
+    """When the write was sent: the time it was made, for the timeline."""
     _keys_before: tuple[tuple[str, str], ...] = ()
     """The keys line as it was before the write was sent."""
     lost_answer = False
@@ -969,6 +971,7 @@ class WriteDialog(Dialog[bool]):
         """Run one repository call in a worker; its result comes back as Outcome."""
         if tag == "apply":
             self.applying = True
+            self.sent_at = self.dash.clock()
             self._hold_inputs(True)
         self._call_db(tag, call)
 

@@ -25,7 +25,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 
 from carpool_tui.db.errors import OpsError
-from carpool_tui.models import JOBS_BY_NAME, JobLogEntry, JobResult, RowSet, Violation
+from carpool_tui.models import (
+    JOBS_BY_NAME,
+    ExpirePreview,
+    JobLogEntry,
+    JobResult,
+    RowSet,
+    Violation,
+)
 from carpool_tui.runbooks.engine import Procedure, Run, latest_start
 from carpool_tui.runbooks.procedures import (
     JOBS_FAILING,
@@ -262,13 +269,20 @@ ROW_CELL_LIMIT = 160
 stays, and a cut list hides the ones to act on."""
 
 
+COPIED_FIRST = ("booking_id", "booking_ids", "id", "ride_id")
+"""The id columns y prefers, most particular first: the bookings a step acts
+on before their ride, a row's own id before the ride it belongs to."""
+
+
 def row_id(row: dict[str, Any]) -> tuple[str, str] | None:
-    """The row's first id column and its value, for y to copy: the row's own
-    id leads (a booking's before its ride's), as the step's query orders them."""
-    for column, value in row.items():
-        if value is not None and (column == "id" or column.endswith(("_id", "_ids"))):
-            return column, str(value)
-    return None
+    """The id column of ``row`` that y copies, with its value."""
+    ids = [
+        (column, value)
+        for column, value in row.items()
+        if value is not None and (column == "id" or column.endswith(("_id", "_ids")))
+    ]
+    ids.sort(key=lambda c: COPIED_FIRST.index(c[0]) if c[0] in COPIED_FIRST else 9)
+    return None if not ids else (ids[0][0], str(ids[0][1]))
 
 
 def row_cell(value: Any) -> Text:
@@ -724,19 +738,24 @@ class ProcedureScreen(Screen[None]):
     def _write_done(self, dialog: RideDialog, done: bool | None) -> None:
         action = self.run.step.action
         what = action.title if action else "write"
-        ride = None if dialog.preview is None else str(dialog.preview.ride_id)
-        if done and ride is not None and ride != self.run.target:
+        preview = dialog.preview
+        ride = None if preview is None else str(preview.ride_id)
+        at = dialog.sent_at if done else None
+        if ride is not None and ride != self.run.target:
             # Typed in the dialog (the choice was skipped, or another ride was
-            # typed): the step's check follows the ride the write went to.
-            self.run.typed(ride)
+            # typed): the step's check follows the ride previewed, written to
+            # or not (one already right needs no write to pass).
+            self.run.typed(ride, at)
         if done:
             note = dialog.query_one("#note", Input).value.strip()
+            early = isinstance(preview, ExpirePreview) and not preview.due
             summary = (
-                f"applied to ride {ride} with the note {note!r} (see admin_audit_log)"
+                f"applied to ride {ride}{' before it was due' if early else ''}"
+                f" with the note {note!r} (see admin_audit_log)"
             )
         else:
             summary = "closed without applying"
-        self.run.acted(what, {"success": bool(done)}, summary)
+        self.run.acted(what, {"success": bool(done)}, summary, at)
         self.show_step(verify=True)
 
     def _cursor_row(self) -> dict[str, Any] | None:
@@ -778,7 +797,8 @@ class ProcedureScreen(Screen[None]):
         row = self._cursor_row()
         found = None if row is None else row_id(row)
         if found is None:
-            self.notify("Put the cursor on a row with an id first.", severity="warning")
+            said = "This step has no rows." if row is None else "This row has no id."
+            self.notify(f"{said} Nothing was copied.", severity="warning")
             return
         column, text = found
         self.app.copy_to_clipboard(text)
