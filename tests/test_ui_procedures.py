@@ -560,6 +560,26 @@ async def test_an_expiry_before_the_ride_was_due_says_so_in_the_timeline(
         ]
 
 
+async def test_esc_stops_a_procedure_under_way_only_when_pressed_again(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Operators press Esc to clear a notice: that must not throw away the
+    ride they chose, as stopping starts the procedure again at step 1."""
+    async with procedure_on_a_ride(
+        ops_dsn, tmp_path, "Manual ride expiry", timedelta(hours=-2)
+    ) as (pilot, screen, ride, app):
+        await pilot.press("enter")  # choose the ride
+        await until(pilot, lambda: screen.run.target == str(ride), "the choice")
+        app.notify("a notice over the step")
+        await pilot.press("escape")
+        await until(pilot, lambda: "Esc again stops" in screen_text(screen), "asked")
+        assert app.screen is screen and not screen.run.over
+        assert not notices(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is not screen, "the procedure closed")
+        assert screen.run.stopped
+
+
 async def test_a_typed_ride_already_right_passes_without_a_write(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -746,7 +766,7 @@ async def test_key_lines_wrap_only_between_whole_pairs(
         lines = pairs_whole(keys, pairs)
         assert len([line for line in lines if line.strip()]) == 1
 
-        await pilot.press("escape")
+        await pilot.press("escape", "escape")  # under way: the second stops it
         listing = await dialog_of(pilot, ProceduresScreen)
         await pilot.resize_terminal(60, 20)
         await until(pilot, lambda: listing.size.width == 60, "the list at 60")

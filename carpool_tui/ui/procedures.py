@@ -7,6 +7,7 @@ admin dialogs (preview, note, confirm), so nothing here writes on its own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -262,6 +263,8 @@ def follow_up(view: str, row: dict[str, Any]) -> Opening | None:
 SHORT_HEIGHT = 32  # lines; below this a step shows fewer of its rows
 
 
+STOP_AGAIN_S = 3.0
+"""How soon a second Esc must follow the first to stop a procedure under way."""
 ACTION_RECHECK_S = 1.0
 """How often a step looks again at whether its write is allowed now."""
 ROW_CELL_LIMIT = 160
@@ -335,6 +338,8 @@ class ProcedureScreen(Screen[None]):
         """The step whose rows the table shows."""
         self._pages = False
         """Whether the step is taller than its room (PgUp PgDn offered)."""
+        self._stop_asked: float | None = None
+        """When a first Esc asked for a second to stop (monotonic seconds)."""
 
     @property
     def dash(self) -> DashboardApp:
@@ -870,11 +875,36 @@ class ProcedureScreen(Screen[None]):
         self.set_message(safe_markup(text, 300))
         self.notify(text, title="Incident timeline")
 
+    @property
+    def under_way(self) -> bool:
+        """Something was done here that stopping would leave behind: a step
+        passed or skipped, an action taken, or a row chosen."""
+        run = self.run
+        return not run.over and (
+            run.index > 0
+            or any(r is not None for r in run.results)
+            or run.target != self.initial[0]
+        )
+
     def action_stop(self) -> None:
+        """Esc: put the skip reason away, or stop. A procedure under way stops
+        only on a second Esc: the first clears the notices, which operators
+        press Esc to clear, and says what stopping would lose."""
         reason = self.query_one("#skip-reason", Input)
         if reason.display:
             reason.display = False
             self.query_one("#proc-rows", DataTable).focus()
+            return
+        asked, self._stop_asked = self._stop_asked, None
+        now = time.monotonic()
+        if self.under_way and (asked is None or now - asked > STOP_AGAIN_S):
+            self._stop_asked = now
+            self.app.clear_notifications()
+            self.set_message(
+                f"[b $warning]Esc again stops the procedure at {self.run.position}"
+                "[/]: its timeline is kept, but it would start again at step 1."
+                " b goes back a step."
+            )
             return
         self.run.stop()
         self.dismiss(None)
