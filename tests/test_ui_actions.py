@@ -894,7 +894,7 @@ async def test_expire_one_ride_previews_then_expires(
             dialog, shown = await preview_ride(
                 pilot, "e", ExpireRideDialog, ride, "Due              yes"
             )
-            assert "1 pending/confirmed booking(s)" in shown
+            assert "1 pending/confirmed booking below" in shown
             assert str(booking) in shown
             await pilot.press("enter")
             await shows(pilot, dialog, NOTE_REQUIRED)
@@ -1183,6 +1183,20 @@ async def test_expiring_a_ride_not_yet_due_at_80x24(
         )
 
 
+async def test_expiring_a_ride_without_bookings_names_no_passengers(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with connected(ops_dsn) as conn:
+        ride = await make_ride(conn, departs_in=timedelta(hours=-2))
+    app = DashboardApp(make_settings(ops_dsn, tmp_path, refresh=60))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await loaded(pilot)
+        said = "Expiring completes the ride; it has no pending or confirmed booking."
+        dialog, shown = await preview_ride(pilot, "e", ExpireRideDialog, ride, said)
+        assert "0 pending" not in shown and "passengers" not in shown
+        assert dialog.gist() == f"Due now. {said}"  # type: ignore[attr-defined]
+
+
 async def test_the_allow_box_is_empty_until_ticked(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -1273,14 +1287,14 @@ async def test_an_expiry_whose_bookings_changed_since_the_preview_is_refused(
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
             dialog, _ = await preview_ride(
-                pilot, "e", ExpireRideDialog, ride, "1 pending/confirmed booking(s)"
+                pilot, "e", ExpireRideDialog, ride, "1 pending/confirmed booking below"
             )
             late = await make_booking(conn, ride, status="pending")
             await type_text(pilot, "expiry job down")
             await pilot.press("enter")
             shown = await shows(pilot, dialog, "changed since the preview")
             assert "Nothing was written" in shown
-            assert "2 pending/confirmed booking(s)" in shown and str(late) in shown
+            assert "2 pending/confirmed bookings below" in shown and str(late) in shown
             assert await conn.fetchval(
                 "SELECT status FROM rides WHERE id = $1", ride
             ) == ("active")

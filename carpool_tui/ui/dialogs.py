@@ -1430,6 +1430,20 @@ def _allow_label(ticked: bool) -> str:
     return f"Expire before it is due ({state})"
 
 
+def _expiring(bookings: int, where: str = "") -> str:
+    """What expiring a ride with ``bookings`` open bookings does (``where``:
+    where the preview lists them)."""
+    if not bookings:
+        return "Expiring completes the ride; it has no pending or confirmed booking."
+    listed = counted(
+        bookings, "{} pending/confirmed booking", "{} pending/confirmed bookings"
+    )
+    return (
+        f"Expiring completes the ride and {listed}{where}, and notifies their "
+        "passengers."
+    )
+
+
 class ExpireRideDialog(RideDialog):
     """Manual 4.3: expire one ride by hand after a preview of what changes."""
 
@@ -1551,10 +1565,7 @@ class ExpireRideDialog(RideDialog):
         elif preview.terminal:
             lines.append("[b $success]Already finished: nothing to expire.[/]")
         else:
-            lines.append(
-                f"Expiring completes the ride and {len(preview.bookings)} "
-                "pending/confirmed booking(s) below, and notifies their passengers."
-            )
+            lines.append(_expiring(len(preview.bookings), " below"))
         self.query_one("#preview", Static).update("\n".join(lines))
 
     def gist(self) -> str:
@@ -1567,15 +1578,7 @@ class ExpireRideDialog(RideDialog):
         if preview is None or preview.terminal:
             return ""
         due = "Due now." if preview.due else "[b $warning]Not due yet.[/]"
-        bookings = counted(
-            len(preview.bookings),
-            "{} pending/confirmed booking",
-            "{} pending/confirmed bookings",
-        )
-        return (
-            f"{due} Expiring completes the ride and {bookings}, and notifies "
-            "their passengers."
-        )
+        return f"{due} {_expiring(len(preview.bookings))}"
 
     def arrived(self, value: Any) -> None:
         if isinstance(value, ExpirePreview):
