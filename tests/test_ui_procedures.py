@@ -572,7 +572,9 @@ async def test_esc_stops_a_procedure_under_way_only_when_pressed_again(
         await until(pilot, lambda: screen.run.target == str(ride), "the choice")
         app.notify("a notice over the step")
         await pilot.press("escape")
-        await until(pilot, lambda: "Esc again stops" in screen_text(screen), "asked")
+        said = "Esc again stops the procedure at step 1 of 2: its timeline is kept"
+        await until(pilot, lambda: said in screen_text(screen), "asked")
+        assert "b goes back" not in screen_text(screen)  # no step before this one
         assert app.screen is screen and not screen.run.over
         assert not notices(app)
         await pilot.press("escape")

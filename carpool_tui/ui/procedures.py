@@ -900,10 +900,11 @@ class ProcedureScreen(Screen[None]):
         if self.under_way and (asked is None or now - asked > STOP_AGAIN_S):
             self._stop_asked = now
             self.app.clear_notifications()
+            back = " b goes back a step." if self.run.index else ""
             self.set_message(
-                f"[b $warning]Esc again stops the procedure at {self.run.position}"
-                "[/]: its timeline is kept, but it would start again at step 1."
-                " b goes back a step."
+                f"[b $warning]Esc again stops the procedure at "
+                f"{self.run.position.lower()}[/]: its timeline is kept, but it "
+                f"would start again at step 1.{back}"
             )
             return
         self.run.stop()
