@@ -32,6 +32,7 @@ from test_ui_support import (
     until,
 )
 from textual import events
+from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widget import Widget
@@ -580,6 +581,26 @@ async def test_esc_stops_a_procedure_under_way_only_when_pressed_again(
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is not screen, "the procedure closed")
         assert screen.run.stopped
+
+
+async def test_question_mark_lists_every_key_of_a_procedure(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with procedure_open(app, "Manual ride expiry", size=(80, 24)) as (
+        pilot,
+        screen,
+    ):
+        keys = {b.key for b in screen.BINDINGS if isinstance(b, Binding)}
+        await pilot.press("question_mark")
+        message = screen.query_one("#proc-message", Static)
+        await until(pilot, lambda: message.display, "the keys")
+        listed = static_text(message)
+        assert "y  copy the selected row's id" in listed
+        named = {line.strip().split("  ")[0] for line in listed.splitlines()}
+        for key in keys - {"question_mark", "pageup", "pagedown"}:
+            assert ("Esc" if key == "escape" else key) in named, key
+        assert {"Enter", "PgUp PgDn"} <= named
 
 
 async def test_a_typed_ride_already_right_passes_without_a_write(

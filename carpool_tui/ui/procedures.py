@@ -272,6 +272,22 @@ ROW_CELL_LIMIT = 160
 stays, and a cut list hides the ones to act on."""
 
 
+PROCEDURE_KEYS = (
+    ("a", "act: the step's action, with its preview and confirmation"),
+    ("c", "check the step's expected outcome"),
+    ("n", "next step, once the check passes"),
+    ("b", "back a step, whose check must then be done again"),
+    ("k", "skip the step, with a reason"),
+    ("r", "reload the rows"),
+    ("Enter", "choose the selected row"),
+    ("f", "follow the selected failed run or failing check into its procedure"),
+    ("y", "copy the selected row's id"),
+    ("m", "export the incident timeline"),
+    ("PgUp PgDn", "scroll the step; ↑ ↓ move in the rows"),
+    ("Esc", "stop the procedure (twice once it is under way)"),
+)
+"""Every key of a procedure, for ? (the keys line shows the step's own)."""
+
 COPIED_FIRST = ("booking_id", "booking_ids", "id", "ride_id")
 """The id columns y prefers, most particular first: the bookings a step acts
 on before their ride, a row's own id before the ride it belongs to."""
@@ -284,7 +300,8 @@ def row_id(row: dict[str, Any]) -> tuple[str, str] | None:
         for column, value in row.items()
         if value is not None and (column == "id" or column.endswith(("_id", "_ids")))
     ]
-    ids.sort(key=lambda c: COPIED_FIRST.index(c[0]) if c[0] in COPIED_FIRST else 9)
+    last = len(COPIED_FIRST)  # any other id column, in the query's order
+    ids.sort(key=lambda c: COPIED_FIRST.index(c[0]) if c[0] in COPIED_FIRST else last)
     return None if not ids else (ids[0][0], str(ids[0][1]))
 
 
@@ -307,6 +324,7 @@ class ProcedureScreen(Screen[None]):
         Binding("r", "reload", "Reload", show=False),
         Binding("f", "follow", "Follow", show=False),
         Binding("y", "copy_id", "Copy ID", show=False),
+        Binding("question_mark", "keys", "Keys", show=False),
         Binding("m", "export", "Export timeline", show=False),
         Binding("escape", "stop", "Stop", show=False),
         # The rows table keeps the focus for choosing a row; paging moves the
@@ -794,6 +812,12 @@ class ProcedureScreen(Screen[None]):
         self.app.push_screen(
             ProcedureScreen(proc, opening.target, opening.row),
             lambda _: self.show_step(),
+        )
+
+    def action_keys(self) -> None:
+        """Every key of a procedure, where the step's message goes."""
+        self.set_message(
+            "\n".join(f"[b]{key:>9}[/]  {what}" for key, what in PROCEDURE_KEYS)
         )
 
     def action_copy_id(self) -> None:
