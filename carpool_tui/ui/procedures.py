@@ -273,20 +273,21 @@ stays, and a cut list hides the ones to act on."""
 
 
 PROCEDURE_KEYS = (
-    ("a", "act: the step's action, with its preview and confirmation"),
-    ("c", "check the step's expected outcome"),
-    ("n", "next step, once the check passes"),
-    ("b", "back a step, whose check must then be done again"),
-    ("k", "skip the step, with a reason"),
-    ("r", "reload the rows"),
-    ("Enter", "choose the selected row"),
-    ("f", "follow the selected failed run or failing check into its procedure"),
-    ("y", "copy the selected row's id"),
-    ("m", "export the incident timeline"),
-    ("PgUp PgDn", "scroll the step; ↑ ↓ move in the rows"),
-    ("Esc", "stop the procedure (twice once it is under way)"),
+    ("a", "act (preview, confirm)"),
+    ("c", "check"),
+    ("n", "next step"),
+    ("b", "back a step"),
+    ("k", "skip, with a reason"),
+    ("r", "reload"),
+    ("Enter", "choose the row"),
+    ("f", "follow into its procedure"),
+    ("y", "copy the row's id"),
+    ("m", "export the timeline"),
+    ("PgUp PgDn", "scroll the step"),
+    ("Esc", "stop (twice once under way)"),
 )
-"""Every key of a procedure, for ? (the keys line shows the step's own)."""
+"""Every key of a procedure, for ? (the keys line shows the step's own). Short
+enough for three lines at 80 columns, where the step's foot has little room."""
 
 COPIED_FIRST = ("booking_id", "booking_ids", "id", "ride_id")
 """The id columns y prefers, most particular first: the bookings a step acts
@@ -817,7 +818,7 @@ class ProcedureScreen(Screen[None]):
     def action_keys(self) -> None:
         """Every key of a procedure, where the step's message goes."""
         self.set_message(
-            "\n".join(f"[b]{key:>9}[/]  {what}" for key, what in PROCEDURE_KEYS)
+            " · ".join(f"[b]{key}[/] {what}" for key, what in PROCEDURE_KEYS)
         )
 
     def action_copy_id(self) -> None:
