@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -157,20 +157,26 @@ async def job(conn: asyncpg.Connection, name: str) -> dict[str, Any]:
 
 
 async def overlapping_runs(
-    dsn: str, name: str = "check_system_invariants"
+    dsn: str,
+    name: str = "check_system_invariants",
+    *,
+    hold: str = "LOCK TABLE rides IN ACCESS EXCLUSIVE MODE",
+    during: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Two overlapping runs of one job, as when an operator starts a job while
     the scheduler's run of it is going: run A takes the job's lock and is held
-    up (a third session keeps ``rides`` locked), run B starts after it, cannot
-    take the lock within its lock timeout and is recorded failed, then A goes
-    on and completes. Both through the job function, each on its own
-    connection and in its own transaction; A's result, then B's.
+    up (a third session runs ``hold``, by default keeping ``rides`` locked),
+    run B starts after it, cannot take the lock within its lock timeout and is
+    recorded failed, ``during`` runs while A is still held up, then A goes on
+    and completes. Both through the job function, each on its own connection
+    and in its own transaction; A's result, then B's.
     """
     async with (
         connected(dsn, purpose="test-blocker") as blocker,
         connected(dsn, purpose="test-scheduler") as first,
         connected(dsn, purpose="test-operator") as second,
     ):
+        await first.execute("SET carpool.lock_timeout = '60s'")
         await second.execute("SET carpool.lock_timeout = '300ms'")
         key = await blocker.fetchval("SELECT ops_job_lock_key($1)", name)
         held = (
@@ -181,7 +187,7 @@ async def overlapping_runs(
         tx = blocker.transaction()
         await tx.start()
         try:
-            await blocker.execute("LOCK TABLE rides IN ACCESS EXCLUSIVE MODE")
+            await blocker.execute(hold)
             running = asyncio.create_task(job(first, name))
             for _ in range(200):
                 if await blocker.fetchval(held, key):
@@ -190,6 +196,8 @@ async def overlapping_runs(
             else:
                 raise AssertionError(f"run A of {name} never took its lock")
             refused = await job(second, name)
+            if during is not None:
+                await during()
         finally:
             await tx.rollback()
         return await running, refused

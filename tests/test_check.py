@@ -287,6 +287,56 @@ async def test_a_run_refused_while_an_earlier_run_held_the_lock_is_not_failing(
     assert "whose last run failed" not in done.stdout
 
 
+async def test_a_refused_run_is_not_failing_while_the_run_holding_the_lock_goes_on(
+    ops_dsn: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The run holding the lock writes its log row in its own transaction, so
+    while it goes on no other session sees it. The refused run is still not
+    the job's last run then: not in `check` (which would page CRITICAL), not
+    on the dashboard, not in the health summary; the run before is."""
+    name = "check_system_invariants"
+    await seed(ops_dsn, "seat_mismatch")
+    run_jobs(cli_env, ops_dsn, name)
+    async with connected(ops_dsn) as conn:
+        before = await conn.fetchval(
+            "SELECT id FROM system_job_log WHERE job_name = $1", name
+        )
+    seen: dict[str, Any] = {}
+
+    async def look() -> None:
+        seen["check"] = check_json(cli_env, ops_dsn)
+        async with connected(ops_dsn) as conn:
+            seen["summary"] = await conn.fetchval("SELECT get_system_health_summary()")
+            seen["log"] = await conn.fetch(
+                "SELECT id, status FROM system_job_log WHERE job_name = $1", name
+            )
+        repo = Repository(make_settings(ops_dsn, tmp_path))
+        await repo.open()
+        try:
+            seen["latest"] = await repo.latest_runs()
+        finally:
+            await repo.close()
+
+    # The run's writes to the violations wait; reading them does not.
+    hold = "LOCK TABLE invariant_violations IN EXCLUSIVE MODE"
+    first, refused = await overlapping_runs(ops_dsn, name, hold=hold, during=look)
+    assert (first["success"], refused["sqlstate"]) == (True, "55P03")
+    # While the first run went on, its row could not be seen: only the refusal.
+    assert [r["status"] for r in seen["log"]] == ["completed", "failed"]
+    _, data = seen["check"]
+    assert problems(data)["failed_runs_24h"] == "WARNING"
+    assert "failing_jobs" not in problems(data)
+    assert data["metrics"]["failing_jobs"] == 0
+    jobs = {j["name"]: j for j in data["jobs"]}
+    assert jobs[name]["last_status"] == "completed"
+    recent = {r["job_name"]: r for r in seen["summary"]["recent_job_status"]}
+    assert recent[name]["status"] == "completed"
+    assert (seen["latest"][name].id, seen["latest"][name].status) == (
+        before,
+        "completed",
+    )
+
+
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(Z|[+-]\d\d:\d\d)")
 
 

@@ -168,28 +168,45 @@ NOT_IN_THE_FUTURE = (
 """The log's rows that may be a job's latest run (models.CLOCK_MARGIN)."""
 
 
+def job_lock_held(name: str) -> str:
+    """Whether a session holds the advisory lock of the job named by the SQL
+    expression ``name`` now: the key ops_job_lock_key (0103) gives, computed
+    inline so that the query also parses where the ops layer is missing."""
+    key = f"hashtextextended('carpool_ops.job.' || {name}, 0)"
+    return (
+        "EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory'"
+        " AND k.granted AND k.objsubid = 1 AND k.database = (SELECT oid"
+        " FROM pg_database WHERE datname = current_database())"
+        f" AND k.classid = (({key} >> 32) & 4294967295)::oid"
+        f" AND k.objid = ({key} & 4294967295)::oid)"
+    )
+
+
 def refused_by_earlier_run(row: str) -> str:
     """Whether the job-log row ``row`` (an alias) is a run refused its job's
-    lock while an earlier run of the job was under way: failed with 55P03 and
-    the message ops_run_job gives when the job's lock is held (0165), while a
-    run of the same job that started before it had not yet finished.
+    lock by another run: failed with 55P03 and the message ops_run_job gives
+    when the job's lock is held (0165), while a run of the same job that
+    started before it had not yet finished, or while the job's lock is still
+    held. The second covers the run that refused it while it is under way:
+    its own log row is written in its transaction, so no other session sees
+    it until it ends.
 
     Such a run lost a race with the run holding the lock; it is not how the
-    job is doing, so it is never taken as the job's latest run (0167 does the
-    same in the health summary). Where nothing earlier was under way it is
-    the job's latest run as any failure is. Plain SQL on the table's own
-    columns (sqlstate read as the log keeps it, if at all), so it reads the
-    same on the deployed functions' log.
+    job is doing, so it is never taken as the job's latest run (0167 and 0170
+    do the same in the health summary). Where nothing earlier was under way
+    and nothing holds the lock it is the job's latest run as any failure is.
+    Plain SQL on the table's own columns (sqlstate read as the log keeps it,
+    if at all), so it reads the same on the deployed functions' log.
     """
     return (
         f"({row}.status = 'failed' AND COALESCE(to_jsonb({row}) ->> 'sqlstate',"
         f" {row}.details ->> 'sqlstate') = '55P03' AND strpos({row}.error_message,"
         f" 'the lock of ' || {row}.job_name || ' is held by another session') > 0"
-        " AND EXISTS (SELECT 1 FROM system_job_log o"
+        " AND (EXISTS (SELECT 1 FROM system_job_log o"
         f" WHERE o.job_name = {row}.job_name AND o.id <> {row}.id"
         f" AND o.started_at < {row}.started_at"
-        f" AND (o.completed_at IS NULL OR o.completed_at > {row}.started_at)))"
-        " IS TRUE"
+        f" AND (o.completed_at IS NULL OR o.completed_at > {row}.started_at))"
+        f" OR {job_lock_held(f'{row}.job_name')})) IS TRUE"
     )
 
 
