@@ -974,17 +974,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"Stopping on {stop}.")
         return 0
     finally:
+        # A server that died under the demo (killed, crashed) is not one it stopped.
+        died = started and running_postmaster(data_dir) is None
         server.stop()
         restore()
         if started:
             # Whether the server went with it: another demo may still use it.
             left = running_postmaster(data_dir)
-            _say(
-                f"The demo server in {data_dir} keeps running (pid {left}) for the "
-                "other demo using it."
-                if left is not None
-                else f"Stopped the demo server in {data_dir}."
-            )
+            if died:
+                said = (
+                    f"The demo server in {data_dir} had already stopped, not by "
+                    f"this demo: its log is {data_dir / 'log'}."
+                )
+            elif left is not None:
+                said = (
+                    f"The demo server in {data_dir} keeps running (pid {left}) for "
+                    "the other demo using it."
+                )
+            else:
+                said = f"Stopped the demo server in {data_dir}."
+            _say(said)
 
 
 def _thresholds(

@@ -16,7 +16,11 @@ import asyncpg
 import pytest
 from factories import once
 
-from carpool_tui.db.embedded import EmbeddedServer, prune_dead_handles
+from carpool_tui.db.embedded import (
+    EmbeddedServer,
+    prune_dead_handles,
+    running_postmaster,
+)
 
 _START_AND_HANG = """
 import sys, time
@@ -215,24 +219,31 @@ def test_reset_refuses_while_another_demo_runs_on_the_folder() -> None:
     shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
+def _demo_started(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """`carpool-tui demo` on `data_dir`, read up to its database line (to EOF
+    at worst); the process and the first line it printed."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "carpool_tui", "demo", "--data-dir", str(data_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    first = demo.stdout.readline()
+    for line in demo.stdout:
+        if line.startswith("Demo database"):
+            break
+    return demo, first
+
+
 def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
     """The demo's first line says whether it starts a server or uses the one
     already running there, which keeps running when this demo quits."""
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-j" / "pgdata"
     with _owned_by_other_process(data_dir) as (_, pid):
-        second = subprocess.Popen(
-            [sys.executable, "-m", "carpool_tui", "demo", "--data-dir", str(data_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        second, first = _demo_started(data_dir)
         try:
-            assert second.stdout is not None
-            first = second.stdout.readline()
-            for line in second.stdout:  # to EOF at worst
-                if line.startswith("Demo database"):
-                    break
             # Stopped, it says the server keeps running for the first demo.
             second.send_signal(signal.SIGTERM)
             said, _ = second.communicate(timeout=60)
@@ -249,3 +260,28 @@ def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
     assert f"(pid {pid})" in first
     left = f"The demo server in {data_dir} keeps running (pid {pid}) for the other"
     assert left in " ".join(said.split()), said
+
+
+def test_a_demo_whose_server_died_does_not_say_it_stopped_it() -> None:
+    """Killed under the demo, the server is gone when the demo quits: the demo
+    says so and where its log is, rather than that it stopped the server."""
+    data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-k" / "pgdata"
+    demo, _ = _demo_started(data_dir)
+    try:
+        pid = running_postmaster(data_dir)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_gone(pid)
+        demo.send_signal(signal.SIGTERM)
+        said, _ = demo.communicate(timeout=60)
+    finally:
+        demo.kill()
+        demo.wait()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+    said = " ".join(said.split())
+    tail = said[-400:]  # what it printed after the dashboard's screen
+    assert f"The demo server in {data_dir} had already stopped, not by this demo" in (
+        tail
+    ), tail
+    assert f"its log is {data_dir / 'log'}." in tail
+    assert "Stopped the demo server" not in said
