@@ -966,7 +966,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         started = True
         demo_dsn = server.dsn(DEMO_DATABASE)
         _run(_prepare_demo(admin_dsn, demo_dsn, args.rides))
-        _say(f"Demo database (for --dsn while the demo runs): {demo_dsn}")
+        # As the help screen shows it: without the (empty) password.
+        shown = describe_target(demo_dsn)
+        _say(f"Demo database (for --dsn while the demo runs): {shown}")
         from carpool_tui.ui.app import run_dashboard
 
         return run_dashboard(_settings(args, demo_dsn), thresholds=thresholds, **view)

@@ -219,9 +219,9 @@ def test_reset_refuses_while_another_demo_runs_on_the_folder() -> None:
     shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
-def _demo_started(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def _demo_started(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
     """`carpool-tui demo` on `data_dir`, read up to its database line (to EOF
-    at worst); the process and the first line it printed."""
+    at worst); the process, the first line it printed and that line."""
     demo = subprocess.Popen(
         [sys.executable, "-m", "carpool_tui", "demo", "--data-dir", str(data_dir)],
         stdin=subprocess.DEVNULL,
@@ -231,10 +231,11 @@ def _demo_started(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     )
     assert demo.stdout is not None
     first = demo.stdout.readline()
+    line = ""
     for line in demo.stdout:
         if line.startswith("Demo database"):
             break
-    return demo, first
+    return demo, first, line
 
 
 def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
@@ -242,7 +243,7 @@ def test_a_second_demo_on_a_running_folder_says_it_joins_that_server() -> None:
     already running there, which keeps running when this demo quits."""
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-j" / "pgdata"
     with _owned_by_other_process(data_dir) as (_, pid):
-        second, first = _demo_started(data_dir)
+        second, first, _ = _demo_started(data_dir)
         try:
             # Stopped, it says the server keeps running for the first demo.
             second.send_signal(signal.SIGTERM)
@@ -266,8 +267,13 @@ def test_a_demo_whose_server_died_does_not_say_it_stopped_it() -> None:
     """Killed under the demo, the server is gone when the demo quits: the demo
     says so and where its log is, rather than that it stopped the server."""
     data_dir = Path("/tmp") / f"carpool-tui-embedded-{os.getpid()}-k" / "pgdata"
-    demo, _ = _demo_started(data_dir)
+    demo, _, said_dsn = _demo_started(data_dir)
     try:
+        # As the help screen shows it, which is how the README spells it.
+        assert said_dsn == (
+            "Demo database (for --dsn while the demo runs):"
+            f" postgresql://postgres@/carpool_demo?host={data_dir}\n"
+        )
         pid = running_postmaster(data_dir)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
