@@ -561,6 +561,35 @@ async def test_an_expiry_before_the_ride_was_due_says_so_in_the_timeline(
         ]
 
 
+async def test_a_dialog_closed_before_writing_leaves_the_step_not_done_yet(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Closed without applying (an Enter refused, then Esc), the step's check
+    finds the ride still open: not done yet, not a red FAILED, which would read
+    as a write that went wrong. Applied, the same check passes."""
+    async with procedure_on_a_ride(
+        ops_dsn, tmp_path, "Manual ride expiry", timedelta(hours=-2)
+    ) as (pilot, screen, ride, _):
+        await pilot.press("enter")  # choose the ride
+        await until(pilot, lambda: screen.run.target == str(ride), "the choice")
+        await next_step(pilot, screen)
+        await pilot.press("a")
+        dialog = await dialog_of(pilot, ExpireRideDialog)
+        await shows(pilot, dialog, "Expires at")
+        await pilot.press("escape")
+        await settled(pilot, screen)
+        verdict = static_text(screen.query_one("#proc-verdict", Static))
+        assert "NOT DONE YET" in verdict, verdict
+        assert "FAILED" not in verdict
+        assert "Nothing was written: a opens the dialog again." in verdict
+        assert screen.run.can_advance() is not None  # still not passed
+        await pilot.press("a")
+        dialog = await dialog_of(pilot, ExpireRideDialog)
+        await expired_and_checked(pilot, screen, dialog)
+        verdict = static_text(screen.query_one("#proc-verdict", Static))
+        assert "PASSED" in verdict and "NOT DONE" not in verdict
+
+
 async def test_esc_stops_a_procedure_under_way_only_when_pressed_again(
     ops_dsn: str, tmp_path: Path
 ) -> None:

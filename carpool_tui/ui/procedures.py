@@ -544,8 +544,16 @@ class ProcedureScreen(Screen[None]):
         expect = f"[b]Expected:[/] {safe_markup(check.expect, 100)}"
         if verdict is None:
             return f"{expect} · not checked yet (c)"
+        text = safe_markup(verdict.text, 200)
+        if not verdict.ok and (run.result or {}).get("applied") is False:
+            # The dialog closed before anything was written: not done yet, which
+            # a red FAILED would read as a write that went wrong.
+            return (
+                f"{expect} · [b $warning]NOT DONE YET[/] {text} Nothing was "
+                "written: a opens the dialog again."
+            )
         style, word = ("$success", "PASSED") if verdict.ok else ("$error", "FAILED")
-        return f"{expect} · [b {style}]{word}[/] {safe_markup(verdict.text, 200)}"
+        return f"{expect} · [b {style}]{word}[/] {text}"
 
     def _keys(self) -> list[tuple[str, str]]:
         if self.run.over:
@@ -779,7 +787,8 @@ class ProcedureScreen(Screen[None]):
             )
         else:
             summary = "closed without applying"
-        self.run.acted(what, {"success": bool(done)}, summary, at)
+        applied = bool(done)
+        self.run.acted(what, {"success": applied, "applied": applied}, summary, at)
         self.show_step(verify=True)
 
     def _cursor_row(self) -> dict[str, Any] | None:
