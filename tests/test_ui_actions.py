@@ -508,39 +508,68 @@ async def test_a_note_typed_for_another_ride_is_not_put_back_on_the_first(
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
 
 
-async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
+@asynccontextmanager
+async def seat_fix_typed(
     ops_dsn: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[
+    tuple[asyncpg.Connection, uuid.UUID, DashboardApp, Pilot[Any], SeatFixDialog]
+]:
+    """A ride with a seat mismatch, and the seat-fix dialog opened empty (s) on
+    the dashboard: a connection, the ride, the app, the pilot and the dialog."""
     async with connected(ops_dsn) as conn:
         ride = await seat_mismatch(conn)
         app = DashboardApp(make_settings(ops_dsn, tmp_path))
         async with app.run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
             await pilot.press("s")
-            dialog = await dialog_of(pilot, SeatFixDialog)
-            await type_text(pilot, "ride-42")
-            await pilot.press("enter")
-            await shows(pilot, dialog, "'ride-42' is not a valid ride id")
+            yield conn, ride, app, pilot, await dialog_of(pilot, SeatFixDialog)
 
-            await pilot.press(*["backspace"] * 7)
-            await type_text(pilot, str(uuid.UUID(int=7)))
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Refused (not_found)")
 
-            await pilot.press(*["backspace"] * 36)
-            shown = await edited_after_preview(pilot, dialog, conn, ride, seats=3)
-            assert "Available now  3" in shown
-            assert "available_seats 3 → 2" in shown
-            assert await seat_fix_audit(conn) == []
+async def test_seat_fix_by_typed_id_validates_and_handles_a_stale_preview(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with seat_fix_typed(ops_dsn, tmp_path) as (conn, ride, app, pilot, dialog):
+        await type_text(pilot, "ride-42")
+        await pilot.press("enter")
+        await shows(pilot, dialog, "'ride-42' is not a valid ride id")
 
-            await pilot.press("enter")
-            await shows(pilot, dialog, "Fixed.")
+        await pilot.press(*["backspace"] * 7)
+        await type_text(pilot, str(uuid.UUID(int=7)))
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Refused (not_found)")
+
+        await pilot.press(*["backspace"] * 36)
+        shown = await edited_after_preview(pilot, dialog, conn, ride, seats=3)
+        assert "Available now  3" in shown
+        assert "available_seats 3 → 2" in shown
+        assert await seat_fix_audit(conn) == []
+
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Fixed.")
         seats = await conn.fetchval(
             "SELECT available_seats FROM rides WHERE id = $1", ride
         )
         assert seats == 2
         assert [a["note"] for a in await seat_fix_audit(conn)] == ["fix after edit"]
         assert [e["outcome"] for e in action_log(app)] == ["stale_preview", "ok"]
+
+
+async def test_tab_from_a_typed_ride_id_previews_it_and_opens_the_note(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """Tab after the ride id does what Enter does: before the preview the note
+    is closed, so a note typed after a Tab that went nowhere landed in the id."""
+    async with seat_fix_typed(ops_dsn, tmp_path) as (conn, ride, _app, pilot, dialog):
+        await type_text(pilot, str(ride))
+        await pilot.press("tab")
+        await shows(pilot, dialog, "Available now")
+        note = dialog.query_one("#note", Input)
+        assert dialog.focused is note
+        await type_text(pilot, "tabbed to the note")
+        await pilot.press("enter")
+        await shows(pilot, dialog, "Fixed.")
+        assert dialog.query_one("#ride", Input).value == str(ride)
+        assert [a["note"] for a in await seat_fix_audit(conn)] == ["tabbed to the note"]
 
 
 @pytest.mark.parametrize(
@@ -997,19 +1026,13 @@ async def test_a_ride_deleted_after_the_preview_leaves_no_preview(
 async def test_a_stale_preview_that_needs_no_fix_offers_no_apply(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    async with connected(ops_dsn) as conn:
-        ride = await seat_mismatch(conn)
-        app = DashboardApp(make_settings(ops_dsn, tmp_path))
-        async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
-            await pilot.press("s")
-            dialog = await dialog_of(pilot, SeatFixDialog)
-            # Someone fixes the ride by hand: the fresh preview needs no fix.
-            shown = await edited_after_preview(pilot, dialog, conn, ride, seats=2)
-            assert "Nothing to fix: the stored value is right." in shown
-            assert "nothing is left to fix" in shown
-            assert "press Enter on the note to apply" not in shown
-            assert await seat_fix_audit(conn) == []
+    async with seat_fix_typed(ops_dsn, tmp_path) as (conn, ride, _app, pilot, dialog):
+        # Someone fixes the ride by hand: the fresh preview needs no fix.
+        shown = await edited_after_preview(pilot, dialog, conn, ride, seats=2)
+        assert "Nothing to fix: the stored value is right." in shown
+        assert "nothing is left to fix" in shown
+        assert "press Enter on the note to apply" not in shown
+        assert await seat_fix_audit(conn) == []
 
 
 HOSTILE_RIDE_ID = "6fdf766f\n[b red]boom[/]\x1b[2J"

@@ -1051,6 +1051,7 @@ class RideDialog(WriteDialog):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("pageup", "scroll_preview(-1)", "Scroll up", show=False),
         Binding("pagedown", "scroll_preview(1)", "Scroll down", show=False),
+        Binding("tab", "next_field", "Next field", show=False),
     ]
 
     preview: Any = None
@@ -1107,6 +1108,19 @@ class RideDialog(WriteDialog):
 
     def action_scroll_preview(self, direction: int) -> None:
         self.query_one(".dialog", DialogScroll).page(direction)
+
+    def action_next_field(self) -> None:
+        """Tab from the ride id before its preview previews it, as Enter does.
+
+        The note opens with the preview, so until then Tab had nowhere to go:
+        a note typed after it landed in the id field.
+        """
+        ride = self.query_one("#ride", Input)
+        if self.focused is ride and self.query_one("#note", Input).disabled:
+            if not self.done:
+                self._start_preview(ride.value)
+            return
+        self.focus_next()
 
     def _start_preview(self, text: str) -> None:
         self.forget_preview()
