@@ -1437,6 +1437,28 @@ async def test_resolving_from_a_violations_detail_closes_it(
         await until(pilot, lambda: not table.violations, "the list read again")
 
 
+async def test_y_copies_the_selected_samples_ride_id(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 the samples' Ride column shows only the start of the id; y
+    copies the selected sample's whole, and says which."""
+    async with mismatch_detail_open(ops_dsn, tmp_path, 2, (80, 24)) as (
+        app,
+        pilot,
+        dialog,
+    ):
+        assert "y copy ride id" in " ".join(
+            static_text(dialog.query_one(".keys", Static)).split()
+        )
+        samples = dialog.violation.sample_data
+        await pilot.press("down")
+        await pilot.press("y")
+        await until(pilot, lambda: notices(app), "a notification")
+        ride = str(samples[1].ride_id)
+        assert app.clipboard == ride
+        assert f"Copied ride_id {ride}" in notices(app)[-1]
+
+
 async def test_every_sample_is_reached_at_80x24(ops_dsn: str, tmp_path: Path) -> None:
     """The samples table fits the dialog and scrolls; s acts on the row shown."""
     async with mismatch_detail_open(ops_dsn, tmp_path, 8, (80, 24)) as (
@@ -1584,8 +1606,8 @@ async def test_a_violations_detail_offers_the_fix_its_check_takes(
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is app.dashboard, "the dashboard")
     assert offered == {
-        "seat_mismatch": ["s", "x", "Esc"],
-        "expired_active_ride": ["e", "x", "Esc"],
+        "seat_mismatch": ["s", "x", "y", "Esc"],
+        "expired_active_ride": ["e", "x", "y", "Esc"],
     }
 
 
@@ -1600,9 +1622,9 @@ def test_a_check_fixed_by_hand_offers_no_fix_and_an_unknown_one_both() -> None:
         for name in ("invalid_ride_status", "duplicate_active_bookings", "custom")
     }
     assert keys == {
-        "invalid_ride_status": ["x", "Esc"],
-        "duplicate_active_bookings": ["x", "Esc"],
-        "custom": ["s", "e", "x", "Esc"],
+        "invalid_ride_status": ["x", "y", "Esc"],
+        "duplicate_active_bookings": ["x", "y", "Esc"],
+        "custom": ["s", "e", "x", "y", "Esc"],
     }
 
 
@@ -1612,6 +1634,7 @@ async def test_a_violations_keys_wrap_only_between_whole_pairs(
     pairs = [
         ("s", "fix seats of sample's ride"),
         ("x", "resolve"),
+        ("y", "copy ride id"),
         ("Esc", "close"),
     ]
     async with a_mismatch_on_screen(ops_dsn, tmp_path) as (app, pilot):
@@ -1624,7 +1647,7 @@ async def test_a_violations_keys_wrap_only_between_whole_pairs(
         def drawn() -> list[str]:
             return [line for line in drawn_lines(keys) if line.strip()]
 
-        for width, height, count in ((80, 24, 1), (40, 20, 2), (120, 40, 1)):
+        for width, height, count in ((80, 24, 2), (40, 20, 3), (120, 40, 1)):
             await pilot.resize_terminal(width, height)
             await until(
                 pilot, lambda n=count: len(drawn()) == n, f"{count} lines at {width}"

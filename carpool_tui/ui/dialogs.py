@@ -601,7 +601,7 @@ def violation_keys(violation: Violation) -> list[tuple[str, str]]:
         pairs.append(("s", "fix seats of sample's ride"))
     if not known or any(name in EXPIRE_CHECKS for name in known):
         pairs.append(("e", "expire sample's ride"))
-    return [*pairs, ("x", "resolve"), ("Esc", "close")]
+    return [*pairs, ("x", "resolve"), ("y", "copy ride id"), ("Esc", "close")]
 
 
 class ViolationDialog(Dialog[None]):
@@ -612,11 +612,35 @@ class ViolationDialog(Dialog[None]):
         Binding("s", "seat_fix", "Fix seats", show=False),
         Binding("e", "expire_ride", "Expire ride", show=False),
         Binding("x", "resolve", "Resolve", show=False),
+        Binding("y", "copy_ride", "Copy ride id", show=False),
     ]
 
     def __init__(self, violation: Violation) -> None:
         super().__init__()
         self.violation = violation
+
+    def action_copy_ride(self) -> None:
+        """Copy the selected sample's ride id with OSC 52, as y copies a row's
+        id on the dashboard: the table shows it, but not always whole."""
+        table = self.query_one("#samples", DataTable)
+        samples = self.violation.sample_data
+        row = table.cursor_row
+        ride = samples[row].ride_id if 0 <= row < len(samples) else None
+        if not ride:
+            self.notify(
+                "This sample names no ride. Nothing was copied.", severity="warning"
+            )
+            return
+        try:
+            text = str(parse_uuid(ride))
+        except ValueError:
+            self.notify(
+                "The sample's ride id is not a valid id. Nothing was copied.",
+                severity="warning",
+            )
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied ride_id {text} (OSC 52: the terminal must allow it).")
 
     def compose(self) -> ComposeResult:
         v = self.violation
