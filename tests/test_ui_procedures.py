@@ -713,6 +713,34 @@ async def test_start_of_shift_on_a_healthy_database(
             assert "skip" not in [e.action for e in app.timeline.entries]
 
 
+async def test_start_of_shift_lists_the_counts_to_watch_first_and_flags_them(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """At 80x24 the step shows five rows: the counts that should be 0 come
+    first, in view, and one that is not 0 says so."""
+    async with connected(ops_dsn) as conn:
+        await seat_mismatch(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        screen = await open_from_list(pilot, "Start of shift check")
+        await until(pilot, lambda: screen.rowset is not None, "the rows")
+        assert screen.rowset is not None
+        rows = screen.rowset.rows
+        assert [r["key"] for r in rows[:4]] == [
+            "expired_active_rides",
+            "seat_mismatches",
+            "unresolved_violations",
+            "failed_jobs_24h",
+        ]
+        watch = {r["key"]: r["watch"] for r in rows}
+        assert watch["seat_mismatches"] == "should be 0"
+        assert watch["expired_active_rides"] is None
+        assert watch["active_rides"] is None  # not a count to watch
+        shown = screen_text(screen)
+        assert "seat_mismatches" in shown and "should be 0" in shown
+
+
 async def followed(pilot: Pilot[Any], screen: ProcedureScreen) -> ProcedureScreen:
     """Press f on the row under the cursor; the procedure it opened, loaded."""
     await pilot.press("f")

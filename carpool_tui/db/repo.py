@@ -262,6 +262,16 @@ FINDINGS: dict[str, str] = {
     " AND COALESCE(available_until, departure_time) < now() - interval '10 minutes'"
     " ORDER BY expires_at, id",
 }
+HEALTH_WATCHED = (
+    "expired_active_rides",
+    "seat_mismatches",
+    "unresolved_violations",
+    "failed_jobs_24h",
+)
+"""The health summary's counts that should be 0, in the order the view lists
+them."""
+_WATCHED = "ARRAY[" + ", ".join(f"'{k}'" for k in HEALTH_WATCHED) + "]"
+
 VIEWS: dict[str, str] = {
     **{f"findings:{kind}": sql for kind, sql in FINDINGS.items()},
     # Columns in the order an 80-column screen should keep them; the id last.
@@ -288,8 +298,13 @@ VIEWS: dict[str, str] = {
     "open_checks": "SELECT check_name AS check, severity,"
     " violation_count AS open_count FROM invariant_violations"
     " WHERE resolved_at IS NULL ORDER BY severity, check_name",
-    "health": "SELECT key, value FROM jsonb_each_text(get_system_health_summary())"
-    " WHERE key <> 'recent_job_status' ORDER BY key",
+    # The counts that should be 0 first, flagged when they are not: a short
+    # screen shows five rows, and alphabetical order put them out of sight.
+    "health": f"SELECT key, value, CASE WHEN key = ANY ({_WATCHED})"
+    " AND value <> '0' THEN 'should be 0' END AS watch"
+    " FROM jsonb_each_text(get_system_health_summary())"
+    " WHERE key <> 'recent_job_status'"
+    f" ORDER BY array_position({_WATCHED}, key) NULLS LAST, key",
     "overbooked": "SELECT id AS ride_id, status, total_seats,"
     " available_seats AS current, expected_seats AS should_be"
     f" FROM {_OPEN_SEATS} WHERE expected_seats < 0 ORDER BY id",
