@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from carpool_tui.db.connect import as_dict, connect
+from carpool_tui.db.repo import job_lock_held
 
 
 @asynccontextmanager
@@ -178,19 +179,14 @@ async def overlapping_runs(
     ):
         await first.execute("SET carpool.lock_timeout = '60s'")
         await second.execute("SET carpool.lock_timeout = '300ms'")
-        key = await blocker.fetchval("SELECT ops_job_lock_key($1)", name)
-        held = (
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-            " AND granted AND classid = (($1::bigint >> 32) & 4294967295)::oid"
-            " AND objid = ($1::bigint & 4294967295)::oid AND objsubid = 1)"
-        )
+        held = f"SELECT {job_lock_held('$1::text')}"
         tx = blocker.transaction()
         await tx.start()
         try:
             await blocker.execute(hold)
             running = asyncio.create_task(job(first, name))
             for _ in range(200):
-                if await blocker.fetchval(held, key):
+                if await blocker.fetchval(held, name):
                     break
                 await asyncio.sleep(0.02)
             else:

@@ -60,7 +60,13 @@ from carpool_tui.ui.text import (
     safe_markup,
     safe_text,
 )
-from carpool_tui.ui.widgets import DialogScroll, FormScroll, RowTable, status_word
+from carpool_tui.ui.widgets import (
+    DialogScroll,
+    FormScroll,
+    RowTable,
+    copy_for_operator,
+    status_word,
+)
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -639,8 +645,7 @@ class ViolationDialog(Dialog[None]):
                 severity="warning",
             )
             return
-        self.app.copy_to_clipboard(text)
-        self.notify(f"Copied ride_id {text} (OSC 52: the terminal must allow it).")
+        copy_for_operator(self.app, text, f"ride_id {text}")
 
     def compose(self) -> ComposeResult:
         v = self.violation
@@ -1895,7 +1900,6 @@ class HelpScreen(Dialog[None]):
                 severity="warning",
             )
             return
-        dash.copy_to_clipboard(dash.target)
-        # Not the DSN itself: wrapped in the notice, it would invite a copy of
-        # the very kind that breaks it.
-        self.notify("Copied the DSN (OSC 52: the terminal must allow it).")
+        # Not the DSN itself in the notice: wrapped there, it would invite a
+        # copy of the very kind that breaks it.
+        copy_for_operator(dash, dash.target, "the DSN")

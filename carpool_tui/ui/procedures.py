@@ -56,7 +56,7 @@ from carpool_tui.ui.dialogs import (
     shows_nothing,
 )
 from carpool_tui.ui.text import ELLIPSIS, safe_markup, safe_text
-from carpool_tui.ui.widgets import RowTable, show_text
+from carpool_tui.ui.widgets import RowTable, copy_for_operator, show_text
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -840,8 +840,7 @@ class ProcedureScreen(Screen[None]):
             self.notify(f"{said} Nothing was copied.", severity="warning")
             return
         column, text = found
-        self.app.copy_to_clipboard(text)
-        self.notify(f"Copied {column} {text} (OSC 52: the terminal must allow it).")
+        copy_for_operator(self.app, text, f"{column} {text}")
 
     def action_page(self, direction: int) -> None:
         page = self.query_one("#procedure", VerticalScroll)

@@ -15,7 +15,12 @@ from carpool_tui.ui.actions import ACTIONS, ActionSpec
 from carpool_tui.ui.export import Format, Kind, table_rows, write_export
 from carpool_tui.ui.schedule import ScheduleScreen
 from carpool_tui.ui.trends import TrendsScreen
-from carpool_tui.ui.widgets import JobLogTable, JobsTable, ViolationsTable
+from carpool_tui.ui.widgets import (
+    JobLogTable,
+    JobsTable,
+    ViolationsTable,
+    copy_for_operator,
+)
 
 if TYPE_CHECKING:
     from carpool_tui.ui.app import DashboardApp
@@ -98,8 +103,7 @@ class WarRoomActions:
             app.notify("Select a row with an id first.", severity="warning")
             return
         text = str(row.id)
-        app.copy_to_clipboard(text)
-        app.notify(f"Copied {text} (OSC 52: the terminal must allow it).")
+        copy_for_operator(app, text, text)
 
     def action_export(self, form: Format) -> None:
         """Write the table on screen to a file next to the action log."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.events import Resize
@@ -189,6 +189,13 @@ class KeysFooter(Footer):
         narrow = 0 < width < self.wide
         self.set_class(narrow, "-narrow")
         self.compact = narrow
+
+
+def copy_for_operator(app: App[Any], text: str, what: str) -> None:
+    """Put ``text`` on the clipboard by OSC 52, which reaches the operator's
+    own terminal over SSH, and say that ``what`` was copied."""
+    app.copy_to_clipboard(text)
+    app.notify(f"Copied {what} (OSC 52: the terminal must allow it).")
 
 
 def show_text(widget: Static, content: str) -> None:
