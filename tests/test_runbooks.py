@@ -120,6 +120,8 @@ def test_a_result_or_choice_judged_again_is_not_a_new_timeline_entry() -> None:
     r.verify([])
     assert checks() == [("1", "passed: Chosen: run-1.")]
     r.advance()
+    assert r.verify([]) is None  # what holds locks: rows to read, no check
+    r.advance()
     r.verify([])
     r.verify([])
     r.acted("run expire_rides", {"success": True}, "completed")
@@ -128,9 +130,9 @@ def test_a_result_or_choice_judged_again_is_not_a_new_timeline_entry() -> None:
     r.acted("run expire_rides", {"success": True}, "completed")
     r.verify([])
     assert checks()[1:] == [
-        ("2", "failed: The job has not run in this step yet."),
-        ("2", "passed: The job completed."),
-        ("2", "passed: The job completed."),
+        ("3", "failed: The job has not run in this step yet."),
+        ("3", "passed: The job completed."),
+        ("3", "passed: The job completed."),
     ]
     rows = run()
     rows.advance()
@@ -496,6 +498,7 @@ def test_choosing_another_row_drops_the_steps_earlier_result() -> None:
     failing = run(PROCEDURES_BY_ID["jobs-failing"])
     failing.choose("run-1", {"job_name": "check_system_invariants"})
     assert failing.verify([]) is not None and failing.advance() is None
+    assert failing.advance() is None  # past what holds locks
     failing.acted("run check_system_invariants", {"success": True}, "completed")
     assert failing.verify([]) == Verdict(True, "The job completed.")
     failing.choose("run-2", {"job_name": "expire_rides"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -143,6 +144,14 @@ async def from_the_failed_run(
     return await procedure(pilot)
 
 
+async def to_the_rerun(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
+    """From 4.1's first step, its run chosen, past what holds locks (no
+    check) to the step that runs the job again."""
+    await next_step(pilot, screen)
+    assert "See what holds locks" in screen_text(screen)
+    await next_step(pilot, screen)
+
+
 async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
     ops_dsn: str, tmp_path: Path
 ) -> None:
@@ -152,14 +161,14 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
         async with app.run_test(size=(120, 40)) as pilot:
             screen = await from_the_failed_run(pilot, app)
             text = screen_text(screen)
-            assert "4.1 Jobs are failing · Step 1 of 2: Read the failed runs" in text
+            assert "4.1 Jobs are failing · Step 1 of 3: Read the failed runs" in text
             assert "canceling statement due to lock timeout" in text
             assert "55P03" in text and "Lock timeout" in text
             assert "Usually self-resolving" in text
             assert "WHERE status = 'failed'" in text
             assert await check(pilot, screen)
-            await next_step(pilot, screen)
-            assert "Step 2 of 2" in screen_text(screen)
+            await to_the_rerun(pilot, screen)
+            assert "Step 3 of 3" in screen_text(screen)
             assert "Run reconcile_seat_counts()" in screen_text(screen)
             await run_job_action(pilot, screen)
             assert "PASSED The job completed." in screen_text(screen)
@@ -182,7 +191,7 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
         md = exported[0].read_text(encoding="utf-8")
         assert md.startswith("# Incident timeline")
         assert "| Time (UTC) | Operator | Procedure | Step | Action | Result |" in md
-        assert "| alice@oncall | 4.1 Jobs are failing | 2. Run the job again |" in md
+        assert "| alice@oncall | 4.1 Jobs are failing | 3. Run the job again |" in md
         assert "| run reconcile_seat_counts | Found 0 mismatches" in md
         assert "passed: The job completed." in md
         assert f"| finish | {ending} |" in md
@@ -194,6 +203,59 @@ async def test_jobs_failing_from_a_failed_run_to_a_verified_rerun(
             )
             == "completed"
         )
+
+
+async def test_what_holds_locks_names_the_session_another_waits_on(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    """4.1's second step lists the sessions in a transaction, oldest first:
+    one holding a ride's row, and one waiting for it that names the first in
+    blocked_by, which is where a lock timeout's cause is found."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+        ride = await make_ride(conn, departs_in=timedelta(hours=1))
+    async with (
+        connected(ops_dsn, purpose="test-holder") as holder,
+        connected(ops_dsn, purpose="test-waiter") as waiter,
+    ):
+        holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
+        waiter_pid = await waiter.fetchval("SELECT pg_backend_pid()")
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM rides WHERE id = $1 FOR UPDATE", ride)
+        waiting = asyncio.create_task(
+            waiter.execute("UPDATE rides SET updated_at = now() WHERE id = $1", ride)
+        )
+        try:
+            for _ in range(200):
+                if await conn_blocked(ops_dsn, waiter_pid):
+                    break
+                await asyncio.sleep(0.02)
+            app = DashboardApp(make_settings(ops_dsn, tmp_path))
+            async with app.run_test(size=(120, 40)) as pilot:
+                screen = await from_the_failed_run(pilot, app)
+                assert await check(pilot, screen)
+                await next_step(pilot, screen)
+                await until(pilot, lambda: screen.rowset is not None, "the sessions")
+                assert screen.rowset is not None
+                rows = {r["pid"]: r for r in screen.rowset.rows}
+                assert next(iter(rows)) == holder_pid  # the oldest transaction first
+                assert rows[waiter_pid]["blocked_by"] == str(holder_pid)
+                assert rows[holder_pid]["blocked_by"] is None
+                assert rows[holder_pid]["state"] == "idle in transaction"
+                assert "FOR UPDATE" in rows[holder_pid]["query"]
+                text = screen_text(screen)
+                assert "Step 2 of 3: See what holds locks" in text
+                assert "No check in this step" in text
+        finally:
+            await held.rollback()
+            await waiting
+
+
+async def conn_blocked(dsn: str, pid: int) -> bool:
+    """Whether the backend ``pid`` waits on a lock another session holds."""
+    async with connected(dsn) as conn:
+        return bool(await conn.fetchval("SELECT pg_blocking_pids($1) <> '{}'", pid))
 
 
 @pytest.mark.parametrize("kind", CHECK_KINDS)
@@ -786,7 +848,7 @@ async def test_start_of_shift_follows_a_failed_run_and_a_failing_check(
         await pilot.pause()
         failing = await followed(pilot, shift)
         text = screen_text(failing)
-        assert "4.1 Jobs are failing · Step 1 of 2" in text
+        assert "4.1 Jobs are failing · Step 1 of 3" in text
         assert "Chosen:" in text and "Lock timeout" in text
         assert await check(pilot, failing)
         await pilot.press("escape")
@@ -1092,7 +1154,7 @@ def shown_at_once(screen: ProcedureScreen, *ids: str) -> str:
 async def test_a_long_query_leaves_the_action_and_expectation_in_view(
     ops_dsn: str, tmp_path: Path
 ) -> None:
-    """At 80x24 4.1's second step reads with a 13-line query; its action, what
+    """At 80x24 4.1's re-run step reads with a 13-line query; its action, what
     is expected and the keys stay on screen, and the rows come before it."""
     async with connected(ops_dsn) as conn:
         await failed_run(conn)
@@ -1100,7 +1162,7 @@ async def test_a_long_query_leaves_the_action_and_expectation_in_view(
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await from_the_failed_run(pilot, app)
         assert await check(pilot, screen)
-        await next_step(pilot, screen)
+        await to_the_rerun(pilot, screen)
         await settled(pilot, screen)
         shown = shown_at_once(screen, "#proc-action", "#proc-verdict", "#proc-keys")
         assert "Action (a): Run reconcile_seat_counts(); it asks to confirm." in shown
@@ -1127,7 +1189,7 @@ async def test_read_only_reads_and_runs_queries_but_writes_say_why(
         screen = await procedure(pilot)
         assert "Lock timeout" in screen_text(screen)
         await check(pilot, screen)
-        await next_step(pilot, screen)
+        await to_the_rerun(pilot, screen)
         assert "writes disabled: Read-only session" in screen_text(screen)
         await pilot.press("a")
         await pilot.pause()
@@ -1266,7 +1328,7 @@ async def test_choosing_a_row_answers_the_refusal_to_move_on(
         assert not message.display and "check failed" not in screen_text(screen)
 
 
-async def test_step_two_starts_on_the_chosen_runs_job_when_it_ran_again(
+async def test_the_rerun_step_starts_on_the_chosen_runs_job_when_it_ran_again(
     ops_dsn: str, tmp_path: Path
 ) -> None:
     """The chosen failed run is no longer its job's latest: the cursor starts
@@ -1283,8 +1345,8 @@ async def test_step_two_starts_on_the_chosen_runs_job_when_it_ran_again(
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await from_the_failed_run(pilot, app, runs=2, row=1)
         assert await check(pilot, screen)
-        await next_step(pilot, screen)
-        assert "Step 2 of 2" in screen_text(screen)
+        await to_the_rerun(pilot, screen)
+        assert "Step 3 of 3" in screen_text(screen)
         rows = screen.query_one("#proc-rows", DataTable)
         await until(pilot, lambda: rows.row_count == 4, "the latest runs")
         cells = [str(c) for c in rows.get_row_at(rows.cursor_row)]

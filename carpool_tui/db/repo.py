@@ -295,6 +295,17 @@ VIEWS: dict[str, str] = {
     f" AND NOT {refused_by_earlier_run('s')}"
     " ORDER BY s.started_at DESC NULLS LAST LIMIT 1)"
     " AS l ON true ORDER BY j.job_name",
+    # Sessions in a transaction now, oldest first: what a lock timeout waited
+    # on. Without pg_read_all_stats another role's session shows no details.
+    "sessions": "SELECT a.pid,"
+    " date_trunc('second', now() - a.xact_start)::text AS in_transaction,"
+    " NULLIF(array_to_string(pg_blocking_pids(a.pid), ', '), '') AS blocked_by,"
+    " a.state, a.wait_event_type AS waiting_on, a.usename AS user_name,"
+    " a.application_name AS application, left(a.query, 200) AS query"
+    " FROM pg_stat_activity a WHERE a.datname = current_database()"
+    " AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'"
+    " AND (a.xact_start IS NOT NULL OR a.query = '<insufficient privilege>')"
+    " ORDER BY a.xact_start NULLS LAST, a.pid",
     "open_checks": "SELECT check_name AS check, severity,"
     " violation_count AS open_count FROM invariant_violations"
     " WHERE resolved_at IS NULL ORDER BY severity, check_name",

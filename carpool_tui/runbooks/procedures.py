@@ -27,7 +27,8 @@ class Cause:
 LOCK_TIMEOUT = Cause(
     "Lock timeout",
     "Another process held the rows. Usually self-resolving: run the job again; "
-    "if it keeps failing, look for a long transaction holding locks.",
+    "if it keeps failing, look for a long transaction holding locks: 4.1's "
+    "second step (g on the run) lists the sessions in a transaction.",
 )
 RUN_IN_PROGRESS = Cause(
     "Another run",
@@ -267,6 +268,16 @@ JOBS_FAILING = Procedure(
             "message and SQLSTATE. The cause column names the common issue.",
             view="failed_runs",
             check=Check("chosen", "a failed run is chosen"),
+        ),
+        Step(
+            title="See what holds locks",
+            purpose="The database's sessions in a transaction now, oldest first: "
+            "how long, which sessions block each one (blocked_by), what it waits "
+            "on and its query. A lock timeout usually waited on the oldest, or on "
+            "the session others list in blocked_by; one that stays, ask its owner "
+            "to end it. Another role's session shows no details unless this role "
+            "has pg_read_all_stats.",
+            view="sessions",
         ),
         Step(
             title="Run the job again",
