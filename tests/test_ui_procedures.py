@@ -144,6 +144,21 @@ async def from_the_failed_run(
     return await procedure(pilot)
 
 
+@asynccontextmanager
+async def failed_run_chosen(
+    ops_dsn: str, tmp_path: Path
+) -> AsyncIterator[tuple[Pilot[Any], ProcedureScreen]]:
+    """A failed run in the job log and 4.1 opened on it from the dashboard at
+    80x24, its choice checked: the pilot and the procedure."""
+    async with connected(ops_dsn) as conn:
+        await failed_run(conn)
+    app = DashboardApp(make_settings(ops_dsn, tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await from_the_failed_run(pilot, app)
+        assert await check(pilot, screen)
+        yield pilot, screen
+
+
 async def to_the_rerun(pilot: Pilot[Any], screen: ProcedureScreen) -> None:
     """From 4.1's first step, its run chosen, past what holds locks (no
     check) to the step that runs the job again."""
@@ -250,6 +265,15 @@ async def test_what_holds_locks_names_the_session_another_waits_on(
         finally:
             await held.rollback()
             await waiting
+
+
+async def test_what_holds_locks_says_so_when_nothing_does(
+    ops_dsn: str, tmp_path: Path
+) -> None:
+    async with failed_run_chosen(ops_dsn, tmp_path) as (pilot, screen):
+        await next_step(pilot, screen)
+        said = "0 row(s): no other session is in a transaction now, so none holds"
+        await until(pilot, lambda: said in screen_text(screen), "the empty table")
 
 
 async def conn_blocked(dsn: str, pid: int) -> bool:
@@ -1156,12 +1180,7 @@ async def test_a_long_query_leaves_the_action_and_expectation_in_view(
 ) -> None:
     """At 80x24 4.1's re-run step reads with a 13-line query; its action, what
     is expected and the keys stay on screen, and the rows come before it."""
-    async with connected(ops_dsn) as conn:
-        await failed_run(conn)
-    app = DashboardApp(make_settings(ops_dsn, tmp_path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = await from_the_failed_run(pilot, app)
-        assert await check(pilot, screen)
+    async with failed_run_chosen(ops_dsn, tmp_path) as (pilot, screen):
         await to_the_rerun(pilot, screen)
         await settled(pilot, screen)
         shown = shown_at_once(screen, "#proc-action", "#proc-verdict", "#proc-keys")

@@ -272,6 +272,11 @@ ROW_CELL_LIMIT = 160
 stays, and a cut list hides the ones to act on."""
 
 
+NONE_MEANS: dict[str, str] = {
+    "sessions": "no other session is in a transaction now, so none holds a lock",
+}
+"""What an empty table of these views tells the operator."""
+
 PROCEDURE_KEYS = (
     ("a", "act (preview, confirm)"),
     ("c", "check"),
@@ -635,6 +640,8 @@ class ProcedureScreen(Screen[None]):
         table.display = True
         query = f"{rowset.query}"
         count = f"{len(rowset.rows)} row(s)"
+        if not rowset.rows and rowset.view in NONE_MEANS:
+            count += f": {NONE_MEANS[rowset.view]}"
         self.query_one("#proc-query", Static).update(
             Text(f"-- {count}, read by:\n{query};", no_wrap=False)
         )
